@@ -1,0 +1,48 @@
+"""The `gatewayd` command line: one subcommand per job, each in the module that owns it.
+
+Each module listed in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its
+subcommand(s) with `set_defaults(func=...)`; `func(args) -> int` is the exit status.
+Modules are imported lazily per run so `gatewayd check` does not pay for the MQTT stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gatewayd import __version__
+
+#: Modules that contribute subcommands, in `--help` order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "gatewayd.config.cli",
+)
+
+EX_USAGE = 64
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatewayd",
+        description="Edge gateway daemon: Modbus devices to Envision EnOS, store-and-forward.",
+    )
+    parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        status: int = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return status

@@ -1,0 +1,388 @@
+"""Typed configuration models: the contract between the YAML files and the daemon.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored setting.
+Durations are given with units in YAML (`5s`, `250ms`) and held as float seconds here;
+sizes are given with units (`64MiB`) and held as int bytes. The loader
+(`gatewayd.config.loader`) turns YAML into these models and maps every validation
+error back to `file:line:col`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from gatewayd.config.units import Duration, Size
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+# ---------------------------------------------------------------------------- enums
+
+
+class Table(StrEnum):
+    """Modbus data tables."""
+
+    COIL = "coil"
+    DISCRETE = "discrete"
+    HOLDING = "holding"
+    INPUT = "input"
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE)
+
+
+class DataType(StrEnum):
+    """Point data types and how many 16-bit registers each occupies (see `REGISTER_COUNT`)."""
+
+    BOOL = "bool"  # a coil/discrete input, or bit `bit` of a register
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    STRING = "string"  # `count` registers, two characters each
+    BCD16 = "bcd16"
+    BCD32 = "bcd32"
+
+
+#: Registers occupied by each fixed-size type; `string` takes its `count`.
+REGISTER_COUNT: dict[DataType, int] = {
+    DataType.BOOL: 1,
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.BCD16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.FLOAT32: 2,
+    DataType.BCD32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT64: 4,
+}
+
+
+class Order(StrEnum):
+    """Byte order inside a register, or word order across registers."""
+
+    BIG = "big"
+    LITTLE = "little"
+
+
+class Parity(StrEnum):
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+class SyncMode(StrEnum):
+    """SQLite `PRAGMA synchronous` levels offered for the spool."""
+
+    OFF = "off"
+    NORMAL = "normal"
+    FULL = "full"
+    EXTRA = "extra"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # journald under systemd, console on a terminal, JSON otherwise
+    CONSOLE = "console"
+    JSON = "json"
+    JOURNALD = "journald"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+# ---------------------------------------------------------------------------- gateway
+
+
+class TlsConfig(Strict):
+    """TLS to the broker. Port 18883 is mutual X.509: give `cert_file` and `key_file`."""
+
+    enabled: bool = False
+    ca_file: Path | None = None  # None: the system trust store
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify: bool = True  # verification stays on unless an engineer turns it off explicitly
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class BrokerConfig(Strict):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 11883
+    tls: TlsConfig = TlsConfig()
+    keepalive: Annotated[Duration, Field(ge=60, le=300)] = 60.0  # EnOS accepts 60-300 s
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+
+
+class GatewayConfig(Strict):
+    """The gateway's own EnOS identity and broker."""
+
+    product_key: Annotated[str, Field(min_length=1)]
+    device_key: Annotated[str, Field(min_length=1)]
+    # Secure mode 2 signs with the device secret; mode 3 activates once with the product
+    # secret and persists the device secret EnOS returns (into the spool's directory).
+    secure_mode: Literal[2, 3] = 2
+    device_secret: SecretStr | None = None
+    device_secret_file: Path | None = None
+    product_secret: SecretStr | None = None
+    product_secret_file: Path | None = None
+    sign_method: Literal["sha256", "sha1", "md5"] = "sha256"
+    broker: BrokerConfig
+
+
+# ---------------------------------------------------------------------------- buses
+
+
+class BusBase(Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    timeout: Annotated[Duration, Field(gt=0)] = 1.0  # per request, before a retry
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    max_registers: Annotated[int, Field(ge=1, le=125)] = 125
+    max_bits: Annotated[int, Field(ge=1, le=2000)] = 2000
+    # Registers of gap the planner may read through to save a request; "auto" derives the
+    # break-even from the bus's per-request overhead (baud rate and turnaround).
+    gap_fill: Literal["auto"] | Annotated[int, Field(ge=0, le=124)] = "auto"
+    turnaround: Annotated[Duration, Field(ge=0)] = 0.005  # device think time per request
+    reconnect_max: Annotated[Duration, Field(gt=0)] = 60.0
+
+
+class TcpBus(BusBase):
+    """Modbus TCP (MBAP framing) to one endpoint."""
+
+    type: Literal["tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+class RtuOverTcpBus(BusBase):
+    """RTU framing (with CRC) over a TCP socket: serial device servers / gateways."""
+
+    type: Literal["rtu_over_tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600  # of the serial side, for timing
+
+
+class SerialBus(BusBase):
+    """Modbus RTU on an RS-485 serial port."""
+
+    type: Literal["rtu"]
+    device: str  # e.g. /dev/ttyUSB0 or /dev/serial/by-id/...
+    baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600
+    parity: Parity = Parity.NONE
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    # Silence between frames; "auto" is the Modbus 3.5 character times (1.75 ms above 19200).
+    inter_frame_delay: Literal["auto"] | Annotated[Duration, Field(ge=0)] = "auto"
+
+
+BusConfig = Annotated[TcpBus | RtuOverTcpBus | SerialBus, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class PointConfig(Strict):
+    """One register range (or coil) mapped to one EnOS measurepoint."""
+
+    measurepoint: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    table: Table
+    address: Annotated[int, Field(ge=0, le=65535)]
+    type: DataType
+    count: Annotated[int, Field(ge=1, le=125)] | None = None  # registers; required for string
+    bit: Annotated[int, Field(ge=0, le=15)] | None = None  # bool inside a register
+    byte_order: Order | None = None  # None: the device's
+    word_order: Order | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    enum: dict[int, str] | None = None
+    poll_interval: Duration | None = None  # None: the device's
+    writable: bool = False
+    min: float | None = None
+    max: float | None = None
+    quality: bool = False  # send {"value", "quality"} to EnOS
+
+    @property
+    def register_count(self) -> int:
+        """Registers (or bits, for bit tables) this point spans."""
+        if self.table.is_bit:
+            return 1
+        if self.type is DataType.STRING:
+            return self.count or 0
+        return REGISTER_COUNT[self.type]
+
+
+class BitRule(Strict):
+    """Fires when a bool point rises (`bit_set`) or falls (`bit_cleared`)."""
+
+    event: str
+    rule: Literal["bit_set", "bit_cleared"]
+    point: str
+    params: dict[str, str | int | float | bool] = {}
+
+
+class ThresholdRule(Strict):
+    """Fires when a point crosses `above` (or falls under `below`); re-arms past hysteresis."""
+
+    event: str
+    rule: Literal["threshold"]
+    point: str
+    above: float | None = None
+    below: float | None = None
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+    params: dict[str, str | int | float | bool] = {}
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdRule:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of 'above' or 'below'")
+        return self
+
+
+class InSetRule(Strict):
+    """Fires when a point's value enters `values` (e.g. fault states)."""
+
+    event: str
+    rule: Literal["in_set"]
+    point: str
+    values: Annotated[list[int | float | str], Field(min_length=1)]
+    params: dict[str, str | int | float | bool] = {}
+
+
+class ChangeRule(Strict):
+    """Fires whenever a point's value changes (not on the first reading)."""
+
+    event: str
+    rule: Literal["change"]
+    point: str
+    params: dict[str, str | int | float | bool] = {}
+
+
+EventRule = Annotated[
+    BitRule | ThresholdRule | InSetRule | ChangeRule, Field(discriminator="rule")
+]
+
+
+class ServiceParam(Strict):
+    type: Literal["int", "float", "bool", "string"] = "float"
+    min: float | None = None
+    max: float | None = None
+
+
+class ServiceWrite(Strict):
+    """One write of a service: `value` is a literal or `$param` bound from the command."""
+
+    point: str
+    value: str | int | float | bool
+
+
+class ServiceConfig(Strict):
+    """A cloud-invokable service: ordered writes, then output points read back."""
+
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    params: dict[str, ServiceParam] = {}
+    writes: list[ServiceWrite] = []
+    outputs: list[str] = []
+
+
+class DeviceModel(Strict):
+    """A reusable device type (`models/<name>.yaml`)."""
+
+    name: str
+    description: str | None = None
+    byte_order: Order = Order.BIG
+    word_order: Order = Order.BIG
+    points: Annotated[list[PointConfig], Field(min_length=1)]
+    events: list[EventRule] = []
+    services: list[ServiceConfig] = []
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+class DeviceConfig(Strict):
+    """A Modbus sub-device on a bus, mapped to an EnOS sub-device."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    bus: str
+    unit_id: Annotated[int, Field(ge=0, le=255)] = 1
+    model: str  # a model name: models/<model>.yaml
+    product_key: Annotated[str, Field(min_length=1)]
+    device_key: Annotated[str, Field(min_length=1)]
+    device_secret: SecretStr | None = None
+    device_secret_file: Path | None = None
+    poll_interval: Annotated[Duration, Field(gt=0)] = 5.0
+    byte_order: Order | None = None  # None: the model's
+    word_order: Order | None = None
+    enabled: bool = True
+    timeout: Annotated[Duration, Field(gt=0)] | None = None  # None: the bus's
+    max_registers: Annotated[int, Field(ge=1, le=125)] | None = None  # None: the bus's
+    # Some devices only implement FC16: write single registers with FC16 too.
+    write_multiple_only: bool = False
+    # Read a written point back and compare before answering the cloud 200.
+    verify_writes: bool = True
+    # Keep polling (and spooling) a sub-device the cloud disabled; published on re-enable.
+    poll_when_disabled: bool = False
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+class SpoolConfig(Strict):
+    path: Path = Path("/var/lib/gatewayd/spool.db")
+    max_bytes: Annotated[Size, Field(ge=1 << 20)] = 256 << 20
+    synchronous: SyncMode = SyncMode.FULL
+
+
+class UplinkConfig(Strict):
+    batch_size: Annotated[int, Field(ge=1, le=10000)] = 500  # records per message
+    # A sample older than this when it is sent goes out as resume (backfill), not post.
+    live_window: Annotated[Duration, Field(gt=0)] = 30.0
+    backlog_points_per_second: Annotated[int, Field(ge=1)] = 20000
+    backlog_bytes_per_second: Annotated[Size, Field(ge=1024)] = 800 * 1024  # under 1 MB/s
+    reply_timeout: Annotated[Duration, Field(gt=0, le=60)] = 30.0
+    login_batch_size: Annotated[int, Field(ge=1, le=200)] = 50
+    auto_topo: bool = False  # add sub-devices answering 740 to the topology
+    historical_events: bool = False  # backfill old events via integration.event.post
+
+
+class LoggingConfig(Strict):
+    level: LogLevel = LogLevel.INFO
+    format: LogFormat = LogFormat.AUTO
+
+
+class Config(Strict):
+    """The whole `gatewayd.yaml`."""
+
+    gateway: GatewayConfig
+    spool: SpoolConfig = SpoolConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    logging: LoggingConfig = LoggingConfig()
+    models_dir: Path = Path("models")  # relative to the config file
+    buses: list[BusConfig] = []
+    devices: list[DeviceConfig] = []
+    # Filled by the loader from `models_dir` (and inline `models:` if given).
+    models: dict[str, DeviceModel] = {}
