@@ -1,0 +1,261 @@
+"""One MQTT connection to EnOS: the only module that talks to the MQTT library.
+
+`GatewaySession` connects with EnOS credentials, publishes requests and correlates their
+`_reply` by (reply topic, id), and hands every other inbound message (cloud commands) to the
+caller through `inbound()`. It does not reconnect: the uplink decides when to try again
+(`gatewayd.enos.reconnect`), because EnOS punishes eager reconnects with a lock-out.
+
+Library failures become our own errors here: `ConnectRefused(rc)` for a CONNACK error,
+`BrokerUnavailable` for everything that means "the transport is gone", `ReplyTimeout` when
+the broker took the message but EnOS never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+import structlog
+from aiomqtt.exceptions import MqttConnectError
+
+from gatewayd.config.models import TlsConfig
+
+log = structlog.get_logger(__name__)
+
+REPLY_SUFFIX = "_reply"
+
+#: paho reports a v3.1.1 CONNACK refusal as the MQTT 5 reason code; EnOS speaks 3.1.1.
+_V5_TO_V311_CONNACK = {132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
+
+
+class BrokerUnavailable(Exception):
+    """The MQTT transport is down (connect failed, connection lost, publish impossible)."""
+
+
+class ConnectRefused(BrokerUnavailable):
+    """The broker answered CONNACK with a non-zero return code (4: credentials, 5: refused)."""
+
+    def __init__(self, rc: int, message: str = "") -> None:
+        self.rc = rc
+        super().__init__(message or f"broker refused CONNECT with return code {rc}")
+
+
+class ReplyTimeout(Exception):
+    """EnOS accepted the publish but sent no `_reply` within the timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message the cloud sent that is not a reply to one of our requests."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawReply:
+    """A reply matched to its request: the payload still undecoded (the codec decodes it)."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    client_id: str
+    username: str
+    password: str
+    keepalive: int = 60
+    connect_timeout: float = 10.0
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    """The SSL context for a TLS config, or None for plain TCP (only when configured)."""
+    if not tls.enabled:
+        return None
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None and tls.key_file is not None:
+        # Port 18883: EnOS verifies the gateway's X.509 certificate (mutual TLS).
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if not tls.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reply_id(payload: bytes) -> str | None:
+    """The `id` of a reply payload, as a string, or None when it has none."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("id") is None:
+        return None
+    return str(message["id"])
+
+
+class GatewaySession:
+    """A connected EnOS gateway session; use as `async with GatewaySession(...) as s:`."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        tls: ssl.SSLContext | None = None,
+        reply_timeout: float = 30.0,
+        max_inflight: int = 20,
+    ) -> None:
+        self._endpoint = endpoint
+        self._reply_timeout = reply_timeout
+        self._client = aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            identifier=endpoint.client_id,
+            username=endpoint.username,
+            password=endpoint.password,
+            keepalive=endpoint.keepalive,
+            timeout=endpoint.connect_timeout,
+            clean_session=True,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            tls_context=tls,
+            max_inflight_messages=max_inflight,
+        )
+        self._pending: dict[tuple[str, str], asyncio.Future[RawReply]] = {}
+        self._subscribed: set[str] = set()
+        self._inbound: asyncio.Queue[Inbound | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._lost_reason: str = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._client.__aenter__()
+        except MqttConnectError as exc:
+            value = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", -1)
+            rc = _V5_TO_V311_CONNACK.get(int(value), int(value))
+            raise ConnectRefused(rc, str(exc)) from None
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(str(exc) or "connect failed") from None
+        self._reader = asyncio.create_task(self._read_loop(), name="enos-session-reader")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._fail_pending("session closed")
+        with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._client.__aexit__(None, None, None), timeout=5)
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set once the connection is gone; the session is then unusable."""
+        return self._lost
+
+    @property
+    def lost_reason(self) -> str:
+        return self._lost_reason
+
+    # ------------------------------------------------------------------ traffic
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe (QoS 1) the topics not yet subscribed on this connection."""
+        new = [t for t in dict.fromkeys(topics) if t not in self._subscribed]
+        if not new:
+            return
+        try:
+            await self._client.subscribe([(t, 1) for t in new])
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"subscribe failed: {exc}") from None
+        self._subscribed.update(new)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1)."""
+        if self._lost.is_set():
+            raise BrokerUnavailable(self._lost_reason or "connection lost")
+        try:
+            await self._client.publish(topic, payload, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"publish failed: {exc}") from None
+
+    async def request(
+        self, topic: str, msg_id: str, payload: bytes, *, timeout: float | None = None
+    ) -> RawReply:
+        """Publish a request and wait for EnOS' reply with the same id on `topic_reply`."""
+        reply_topic = topic + REPLY_SUFFIX
+        await self.subscribe([reply_topic])
+        key = (reply_topic, msg_id)
+        future: asyncio.Future[RawReply] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            await self.publish(topic, payload)
+            return await asyncio.wait_for(
+                asyncio.shield(future), timeout=timeout or self._reply_timeout
+            )
+        except TimeoutError:
+            raise ReplyTimeout(f"no reply to {topic} id {msg_id}") from None
+        finally:
+            self._pending.pop(key, None)
+
+    async def inbound(self) -> AsyncIterator[Inbound]:
+        """Cloud commands and other unsolicited messages, until the connection is lost."""
+        while True:
+            item = await self._inbound.get()
+            if item is None:
+                return
+            yield item
+
+    # ------------------------------------------------------------------ internals
+
+    async def _read_loop(self) -> None:
+        try:
+            async for message in self._client.messages:
+                topic = message.topic.value
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                if topic.endswith(REPLY_SUFFIX):
+                    self._resolve(topic, data)
+                else:
+                    self._inbound.put_nowait(Inbound(topic, data))
+        except aiomqtt.MqttError as exc:
+            self._lost_reason = str(exc) or "connection lost"
+        else:
+            self._lost_reason = "connection closed"
+        self._lost.set()
+        self._fail_pending(self._lost_reason)
+        self._inbound.put_nowait(None)
+
+    def _resolve(self, topic: str, payload: bytes) -> None:
+        msg_id = _reply_id(payload)
+        future = self._pending.get((topic, msg_id)) if msg_id is not None else None
+        if future is None or future.done():
+            # EnOS sometimes pushes replies nobody waits for (e.g. after a timeout).
+            log.debug("unmatched reply dropped", topic=topic, id=msg_id)
+            return
+        future.set_result(RawReply(topic, payload))
+
+    def _fail_pending(self, reason: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable(reason))
+        self._pending.clear()

@@ -1,0 +1,69 @@
+"""Reconnect planning: backoff growth, jitter bounds, and the EnOS 4-per-2-minutes throttle."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
+
+
+def test_first_attempt_is_immediate() -> None:
+    """A fresh policy connects at once."""
+    policy = ReconnectPolicy(rng=random.Random(1))
+    assert policy.next_attempt(100.0) == 100.0
+
+
+def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
+    """After n failures the delay lies in [c/2, c] with c = min(cap, base * 2**(n-1))."""
+    policy = ReconnectPolicy(rng=random.Random(7), base_s=1.0, cap_s=300.0)
+    policy.throttle = ConnectThrottle(max_attempts=10**6)  # isolate the backoff
+    for failures in range(1, 15):
+        policy.failed()
+        ceiling = min(300.0, 2.0 ** (failures - 1))
+        delay = policy.next_attempt(0.0)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_refused_connect_waits_at_least_the_floor() -> None:
+    """A CONNACK refusal never retries sooner than the refusal floor."""
+    policy = ReconnectPolicy(rng=random.Random(3), refused_floor_s=60.0)
+    policy.failed(refused=True)
+    assert policy.next_attempt(0.0) >= 60.0
+    policy.succeeded()
+    assert policy.next_attempt(0.0) == 0.0
+
+
+def test_fifth_attempt_waits_for_the_window() -> None:
+    """Four quick attempts, then the fifth is pushed past the first one's 120 s window."""
+    throttle = ConnectThrottle()
+    for t in (0.0, 1.0, 2.0, 3.0):
+        assert throttle.earliest(t) == t
+        throttle.record(t)
+    assert throttle.earliest(4.0) == 122.0  # 0 + 120 s window + 2 s margin
+
+
+@settings(max_examples=200)
+@given(seed=st.integers(0, 2**32 - 1), outages=st.lists(st.floats(0, 50), min_size=1, max_size=60))
+def test_reconnect_storm_never_exceeds_four_connects_in_two_minutes(
+    seed: int, outages: list[float]
+) -> None:
+    """Whatever fails when, no 120 s window ever holds more than 4 attempts (virtual clock)."""
+    policy = ReconnectPolicy(rng=random.Random(seed))
+    now = 0.0
+    attempts: list[float] = []
+    for i, pause in enumerate(outages):
+        at = policy.next_attempt(now)
+        assert at >= now
+        policy.attempted(at)
+        attempts.append(at)
+        if i % 3 == 2:
+            policy.succeeded()  # an occasional short-lived success resets the backoff
+            now = at + pause  # ...and the link drops again `pause` seconds later
+        else:
+            policy.failed(refused=i % 5 == 0)
+            now = at
+    for start in attempts:
+        assert sum(1 for t in attempts if start <= t < start + 120.0) <= 4
