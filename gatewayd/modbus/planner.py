@@ -1,0 +1,447 @@
+"""Read planner: a device's points → the fewest read requests per table (pure, no I/O).
+
+Planning (`plan_reads`)
+    Points of one table are sorted by address and packed greedily left to right: a request
+    grows to take the next point while (a) its span stays within the limit (125 registers /
+    2000 bits, intersected with the device maximum), (b) the gap it reads through to reach
+    the point is at most `gap_fill` registers (``gap_fill * 16`` bits for coils/discrete
+    inputs: one register of fill costs 2 bytes on the wire, as do 16 bits), and (c) no
+    known hole lies inside the request. A point covering a hole is unreadable: it is left
+    out (see `unreadable_points`).
+
+    Why greedy is optimal: with non-overlapping points (several bools on one register share
+    the same range and travel together), a request covers a run of consecutive points in
+    address order, and the three conditions are hereditary — a sub-run of a feasible run
+    is feasible (a shorter span, a subset of the gaps, a subset of the addresses). For
+    such covering problems the "stay ahead" argument holds: after k requests greedy has
+    covered at least as many points as any plan with k requests, so it uses the fewest.
+    The tests check this against an exact set-cover search on random maps.
+
+Per-point intervals (`select_due`, `PlanCache`)
+    Each cycle the poller asks which points are due and plans only those (still merged;
+    points not due may be read through as gap fill). `PlanCache` memoises plans per
+    (due set, holes, limits), so steady state costs a dict look-up.
+
+Adapting to the device (`DeviceReadPlanner`)
+    Exception 02 (illegal data address) on a request: `split_failed_request` returns the
+    pieces to try next — the first half of its points, the gap between the halves (a probe
+    with no points), the second half — down to single points and single gap registers.
+    A failing single point or single gap register becomes a hole, so later plans never
+    read it again; pieces that succeed need nothing. Exception 03/04, or a timeout of a
+    long read while the device answers other reads, halves the device maximum (down to
+    the widest point) and re-plans the failed request.
+
+Example (the poller drives the I/O)::
+
+    planner = DeviceReadPlanner(points, max_registers=125, max_bits=2000, gap_fill=12)
+    due = select_due(points, now_s, last_polled, device.poll_interval)
+    pending = planner.plan(due)
+    while pending:
+        request = pending.pop(0)
+        try:
+            words = await client.read(unit, request.table, request.start, request.count)
+        except DeviceRejected as exc:
+            pending[:0] = planner.on_rejected(request, exc.code)
+        except DeviceTimeout:
+            pending[:0] = planner.on_timeout(request, device_answered=answered_this_cycle)
+        else:
+            ...decode request.points from words...
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gatewayd.config.models import PointConfig, Table
+
+__all__ = [
+    "MAX_BITS",
+    "MAX_REGISTERS",
+    "DeviceReadPlanner",
+    "PlanCache",
+    "PlanError",
+    "ReadRequest",
+    "bit_gap_fill",
+    "lowered_limit",
+    "plan_reads",
+    "select_due",
+    "split_failed_request",
+    "unreadable_points",
+]
+
+#: Protocol caps per read request (FC3/FC4 and FC1/FC2).
+MAX_REGISTERS = 125
+MAX_BITS = 2000
+
+#: Exception codes a device uses to refuse a request it finds too long.
+_TOO_LONG_CODES = frozenset({3, 4})
+_ILLEGAL_DATA_ADDRESS = 2
+
+Hole = tuple[Table, int]
+
+
+class PlanError(ValueError):
+    """A point that no request can carry (wider than the read limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One read: `count` registers/bits of `table` from `start`; `points` index the point list.
+
+    A request with no points is a probe of gap registers during hole discovery: read it,
+    discard the data.
+    """
+
+    table: Table
+    start: int
+    count: int
+    points: tuple[int, ...]
+
+    @property
+    def end(self) -> int:
+        """One past the last address read."""
+        return self.start + self.count
+
+
+def bit_gap_fill(gap_fill: int) -> int:
+    """Bits of gap a coil/discrete read may bridge: 16 bits cost the wire what 1 register does."""
+    return gap_fill * 16
+
+
+def _limit(table: Table, max_registers: int, max_bits: int) -> int:
+    if table.is_bit:
+        return min(MAX_BITS, max_bits)
+    return min(MAX_REGISTERS, max_registers)
+
+
+def _holes_by_table(holes: Collection[Hole]) -> dict[Table, list[int]]:
+    by_table: dict[Table, list[int]] = {}
+    for table, address in holes:
+        by_table.setdefault(table, []).append(address)
+    for addresses in by_table.values():
+        addresses.sort()
+    return by_table
+
+
+def _has_hole(sorted_holes: Sequence[int], start: int, end: int) -> bool:
+    """Whether any address in [start, end) is in `sorted_holes`."""
+    i = bisect.bisect_left(sorted_holes, start)
+    return i < len(sorted_holes) and sorted_holes[i] < end
+
+
+def unreadable_points(points: Sequence[PointConfig], holes: Collection[Hole]) -> list[int]:
+    """Indices of points that cover a known hole: no request may read them."""
+    by_table = _holes_by_table(holes)
+    return [
+        i
+        for i, p in enumerate(points)
+        if _has_hole(by_table.get(p.table, ()), p.address, p.address + p.register_count)
+    ]
+
+
+def plan_reads(
+    points: Sequence[PointConfig],
+    *,
+    max_registers: int,
+    max_bits: int,
+    gap_fill: int,
+    holes: Collection[Hole] = (),
+) -> list[ReadRequest]:
+    """The fewest requests reading every readable point, ordered by table then address.
+
+    Raises `PlanError` if a point is wider than its table's limit. Points covering a hole
+    are skipped (`unreadable_points` lists them).
+    """
+    if max_registers < 1 or max_bits < 1 or gap_fill < 0:
+        raise PlanError("max_registers and max_bits must be >= 1 and gap_fill >= 0")
+    for p in points:
+        limit = _limit(p.table, max_registers, max_bits)
+        if p.register_count > limit:
+            raise PlanError(
+                f"{p.measurepoint}: {p.register_count} registers exceed the read limit {limit}"
+            )
+    by_table = _holes_by_table(holes)
+    order = sorted(
+        range(len(points)),
+        key=lambda i: (points[i].table.value, points[i].address, points[i].register_count),
+    )
+    requests: list[ReadRequest] = []
+    group: list[int] = []
+    table: Table | None = None
+    start = end = 0
+    for i in order:
+        p = points[i]
+        p_end = p.address + p.register_count
+        table_holes = by_table.get(p.table, ())
+        if _has_hole(table_holes, p.address, p_end):
+            continue
+        limit = _limit(p.table, max_registers, max_bits)
+        fill = bit_gap_fill(gap_fill) if p.table.is_bit else gap_fill
+        fits = (
+            group
+            and p.table is table
+            and max(end, p_end) - start <= limit
+            and p.address - end <= fill
+            and not _has_hole(table_holes, end, p.address)
+        )
+        if fits:
+            group.append(i)
+            end = max(end, p_end)
+            continue
+        if group and table is not None:
+            requests.append(ReadRequest(table, start, end - start, tuple(group)))
+        group, table, start, end = [i], p.table, p.address, p_end
+    if group and table is not None:
+        requests.append(ReadRequest(table, start, end - start, tuple(group)))
+    return requests
+
+
+# ---------------------------------------------------------------------------- scheduling
+
+
+def select_due(
+    points: Sequence[PointConfig],
+    now_s: float,
+    last_polled: Mapping[int, float],
+    default_interval: float,
+) -> list[int]:
+    """Indices of the points due at cycle time `now_s` (seconds, any epoch).
+
+    A point is due when it was never polled, or when a boundary of its own interval grid
+    (multiples of `poll_interval`, or `default_interval` if unset) lies between its last
+    poll and now. Grid alignment keeps the average rate exact even when the point interval
+    is not a multiple of the device cycle (7 s points on a 5 s device are read at 10, 15,
+    25, 30, ... s). The grid is shifted back by half a device cycle so cycle jitter around
+    a boundary cannot skip or double a read. Points faster than the device are read every
+    cycle. Pass the scheduled cycle time, and record it in `last_polled` for points read.
+    """
+    slack = default_interval / 2
+    due: list[int] = []
+    for i, p in enumerate(points):
+        last = last_polled.get(i)
+        interval = p.poll_interval or default_interval
+        if (
+            last is None
+            or interval <= default_interval
+            or math.floor((now_s + slack) / interval) > math.floor((last + slack) / interval)
+        ):
+            due.append(i)
+    return due
+
+
+class PlanCache:
+    """Plans for one device's point list, memoised by (due set, holes, limits).
+
+    `plan` takes indices into the full point list and returns requests whose `points` are
+    indices into the full list too. Bounded (least recently used entries go first).
+    """
+
+    def __init__(
+        self,
+        points: Sequence[PointConfig],
+        *,
+        max_bits: int = MAX_BITS,
+        gap_fill: int,
+        size: int = 64,
+    ) -> None:
+        self.points = tuple(points)
+        self.max_bits = max_bits
+        self.gap_fill = gap_fill
+        self._size = size
+        self._plans: OrderedDict[
+            tuple[frozenset[int], frozenset[Hole], int, int], tuple[ReadRequest, ...]
+        ] = OrderedDict()
+
+    def plan(
+        self,
+        due: Iterable[int],
+        *,
+        holes: Collection[Hole] = frozenset(),
+        max_registers: int,
+        max_bits: int | None = None,
+    ) -> list[ReadRequest]:
+        """The plan for the `due` points (indices into the full list)."""
+        bits = self.max_bits if max_bits is None else max_bits
+        due_set = frozenset(due)
+        key = (due_set, frozenset(holes), max_registers, bits)
+        cached = self._plans.get(key)
+        if cached is None:
+            subset = sorted(due_set)
+            planned = plan_reads(
+                [self.points[i] for i in subset],
+                max_registers=max_registers,
+                max_bits=bits,
+                gap_fill=self.gap_fill,
+                holes=key[1],
+            )
+            cached = tuple(
+                ReadRequest(r.table, r.start, r.count, tuple(subset[j] for j in r.points))
+                for r in planned
+            )
+            self._plans[key] = cached
+            if len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return list(cached)
+
+
+# ---------------------------------------------------------------------------- adapting
+
+
+def _slots(request: ReadRequest, points: Sequence[PointConfig]) -> list[tuple[int, int, list[int]]]:
+    """The distinct address ranges of a request's points: (start, end, point indices)."""
+    ranges: dict[tuple[int, int], list[int]] = {}
+    for i in request.points:
+        p = points[i]
+        ranges.setdefault((p.address, p.address + p.register_count), []).append(i)
+    return [(s, e, idx) for (s, e), idx in sorted(ranges.items())]
+
+
+def split_failed_request(
+    request: ReadRequest, points: Sequence[PointConfig]
+) -> tuple[list[ReadRequest], frozenset[Hole]]:
+    """After exception 02 on `request`: (pieces to try next, addresses now known holes).
+
+    A request with several point ranges splits into its first half, a probe of the gap
+    between the halves (if any) and its second half. A single point range with extra
+    addresses around it splits into the point and probes of the extras. A request that is
+    exactly one point range makes that range a hole (the point is unreadable); a gap probe
+    bisects down to single registers, which become holes.
+    """
+    table = request.table
+    slots = _slots(request, points)
+    pieces: list[ReadRequest] = []
+    if len(slots) >= 2:
+        half = len(slots) // 2
+        left, right = slots[:half], slots[half:]
+        left_end = max(e for _, e, _ in left)
+        right_start = right[0][0]
+        pieces.append(_piece(table, left))
+        if right_start > left_end:
+            pieces.append(ReadRequest(table, left_end, right_start - left_end, ()))
+        pieces.append(_piece(table, right))
+        return pieces, frozenset()
+    if len(slots) == 1:
+        start, end, indices = slots[0]
+        if (start, end) == (request.start, request.end):
+            return [], frozenset((table, a) for a in range(start, end))
+        if start > request.start:
+            pieces.append(ReadRequest(table, request.start, start - request.start, ()))
+        pieces.append(ReadRequest(table, start, end - start, tuple(indices)))
+        if request.end > end:
+            pieces.append(ReadRequest(table, end, request.end - end, ()))
+        return pieces, frozenset()
+    if request.count == 1:
+        return [], frozenset({(table, request.start)})
+    half = request.count // 2
+    return [
+        ReadRequest(table, request.start, half, ()),
+        ReadRequest(table, request.start + half, request.count - half, ()),
+    ], frozenset()
+
+
+def _piece(table: Table, slots: list[tuple[int, int, list[int]]]) -> ReadRequest:
+    start = slots[0][0]
+    end = max(e for _, e, _ in slots)
+    indices = tuple(sorted(i for _, _, idx in slots for i in idx))
+    return ReadRequest(table, start, end - start, indices)
+
+
+def lowered_limit(current: int, failed_count: int, widest: int) -> int:
+    """The device maximum after it refused a `failed_count`-long read: half, not below `widest`.
+
+    Halving from the shorter of the current maximum and the refused length converges in
+    log2 steps and never drops below what the widest point needs.
+    """
+    return max(widest, min(current, failed_count) // 2)
+
+
+class DeviceReadPlanner:
+    """Per-device planning state: the plan cache, discovered holes and learned limits.
+
+    Pure: the poller feeds it the outcome of each request and gets back the requests to
+    try next; it never performs I/O or reads a clock. Holes and lowered limits last for the
+    life of the object (a config reload builds a new one).
+    """
+
+    def __init__(
+        self,
+        points: Sequence[PointConfig],
+        *,
+        max_registers: int,
+        max_bits: int = MAX_BITS,
+        gap_fill: int,
+    ) -> None:
+        self.points = tuple(points)
+        self.max_registers = min(MAX_REGISTERS, max_registers)
+        self.max_bits = min(MAX_BITS, max_bits)
+        self.holes: frozenset[Hole] = frozenset()
+        self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        self._widest_registers = max(
+            (p.register_count for p in self.points if not p.table.is_bit), default=1
+        )
+        # Fail at construction, not mid-poll, on a point no request can carry.
+        plan_reads(
+            self.points,
+            max_registers=self.max_registers,
+            max_bits=self.max_bits,
+            gap_fill=gap_fill,
+        )
+
+    @property
+    def unreadable(self) -> list[int]:
+        """Indices of points that cover a discovered hole (the poller reports them BAD)."""
+        return unreadable_points(self.points, self.holes)
+
+    def plan(self, due: Iterable[int] | None = None) -> list[ReadRequest]:
+        """Requests for the `due` point indices (all points if None), honouring what was learnt."""
+        indices = range(len(self.points)) if due is None else due
+        return self._cache.plan(
+            indices, holes=self.holes, max_registers=self.max_registers, max_bits=self.max_bits
+        )
+
+    def on_rejected(self, request: ReadRequest, code: int) -> list[ReadRequest]:
+        """A Modbus exception answer to `request`: the requests to try instead (maybe none).
+
+        02 splits the request to locate holes; 03/04 on a request longer than the widest
+        point lowers the maximum and re-plans it; any other code (or 03/04 on a short
+        read) is the device's verdict on those points: nothing to retry.
+        """
+        if code == _ILLEGAL_DATA_ADDRESS:
+            pieces, new_holes = split_failed_request(request, self.points)
+            if new_holes:
+                self.holes = self.holes | new_holes
+            return pieces
+        if code in _TOO_LONG_CODES:
+            return self._shorten(request)
+        return []
+
+    def on_timeout(self, request: ReadRequest, *, device_answered: bool) -> list[ReadRequest]:
+        """A timeout of `request`: re-plan shorter if the device answers other (shorter) reads.
+
+        A silent device times out on everything; only a device that answered something else
+        in this cycle (`device_answered`) is taken to choke on long reads.
+        """
+        if not device_answered:
+            return []
+        return self._shorten(request)
+
+    def _shorten(self, request: ReadRequest) -> list[ReadRequest]:
+        if request.table.is_bit:
+            if request.count <= 1:
+                return []
+            self.max_bits = lowered_limit(self.max_bits, request.count, 1)
+        else:
+            if request.count <= self._widest_registers:
+                return []
+            self.max_registers = lowered_limit(
+                self.max_registers, request.count, self._widest_registers
+            )
+        if not request.points:
+            return []  # a probe that was too long: hole discovery will re-plan
+        return [r for r in self.plan(request.points) if r.table is request.table]
