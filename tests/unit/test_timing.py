@@ -91,7 +91,7 @@ def test_resolve_gap_fill_per_bus_type() -> None:
     assert resolve_gap_fill(tcp) == 124
     bridged = RtuOverTcpBus(name="r", type="rtu_over_tcp", host="127.0.0.1", baudrate=115200)
     assert resolve_gap_fill(bridged) == 56  # (13c + 2 gaps + 5 ms + 1 ms hop) / 2c, c=95.5 µs
-    n81 = SerialBus(name="s", type="rtu", device="/dev/null", baudrate=9600, turnaround=0.0)
+    n81 = SerialBus(name="s", type="rtu", device="/dev/null", baudrate=9600, turnaround="0s")
     assert resolve_gap_fill(n81) == 10  # 10-bit characters: (13 + 7) / 2
 
 
