@@ -26,28 +26,34 @@ _SIZE_UNITS = {
 }
 
 
+# The raises below are ValueError on purpose (ruff TRY004 wants TypeError): pydantic turns
+# only ValueError and AssertionError into located validation errors.
+
+
 def parse_duration(value: object) -> float:
     """Seconds from `'5s'`, `'250ms'`, `'2m'`, `'1h'`; a bare number is an error with a hint."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as '5s' or '250ms'")
+        raise ValueError("expected a duration such as '5s' or '250ms'")  # noqa: TRY004
     if isinstance(value, int | float):
-        raise ValueError(f"duration {value!r} has no unit; did you mean '{value}s'?")
+        raise ValueError(f"duration {value!r} has no unit; did you mean '{value}s'?")  # noqa: TRY004
     if not isinstance(value, str):
-        raise ValueError("expected a duration such as '5s' or '250ms'")
+        raise ValueError("expected a duration such as '5s' or '250ms'")  # noqa: TRY004
     match = _DURATION_RE.match(value)
     if match is None:
-        raise ValueError(f"'{value}' is not a duration; use a number with ms, s, m or h (e.g. '5s')")
+        raise ValueError(
+            f"'{value}' is not a duration; use a number with ms, s, m or h (e.g. '5s')"
+        )
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def parse_size(value: object) -> int:
     """Bytes from `'64MiB'`, `'1GB'`, `'512KiB'`; a bare number is an error with a hint."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as '256MiB'")
+        raise ValueError("expected a size such as '256MiB'")  # noqa: TRY004
     if isinstance(value, int | float):
-        raise ValueError(f"size {value!r} has no unit; did you mean '{value}B' or '{value}MiB'?")
+        raise ValueError(f"size {value!r} has no unit; did you mean '{value}B' or '{value}MiB'?")  # noqa: TRY004
     if not isinstance(value, str):
-        raise ValueError("expected a size such as '256MiB'")
+        raise ValueError("expected a size such as '256MiB'")  # noqa: TRY004
     match = _SIZE_RE.match(value)
     if match is None:
         raise ValueError(f"'{value}' is not a size; use a number with B, KiB, MiB or GiB")
@@ -76,7 +82,9 @@ def format_size(size: int) -> str:
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"type": "string", "pattern": _DURATION_RE.pattern, "examples": ["5s", "250ms"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": _DURATION_RE.pattern, "examples": ["5s", "250ms"]}
+    ),
 ]
 Size = Annotated[
     int,

@@ -1,0 +1,76 @@
+"""`gatewayd check CONFIG` and `gatewayd schema [--model]`.
+
+`check` exits 0 and prints the resolved config (defaults filled, units spelled out,
+secrets masked) when the config is valid, and exits 78 (EX_CONFIG, which the systemd
+unit lists in RestartPreventExitStatus=) with one line per error on stderr when it is
+not. A config file that cannot be read is an error like any other: exit 78 too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gatewayd.config.errors import ConfigError
+from gatewayd.config.loader import load_config
+from gatewayd.config.render import render_config
+from gatewayd.config.schema import schema_text
+
+EX_OK = 0
+EX_CONFIG = 78
+
+
+def register(subparsers: Any) -> None:
+    """Add the `check` and `schema` subcommands."""
+    check = subparsers.add_parser(
+        "check",
+        help="validate a config file and print it resolved",
+        description=(
+            "Validate CONFIG and the device models it references. Valid: print the "
+            "resolved config (defaults filled, secrets masked as ***) and exit 0. "
+            "Invalid: print every error as FILE:LINE:COL: path: message (hint) on "
+            "stderr and exit 78 (EX_CONFIG)."
+        ),
+    )
+    check.add_argument("config", type=Path, metavar="CONFIG", help="path to gatewayd.yaml")
+    check.set_defaults(func=run_check)
+
+    schema = subparsers.add_parser(
+        "schema",
+        help="print the JSON Schema of the config file",
+        description=(
+            "Print the JSON Schema of gatewayd.yaml (or, with --model, of a device model "
+            "file) for editors such as VS Code with yaml-language-server."
+        ),
+    )
+    schema.add_argument(
+        "--model", action="store_true", help="the schema of a device model file instead"
+    )
+    schema.set_defaults(func=run_schema)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Validate `args.config`; print the resolved config or the errors."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EX_CONFIG
+    yaml.safe_dump(
+        render_config(config),
+        sys.stdout,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
+    return EX_OK
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema."""
+    sys.stdout.write(schema_text(model=args.model))
+    return EX_OK
