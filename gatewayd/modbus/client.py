@@ -1,0 +1,360 @@
+"""The pymodbus seam: one small async client API for every bus kind, with our own errors.
+
+This is the only client-side module that imports pymodbus. Everything above it (the bus
+poller, the `read` command, command writes) talks to the `ModbusClient` protocol and sees
+only `DeviceTimeout`, `DeviceRejected(code)` and `BusUnavailable`.
+
+How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.py` and
+`transport/transport.py`):
+
+- **Per-request timeouts.** pymodbus has one timeout per client (`comm_params
+  .timeout_connect`, copied into its transaction manager) and counts unanswered requests,
+  closing a TCP connection after `retries + 3` of them. Devices on one bus have different
+  timeouts, and one silent unit behind a gateway must not drop the connection for the
+  others. So pymodbus' own timeout is set far out of the way (a backstop only), its
+  no-response counter is disabled, and each request is bounded here with `asyncio.wait`.
+  Cancelling a pending pymodbus request is safe: its lock is released by the cancellation
+  and the next request gets a fresh response future and a new transaction id; on TCP a late
+  answer carries the old transaction id and pymodbus' framer skips it.
+- **Retries** are off (`retries=0`): the poller does bounded retries with its own policy.
+- **Reconnects** are off (`reconnect_delay=0`): the poller reconnects with backoff. A lost
+  connection is noticed through pymodbus' `trace_connect` hook, which fails the request in
+  flight at once with `BusUnavailable` instead of letting it run into its timeout.
+- **RS-485 inter-frame delay.** pymodbus' RTU framer does not enforce the 3.5 character
+  silence, so the client keeps at least `inter_frame_delay(bus)` between the end of one
+  exchange and the next request on serial and RTU-over-TCP buses (monotonic clock).
+- **Logs.** pymodbus logs through stdlib `logging` under "pymodbus"; it is set to CRITICAL
+  unless someone configured it, since every failure surfaces here as our own error and is
+  logged by the poller (late-answer skips would otherwise log as errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Protocol
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse
+
+from gatewayd.config.models import BusConfig, RtuOverTcpBus, SerialBus, Table, TcpBus
+from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
+
+__all__ = [
+    "MAX_READ_BITS",
+    "MAX_READ_REGISTERS",
+    "MAX_WRITE_BITS",
+    "MAX_WRITE_REGISTERS",
+    "ModbusClient",
+    "PymodbusClient",
+    "char_time",
+    "inter_frame_delay",
+    "make_client",
+]
+
+#: Protocol limits per request (Modbus application protocol v1.1b3, §6).
+MAX_READ_REGISTERS = 125
+MAX_READ_BITS = 2000
+MAX_WRITE_REGISTERS = 123
+MAX_WRITE_BITS = 1968
+
+#: Bits on the wire per RTU character: start + 8 data + parity-or-second-stop + stop.
+BITS_PER_CHAR = 11
+#: The spec's fixed inter-frame silence above 19200 baud (character timing gets too short).
+FAST_INTER_FRAME_DELAY = 0.00175
+
+#: pymodbus' own request timeout: never the one that fires (ours does), only a backstop.
+_BACKSTOP_TIMEOUT = 3600.0
+#: Unanswered requests pymodbus tolerates before closing a TCP connection: effectively never.
+_NEVER_DISCONNECT = 1 << 30
+
+_READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+
+_pymodbus_logger = logging.getLogger("pymodbus")
+if _pymodbus_logger.level == logging.NOTSET:
+    _pymodbus_logger.setLevel(logging.CRITICAL)
+
+
+class ModbusClient(Protocol):
+    """What the poller needs from a bus: connect, read, write, close; our errors only.
+
+    One task owns a client and serialises its requests; the client is not safe for
+    concurrent requests (Modbus RTU is one request at a time on the wire anyway).
+    """
+
+    @property
+    def connected(self) -> bool:
+        """True while the TCP connection / serial port is open."""
+        ...
+
+    async def connect(self) -> None:
+        """Open the connection or port; raises `BusUnavailable` if it cannot."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection or port (idempotent)."""
+        ...
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout: float
+    ) -> list[int]:
+        """Read `count` registers (0..65535) or bits (0/1) starting at `address`."""
+        ...
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int],
+        *,
+        timeout: float,
+        multiple: bool,
+    ) -> None:
+        """Write coils (FC5/FC15) or holding registers (FC6/FC16) starting at `address`."""
+        ...
+
+
+def char_time(baudrate: int) -> float:
+    """Seconds one RTU character (11 bits) takes on the wire at `baudrate`."""
+    return BITS_PER_CHAR / baudrate
+
+
+def inter_frame_delay(bus: BusConfig) -> float:
+    """Silence to keep between frames on `bus`: 3.5 characters, 1.75 ms above 19200 baud.
+
+    Modbus TCP has no such gap (0). A serial bus may configure its own delay; RTU over TCP
+    uses the automatic value at the serial side's baud rate (many serial device servers
+    forward bytes as they come, so the gap we leave is the gap the line sees).
+    """
+    if isinstance(bus, TcpBus):
+        return 0.0
+    if isinstance(bus, SerialBus) and bus.inter_frame_delay != "auto":
+        return float(bus.inter_frame_delay)
+    if bus.baudrate > 19200:
+        return FAST_INTER_FRAME_DELAY
+    return 3.5 * char_time(bus.baudrate)
+
+
+def make_client(bus: BusConfig, *, connect_timeout: float | None = None) -> ModbusClient:
+    """The client for `bus`; `connect_timeout` defaults to the bus timeout (at least 1 s)."""
+    return PymodbusClient(bus, connect_timeout=connect_timeout)
+
+
+class PymodbusClient:
+    """`ModbusClient` over pymodbus' async TCP / serial clients (see the module docstring)."""
+
+    def __init__(self, bus: BusConfig, *, connect_timeout: float | None = None) -> None:
+        self.bus = bus
+        self._connect_timeout = connect_timeout or max(bus.timeout, 1.0)
+        self._gap = inter_frame_delay(bus)
+        self._ready_at = 0.0  # monotonic time before which no new frame may start
+        self._lost = asyncio.Event()
+        # Built at the first connect: pymodbus clients bind to the running event loop.
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+
+    def _build(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        common: dict[str, Any] = {
+            "name": self.bus.name,
+            "retries": 0,
+            "reconnect_delay": 0,  # 0 disables pymodbus' reconnect loop
+            "timeout": _BACKSTOP_TIMEOUT,
+            "trace_connect": self._on_connection_change,
+        }
+        bus = self.bus
+        if isinstance(bus, SerialBus):
+            return AsyncModbusSerialClient(
+                bus.device,
+                framer=FramerType.RTU,
+                baudrate=bus.baudrate,
+                parity=bus.parity.value,
+                bytesize=bus.bytesize,
+                stopbits=bus.stopbits,
+                **common,
+            )
+        framer = FramerType.RTU if isinstance(bus, RtuOverTcpBus) else FramerType.SOCKET
+        return AsyncModbusTcpClient(bus.host, port=bus.port, framer=framer, **common)
+
+    def _on_connection_change(self, connected: bool) -> None:
+        if not connected:
+            self._lost.set()
+
+    def __repr__(self) -> str:
+        return f"<PymodbusClient {self.bus.type} bus {self.bus.name!r}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        """See `ModbusClient.connected`."""
+        return self._client is not None and bool(self._client.connected)
+
+    async def connect(self) -> None:
+        """See `ModbusClient.connect`."""
+        if self.connected:
+            return
+        if self._client is None:
+            self._client = self._build()
+            self._client.set_max_no_responses(_NEVER_DISCONNECT)
+        self._lost = asyncio.Event()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                ok = await self._client.connect()
+        except TimeoutError:
+            ok = False
+        except (OSError, ModbusException) as exc:
+            raise BusUnavailable(
+                f"bus {self.bus.name}: cannot connect to {self._where}: {exc}"
+            ) from None
+        if not ok or not self.connected:
+            self._client.close()
+            raise BusUnavailable(f"bus {self.bus.name}: cannot connect to {self._where}")
+
+    async def close(self) -> None:
+        """See `ModbusClient.close`."""
+        if self._client is not None:
+            self._client.close()
+
+    def _require_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        if self._client is None:
+            raise BusUnavailable(f"bus {self.bus.name}: not connected (call connect first)")
+        return self._client
+
+    @property
+    def _where(self) -> str:
+        if isinstance(self.bus, SerialBus):
+            return self.bus.device
+        return f"{self.bus.host}:{self.bus.port}"
+
+    # ------------------------------------------------------------------ requests
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout: float
+    ) -> list[int]:
+        """See `ModbusClient.read`: exactly `count` values, registers or 0/1 bits."""
+        limit = MAX_READ_BITS if table.is_bit else MAX_READ_REGISTERS
+        _check_range(address, count, limit, f"read of {table}")
+        client = self._require_client()
+        readers = {
+            Table.COIL: client.read_coils,
+            Table.DISCRETE: client.read_discrete_inputs,
+            Table.HOLDING: client.read_holding_registers,
+            Table.INPUT: client.read_input_registers,
+        }
+        call = partial(readers[table], address, count=count, device_id=unit)
+        response = await self._transact(unit, _READ_FUNCTION[table], call, timeout)
+        values = [int(bit) for bit in response.bits] if table.is_bit else list(response.registers)
+        # Bits come padded to whole bytes; a register answer must match exactly.
+        if len(values) < count or (not table.is_bit and len(values) != count):
+            raise DeviceTimeout(
+                f"unit {unit}: asked {count} {table} values at {address}, got {len(values)}"
+            )
+        return values[:count]
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int],
+        *,
+        timeout: float,
+        multiple: bool,
+    ) -> None:
+        """See `ModbusClient.write`: FC5/FC15 for coils, FC6/FC16 for holding registers."""
+        if table not in (Table.COIL, Table.HOLDING):
+            raise ValueError(f"{table} is read-only: only coils and holding registers are writable")
+        single = len(values) == 1 and not multiple
+        client = self._require_client()
+        call: Callable[[], Awaitable[Any]]
+        if table is Table.COIL:
+            _check_range(address, len(values), MAX_WRITE_BITS, "coil write")
+            if any(value not in (0, 1) for value in values):
+                raise ValueError(f"coil values must be 0 or 1, got {values}")
+            bits = [bool(value) for value in values]
+            function = 5 if single else 15
+            if single:
+                call = partial(client.write_coil, address, bits[0], device_id=unit)
+            else:
+                call = partial(client.write_coils, address, bits, device_id=unit)
+        else:
+            _check_range(address, len(values), MAX_WRITE_REGISTERS, "register write")
+            if any(not 0 <= value <= 0xFFFF for value in values):
+                raise ValueError(f"register values must be 0..65535, got {values}")
+            words = list(values)
+            function = 6 if single else 16
+            if single:
+                call = partial(client.write_register, address, words[0], device_id=unit)
+            else:
+                call = partial(client.write_registers, address, words, device_id=unit)
+        await self._transact(unit, function, call, timeout)
+
+    async def _transact(
+        self, unit: int, function: int, call: Callable[[], Awaitable[Any]], timeout: float
+    ) -> Any:
+        """Run one request within `timeout`, keeping the inter-frame gap; translate failures."""
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        await self._keep_inter_frame_gap()
+        if not self.connected:
+            raise BusUnavailable(f"bus {self.bus.name}: not connected to {self._where}")
+        try:
+            response = await self._bounded(call, timeout, unit)
+        finally:
+            self._ready_at = time.monotonic() + self._gap
+        if isinstance(response, ExceptionResponse) or response.isError():
+            raise DeviceRejected(
+                int(getattr(response, "exception_code", 0)),
+                f"unit {unit} answered function {function} with Modbus exception "
+                f"{getattr(response, 'exception_code', '?')}",
+            )
+        if response.function_code != function:
+            # An RTU answer meant for an earlier request (it arrived after its timeout).
+            raise DeviceTimeout(
+                f"unit {unit}: expected a function {function} answer, got {response.function_code}"
+            )
+        return response
+
+    async def _bounded(self, call: Callable[[], Awaitable[Any]], timeout: float, unit: int) -> Any:
+        """Await the pymodbus request, racing it against `timeout` and connection loss."""
+        lost = self._lost
+        request = asyncio.ensure_future(call())
+        lost_waiter = asyncio.ensure_future(lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                (request, lost_waiter), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost_waiter.cancel()
+            if not request.done():
+                # pymodbus releases its lock when the cancellation lands; the next request
+                # waits for that lock, so nothing is left half-done on the wire side.
+                request.cancel()
+        if request in done:
+            try:
+                return request.result()
+            except ConnectionException as exc:
+                raise BusUnavailable(f"bus {self.bus.name}: {exc}") from None
+            except ModbusException as exc:
+                raise DeviceTimeout(f"unit {unit}: {exc}") from None
+        if lost_waiter in done or not self.connected:
+            raise BusUnavailable(f"bus {self.bus.name}: connection to {self._where} lost")
+        raise DeviceTimeout(f"unit {unit}: no answer within {timeout:g} s")
+
+    async def _keep_inter_frame_gap(self) -> None:
+        # Timing, not synchronisation: the line must stay silent this long between frames.
+        delay = self._ready_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _check_range(address: int, count: int, limit: int, what: str) -> None:
+    if not 1 <= count <= limit:
+        raise ValueError(f"{what}: count {count} outside 1..{limit}")
+    if address < 0 or address + count > 0x10000:
+        raise ValueError(f"{what}: addresses {address}..{address + count - 1} outside 0..65535")
