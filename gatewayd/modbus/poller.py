@@ -1,0 +1,467 @@
+"""One asyncio task per bus: aligned poll cycles, dead-device isolation, priority operations.
+
+`BusPoller.run()` owns one bus client. Each loop iteration it runs queued priority
+operations (cloud commands), reconnects the bus if needed (jittered backoff up to the bus'
+`reconnect_max`), sleeps until the next aligned tick of any device (`DeviceSchedule`), and
+then runs one *cycle*: every device with points due at that tick is read through its
+`DeviceReader`, and everything the cycle produced goes out as ONE `CycleResult` on the
+bounded output queue (the spool writer commits it in one transaction). A full queue blocks
+the poller: back-pressure rather than unbounded memory; missed ticks are skipped.
+
+Isolation: a device whose request times out (after the bus' retries) gets no further
+requests in that cycle, goes to BACKOFF (1 s → 5 min, jittered) and is retried at its first
+tick after the backoff; the other devices keep their schedule. It logs one warning when it
+goes down and one info line when it recovers.
+
+Quality of what is emitted per due point:
+- read fine → `GOOD` with the value, stamped with the response's wall time;
+- read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
+  good value; a point that never had a good value emits nothing (there is no value to send);
+- not attempted (device in backoff, bus down) and its last good value is older than the
+  point's interval → `STALE` carrying that value; otherwise nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar, cast
+
+import structlog
+
+from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
+from gatewayd.mapping.events import EventEngine
+from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
+from gatewayd.modbus.capacity import BusCapacity, bus_capacity
+from gatewayd.modbus.clock import Clock, SystemClock
+from gatewayd.modbus.errors import BusUnavailable
+from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
+from gatewayd.modbus.reader import DeviceReader, ReadOutcome
+from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
+from gatewayd.modbus.timing import resolve_gap_fill
+from gatewayd.samples import Event, Quality, Sample, Value
+
+if TYPE_CHECKING:
+    from gatewayd.modbus.client import ModbusClient
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """Everything one poll cycle of one bus produced: commit it in one transaction."""
+
+    bus: str
+    samples: list[Sample]
+    events: list[Event]
+    started_ms: int  # wall time the cycle started, Unix ms
+    duration: float  # seconds the cycle took (monotonic)
+    devices: tuple[str, ...]  # devices that had points due in this cycle
+    requests: int  # requests put on the wire (retries included)
+    failed_requests: int
+
+
+class DeviceHandle:
+    """What a priority operation may do with one device, on the bus task, between polls."""
+
+    def __init__(self, reader: DeviceReader, client: ModbusClient, clock: Clock) -> None:
+        self._reader = reader
+        self._client = client
+        self._clock = clock
+
+    @property
+    def device(self) -> DeviceConfig:
+        """The device's configuration."""
+        return self._reader.device
+
+    @property
+    def model(self) -> DeviceModel:
+        """The device's model."""
+        return self._reader.model
+
+    async def read_points(self, measurepoints: Sequence[str]) -> dict[str, Value]:
+        """Read `measurepoints` now (merged into the fewest requests) and return their values.
+
+        Raises `UnknownMeasurepoint`, or the read's failure (`DeviceTimeout`,
+        `DeviceRejected`, `BusUnavailable`, `ModbusError` for an undecodable value).
+        """
+        indices = [self._reader.index_of(name) for name in measurepoints]
+        readings = await self._reader.read_indices(self._client, indices, self._clock)
+        return {
+            self._reader.points[i].measurepoint: _value(readings[i].value) for i in indices
+        }
+
+    async def write_point(self, measurepoint: str, value: Value) -> None:
+        """Encode and write one point: FC5/FC6, or FC15/FC16 for multi-register values and
+        devices with `write_multiple_only`; a bit inside a register is read-modify-write.
+
+        Refuses points the model does not mark writable (`PointNotWritable`); range checks
+        are the command layer's job. Raises `CodecError` or the write's Modbus failure.
+        """
+        await self._reader.write(self._client, measurepoint, value)
+
+
+def _value(value: Value | None) -> Value:
+    if value is None:  # read_indices raises instead of returning failed readings
+        raise AssertionError("a good reading without a value")
+    return value
+
+
+@dataclass(slots=True)
+class _PointMemory:
+    """The last good value of each point and when it was read (monotonic)."""
+
+    values: dict[int, tuple[Value, float]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Device:
+    """Everything the bus task keeps about one device."""
+
+    reader: DeviceReader
+    schedule: DeviceSchedule
+    health: DeviceHealth
+    events: EventEngine
+    memory: _PointMemory
+    polling: bool
+
+
+@dataclass(slots=True)
+class _Operation:
+    device: _Device
+    op: Callable[[DeviceHandle], Awaitable[object]]
+    future: asyncio.Future[object]
+
+
+class BusPoller:
+    """Polls every device of one bus from one asyncio task (`run`)."""
+
+    def __init__(
+        self,
+        bus: BusConfig,
+        devices: Sequence[DeviceConfig],
+        models: Mapping[str, DeviceModel],
+        results: asyncio.Queue[CycleResult],
+        *,
+        client: ModbusClient | None = None,
+        clock: Clock | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_interval: float = 1.0,
+        rng: random.Random | None = None,
+        device_backoff: Backoff = DEVICE_BACKOFF,
+    ) -> None:
+        """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
+
+        `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
+        `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog).
+        """
+        self.bus = bus
+        self._results = results
+        if client is None:
+            # The pymodbus seam is imported only when a real client is needed.
+            from gatewayd.modbus.client import make_client  # noqa: PLC0415
+
+            client = make_client(bus)
+        self._client = client
+        self._clock = clock if clock is not None else SystemClock()
+        self._heartbeat = heartbeat
+        self._heartbeat_interval = heartbeat_interval
+        self._rng = rng if rng is not None else random.Random()
+        self._device_backoff = device_backoff
+        self._bus_backoff = bus_backoff(bus.reconnect_max)
+        self._log = log.bind(bus=bus.name)
+        self._ops: deque[_Operation] = deque()
+        self._op_arrived = asyncio.Event()
+        self._bus_failures = 0
+        self._reconnect_at = -math.inf
+        self._bus_error: str | None = None
+
+        own = [d for d in devices if d.bus == bus.name]
+        self.capacity: BusCapacity = bus_capacity(bus, own, models)
+        gap_fill = resolve_gap_fill(bus)
+        now = self._clock.monotonic()
+        wall_offset = self._clock.time() - now
+        self._devices: dict[str, _Device] = {}
+        for config in own:
+            model = models[config.model]
+            reader = DeviceReader(bus, config, model, gap_fill=gap_fill)
+            self._devices[config.name] = _Device(
+                reader=reader,
+                schedule=DeviceSchedule(
+                    [reader.interval_of(i) for i in range(len(reader.points))],
+                    now=now,
+                    wall_offset=wall_offset,
+                ),
+                health=DeviceHealth(config.name, bus.name, config.unit_id),
+                events=EventEngine(model.events, device=config.name),
+                memory=_PointMemory(),
+                polling=config.enabled,
+            )
+            if not config.enabled:
+                self._devices[config.name].health.state = DeviceState.DISABLED
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Names of the devices on this bus."""
+        return tuple(self._devices)
+
+    def device_states(self) -> dict[str, DeviceStatus]:
+        """A snapshot of every device's health, by device name."""
+        now = self._clock.monotonic()
+        return {name: d.health.snapshot(now) for name, d in self._devices.items()}
+
+    def set_polling(self, device: str, enabled: bool) -> None:
+        """Start or stop polling `device` (its schedule keeps ticking; nothing is read)."""
+        entry = self._device(device)
+        entry.polling = enabled
+        if not enabled:
+            entry.health.state = DeviceState.DISABLED
+        elif entry.health.state is DeviceState.DISABLED:
+            entry.health.state = DeviceState.STARTING
+
+    def set_publishing(self, device: str, enabled: bool) -> None:
+        """Keep (True) or drop (False) `device`'s samples and events from the CycleResults.
+
+        The device is still polled while polling is on, so its health and event state
+        stay current; only the output is withheld.
+        """
+        self._device(device).health.publishing = enabled
+
+    async def execute(self, device: str, op: Callable[[DeviceHandle], Awaitable[T]]) -> T:
+        """Run `op(handle)` on the bus task, ahead of any queued poll request; return its result.
+
+        The operation runs between two poll requests (never interleaved with one), uses
+        the device's timeout and retries, and should only do device I/O through the handle:
+        the bus is blocked while it runs. Its exceptions propagate to the caller. Requires
+        `run()` to be running. Raises `KeyError` for an unknown device.
+        """
+        entry = self._device(device)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Operation(entry, op, future))
+        self._op_arrived.set()
+        # The future carries exactly what `op` returned, so it is a T.
+        return cast(T, await future)
+
+    async def run(self) -> None:
+        """Poll until cancelled; the client is closed on the way out."""
+        self.capacity.log_if_overloaded(self._log)
+        try:
+            while True:
+                self._beat()
+                await self._run_operations()
+                now = self._clock.monotonic()
+                if not self._client.connected and now >= self._reconnect_at:
+                    await self._connect()
+                    continue
+                due = self._take_due(now)
+                if due:
+                    await self._cycle(due, now)
+                    continue
+                await self._wait_until(self._next_wakeup(now))
+        finally:
+            await self._client.close()
+
+    # ------------------------------------------------------------------ loop parts
+
+    def _device(self, name: str) -> _Device:
+        try:
+            return self._devices[name]
+        except KeyError:
+            raise KeyError(f"no device {name!r} on bus {self.bus.name!r}") from None
+
+    def _beat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat()
+
+    def _next_wakeup(self, now: float) -> float:
+        wake = now + self._heartbeat_interval
+        for entry in self._devices.values():
+            wake = min(wake, entry.schedule.next_due())
+        if not self._client.connected:
+            wake = min(wake, self._reconnect_at)
+        return wake
+
+    async def _wait_until(self, deadline: float) -> None:
+        """Sleep until `deadline` (monotonic) or until a priority operation arrives."""
+        if self._ops:
+            return
+        self._op_arrived.clear()
+        sleeper = asyncio.ensure_future(self._clock.sleep(deadline - self._clock.monotonic()))
+        waker = asyncio.ensure_future(self._op_arrived.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    def _take_due(self, now: float) -> list[tuple[_Device, tuple[int, ...]]]:
+        due: list[tuple[_Device, tuple[int, ...]]] = []
+        for entry in self._devices.values():
+            if entry.schedule.next_due() > now + TICK_TOLERANCE:
+                continue
+            points = entry.schedule.take_due(now)
+            if entry.polling and points:
+                due.append((entry, points))
+        # Devices being retried after a failure go last, so a still-dead device's timeout
+        # never delays the healthy ones in the same cycle (stable sort keeps config order).
+        due.sort(key=lambda item: item[0].health.state is DeviceState.BACKOFF)
+        return due
+
+    async def _connect(self) -> None:
+        try:
+            await self._client.connect()
+        except BusUnavailable as exc:
+            self._bus_down(str(exc))
+            return
+        if self._bus_failures:
+            self._log.info("bus reconnected", after_failures=self._bus_failures)
+        self._bus_failures = 0
+        self._bus_error = None
+
+    def _bus_down(self, error: str) -> None:
+        self._bus_failures += 1
+        delay = self._bus_backoff.delay(self._bus_failures, self._rng)
+        self._reconnect_at = self._clock.monotonic() + delay
+        if self._bus_failures == 1:
+            self._log.warning("bus unavailable; reconnecting with backoff", error=error)
+        self._bus_error = error
+        for entry in self._devices.values():
+            if entry.polling:
+                entry.health.state = DeviceState.DOWN
+                entry.health.last_error = f"bus unavailable: {error}"
+
+    async def _run_operations(self) -> None:
+        while self._ops:
+            operation = self._ops.popleft()
+            if operation.future.done():  # the caller gave up before we got to it
+                continue
+            handle = DeviceHandle(operation.device.reader, self._client, self._clock)
+            try:
+                if not self._client.connected:
+                    await self._client.connect()
+                result = await operation.op(handle)
+            except Exception as exc:
+                if not operation.future.done():
+                    operation.future.set_exception(exc)
+            else:
+                if not operation.future.done():
+                    operation.future.set_result(result)
+
+    async def _cycle(self, due: list[tuple[_Device, tuple[int, ...]]], now: float) -> None:
+        started_ms = round(self._clock.time() * 1000)
+        samples: list[Sample] = []
+        events: list[Event] = []
+        requests = failed_requests = 0
+        for entry, points in due:
+            health = entry.health
+            backing_off = health.retry_at is not None and now < health.retry_at - TICK_TOLERANCE
+            if backing_off or not self._client.connected:
+                outcome = None
+            else:
+                outcome = await entry.reader.read(
+                    self._client, points, self._clock, before_request=self._run_operations
+                )
+                requests += outcome.requests
+                failed_requests += outcome.failed_requests
+                if outcome.bus_lost:
+                    self._bus_down(outcome.last_error or "connection lost")
+            device_samples, device_events = self._account(entry, points, outcome, now)
+            if health.publishing:
+                samples.extend(device_samples)
+                events.extend(device_events)
+        await self._results.put(
+            CycleResult(
+                bus=self.bus.name,
+                samples=samples,
+                events=events,
+                started_ms=started_ms,
+                duration=self._clock.monotonic() - now,
+                devices=tuple(entry.reader.device.name for entry, _ in due),
+                requests=requests,
+                failed_requests=failed_requests,
+            )
+        )
+
+    def _account(
+        self,
+        entry: _Device,
+        due: tuple[int, ...],
+        outcome: ReadOutcome | None,
+        now: float,
+    ) -> tuple[list[Sample], list[Event]]:
+        """Turn one device's poll outcome into samples and events; update its health."""
+        name = entry.reader.device.name
+        memory = entry.memory.values
+        samples: list[Sample] = []
+        if outcome is None:  # not attempted: stale where the last good value is too old
+            ts_ms = round(self._clock.time() * 1000)
+            for index in due:
+                last = memory.get(index)
+                if last is not None and now - last[1] > entry.reader.interval_of(index):
+                    samples.append(
+                        Sample(name, entry.reader.points[index].measurepoint, last[0], ts_ms,
+                               Quality.STALE)
+                    )
+            return samples, []
+
+        values: dict[str, Value] = {}
+        event_ts = 0
+        for reading in outcome.good:
+            point = entry.reader.points[reading.index]
+            value = _value(reading.value)
+            memory[reading.index] = (value, self._clock.monotonic())
+            values[point.measurepoint] = value
+            event_ts = max(event_ts, reading.ts_ms)
+            samples.append(Sample(name, point.measurepoint, value, reading.ts_ms))
+        for reading in outcome.failed:
+            last = memory.get(reading.index)
+            if last is not None:
+                samples.append(
+                    Sample(name, entry.reader.points[reading.index].measurepoint, last[0],
+                           reading.ts_ms, Quality.BAD)
+                )
+        self._update_health(entry, outcome, now)
+        events = entry.events.update(values, event_ts) if values else []
+        return samples, events
+
+    def _update_health(self, entry: _Device, outcome: ReadOutcome, now: float) -> None:
+        health = entry.health
+        device_log = self._log.bind(
+            device=entry.reader.device.name, unit_id=entry.reader.device.unit_id
+        )
+        if outcome.timed_out:
+            health.consecutive_failures += 1
+            health.last_error = outcome.last_error
+            # Backoff counts from the failure, not from the cycle's start.
+            health.retry_at = self._clock.monotonic() + self._device_backoff.delay(
+                health.consecutive_failures, self._rng
+            )
+            if health.state is not DeviceState.BACKOFF:
+                device_log.warning("device not answering; retrying with backoff",
+                                   error=outcome.last_error)
+            health.state = DeviceState.BACKOFF
+            return
+        if outcome.bus_lost:
+            return  # `_bus_down` marked every device
+        if outcome.answered:
+            if health.state is DeviceState.BACKOFF:
+                device_log.info("device recovered", after_failures=health.consecutive_failures)
+            health.state = DeviceState.UP
+            health.consecutive_failures = 0
+            health.retry_at = None
+            health.last_success_ms = round(self._clock.time() * 1000)
+            if outcome.failed:
+                health.last_error = outcome.last_error
+        health.count_points(now, len(outcome.good))

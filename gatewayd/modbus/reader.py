@@ -1,0 +1,346 @@
+"""Reading one device: plan the due points, send the requests, decode, learn holes and limits.
+
+`DeviceReader` is the I/O shell around the pure planner and codec for one device. It owns
+what the device taught us (unreadable registers, the largest read it accepts) and a cache of
+plans per set of due points, so a steady schedule costs one dict lookup per cycle. It is
+used by the bus poller (every cycle), by priority operations (`DeviceHandle`) and by
+`gatewayd read`. It never sleeps and never reads a clock except for timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, PointConfig, Table
+from gatewayd.modbus import codec
+from gatewayd.modbus.clock import Clock
+from gatewayd.modbus.errors import (
+    ILLEGAL_DATA_ADDRESS,
+    BusUnavailable,
+    DeviceRejected,
+    DeviceTimeout,
+    ModbusError,
+)
+from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
+from gatewayd.samples import Value
+
+if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not needed here
+    from gatewayd.modbus.client import ModbusClient
+
+log = structlog.get_logger()
+
+#: Error text of a point whose registers the device refuses (exception 02).
+UNREADABLE = "unreadable: the device answers illegal data address"
+
+
+class UnknownMeasurepoint(KeyError):
+    """A measurepoint the device's model does not have."""
+
+
+class PointNotWritable(ValueError):
+    """A write to a point the model does not mark writable (the last guard before the wire)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointReading:
+    """One point's outcome in one poll: a value with its raw registers, or a failure."""
+
+    index: int  # position of the point in the model's `points`
+    value: Value | None  # None when the read failed
+    raw: tuple[int, ...]  # registers (or bits) as read; empty on failure
+    ts_ms: int  # wall time of the response (or of the failed attempt), Unix ms
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ReadOutcome:
+    """Everything one poll of one device produced."""
+
+    good: list[PointReading] = field(default_factory=list)
+    failed: list[PointReading] = field(default_factory=list)
+    requests: int = 0  # requests put on the wire (retries included)
+    failed_requests: int = 0
+    #: The device stopped answering (a timeout after retries): the rest of the poll was skipped.
+    timed_out: bool = False
+    #: The bus went away during the poll (`BusUnavailable`).
+    bus_lost: bool = False
+    last_error: str | None = None
+    answered: bool = False  # at least one request got an answer (data or exception)
+
+
+class DeviceReader:
+    """Plans, reads and decodes one device's points; remembers its holes and read limit."""
+
+    def __init__(
+        self, bus: BusConfig, device: DeviceConfig, model: DeviceModel, *, gap_fill: int
+    ) -> None:
+        self.bus = bus
+        self.device = device
+        self.model = model
+        self.points: tuple[PointConfig, ...] = tuple(model.points)
+        self.timeout = device.timeout if device.timeout is not None else bus.timeout
+        self.retries = bus.retries
+        self._orders = [codec.point_orders(p, device, model) for p in self.points]
+        self._index_by_measurepoint = {p.measurepoint: i for i, p in enumerate(self.points)}
+        self.planner = DeviceReadPlanner(
+            self.points,
+            max_registers=min(device.max_registers or bus.max_registers, bus.max_registers),
+            max_bits=bus.max_bits,
+            gap_fill=gap_fill,
+        )
+        # Unreadable points, recomputed only when the planner learns a new hole.
+        self._holes_seen = self.planner.holes
+        self._unreadable: frozenset[int] = frozenset()
+        self._logged_rejections: set[tuple[Table, int, int, int]] = set()
+        self._log = log.bind(bus=bus.name, device=device.name, unit_id=device.unit_id)
+
+    # ------------------------------------------------------------------ lookup
+
+    def index_of(self, measurepoint: str) -> int:
+        """The index of `measurepoint` in the model, or `UnknownMeasurepoint`."""
+        try:
+            return self._index_by_measurepoint[measurepoint]
+        except KeyError:
+            raise UnknownMeasurepoint(
+                f"device {self.device.name!r} has no measurepoint {measurepoint!r}"
+            ) from None
+
+    def interval_of(self, index: int) -> float:
+        """Poll interval of point `index`: its own, else the device's."""
+        own = self.points[index].poll_interval
+        return own if own is not None else self.device.poll_interval
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(
+        self,
+        client: ModbusClient,
+        due: Sequence[int],
+        clock: Clock,
+        *,
+        before_request: Callable[[], Awaitable[None]] | None = None,
+    ) -> ReadOutcome:
+        """Read the points `due` (model indices) with the fewest requests the device allows.
+
+        A timeout (after retries) ends the poll: the remaining points fail without being
+        tried, so a dead device costs one timeout per poll. An exception 02 on a merged
+        range is split and the unreadable registers are remembered; other exception
+        responses fail only the points of that request. `before_request` runs before each
+        request (the poller runs priority operations there).
+        """
+        outcome = ReadOutcome()
+        ts_ms = _now_ms(clock)
+        for index in due:
+            if index in self._unreadable:
+                outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
+        pending = self.planner.plan(due)
+        shortened_after_timeout = False
+        while pending:
+            request = pending.pop(0)
+            if before_request is not None:
+                await before_request()
+            try:
+                words = await self._read_with_retries(client, request, outcome)
+            except DeviceTimeout as exc:
+                # A device that answered earlier in this poll may choke on long reads: let
+                # the planner shorten once; a second timeout means it stopped answering.
+                if outcome.answered and not shortened_after_timeout:
+                    shortened_after_timeout = True
+                    retry = self.planner.on_timeout(request, device_answered=True)
+                    if retry:
+                        self._log_lowered_limit(request)
+                        pending[:0] = retry
+                        continue
+                outcome.timed_out = True
+                self._fail_all([request, *pending], outcome, clock, f"timeout: {exc}")
+                return outcome
+            except BusUnavailable as exc:
+                outcome.bus_lost = True
+                self._fail_all([request, *pending], outcome, clock, f"bus unavailable: {exc}")
+                return outcome
+            except DeviceRejected as exc:
+                outcome.answered = True
+                limits = (self.planner.max_registers, self.planner.max_bits)
+                retry = self.planner.on_rejected(request, exc.code)
+                if limits != (self.planner.max_registers, self.planner.max_bits):
+                    self._log_lowered_limit(request)
+                newly_unreadable = self._learn_holes()
+                if retry or exc.code == ILLEGAL_DATA_ADDRESS:
+                    # Split (or shortened): the parts are read right away; points found
+                    # unreadable fail now and are left out of every later plan.
+                    pending[:0] = retry
+                    for index in newly_unreadable:
+                        outcome.failed.append(
+                            PointReading(index, None, (), _now_ms(clock), UNREADABLE)
+                        )
+                    continue
+                outcome.failed_requests += 1
+                self._log_rejection_once(request, exc.code)
+                self._fail_all(
+                    [request], outcome, clock, f"exception {exc.code} reading {_describe(request)}"
+                )
+                continue
+            outcome.answered = True
+            self._decode_into(request, words, _now_ms(clock), outcome)
+        return outcome
+
+    def _learn_holes(self) -> list[int]:
+        """Points that became unreadable since the last call (each logged once)."""
+        if self.planner.holes == self._holes_seen:
+            return []
+        self._holes_seen = self.planner.holes
+        unreadable = frozenset(self.planner.unreadable)
+        new = sorted(unreadable - self._unreadable)
+        self._unreadable = unreadable
+        for index in new:
+            point = self.points[index]
+            self._log.warning(
+                "point unreadable: device answers illegal data address; no longer polled",
+                measurepoint=point.measurepoint,
+                table=str(point.table),
+                address=point.address,
+            )
+        return new
+
+    def _log_lowered_limit(self, request: ReadRequest) -> None:
+        self._log.warning(
+            "device refused a long read; lowering its maximum",
+            request=_describe(request),
+            max_registers=self.planner.max_registers,
+            max_bits=self.planner.max_bits,
+        )
+
+    async def _read_with_retries(
+        self, client: ModbusClient, request: ReadRequest, outcome: ReadOutcome
+    ) -> list[int]:
+        for attempt in range(self.retries + 1):
+            outcome.requests += 1
+            try:
+                return await client.read(
+                    self.device.unit_id,
+                    request.table,
+                    request.start,
+                    request.count,
+                    timeout=self.timeout,
+                )
+            except DeviceTimeout as exc:
+                outcome.failed_requests += 1
+                outcome.last_error = f"no answer to {_describe(request)}: {exc}"
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _decode_into(
+        self, request: ReadRequest, words: list[int], ts_ms: int, outcome: ReadOutcome
+    ) -> None:
+        for index in request.points:
+            point = self.points[index]
+            offset = point.address - request.start
+            raw = words[offset : offset + point.register_count]
+            byte_order, word_order = self._orders[index]
+            try:
+                value = codec.decode(point, raw, byte_order=byte_order, word_order=word_order)
+            except codec.CodecError as exc:
+                outcome.failed.append(PointReading(index, None, tuple(raw), ts_ms, str(exc)))
+                continue
+            outcome.good.append(PointReading(index, value, tuple(raw), ts_ms))
+
+    def _fail_all(
+        self, requests: Sequence[ReadRequest], outcome: ReadOutcome, clock: Clock, error: str
+    ) -> None:
+        ts_ms = _now_ms(clock)
+        for request in requests:
+            for index in request.points:
+                outcome.failed.append(PointReading(index, None, (), ts_ms, error))
+        outcome.last_error = error
+
+    def _log_rejection_once(self, request: ReadRequest, code: int) -> None:
+        key = (request.table, request.start, request.count, code)
+        if key not in self._logged_rejections:
+            self._logged_rejections.add(key)
+            self._log.warning(
+                "device rejected read", request=_describe(request), code=code
+            )
+
+    # ------------------------------------------------------------------ handle helpers
+
+    async def read_indices(
+        self, client: ModbusClient, indices: Sequence[int], clock: Clock
+    ) -> dict[int, PointReading]:
+        """Read the given points now; raise the first failure instead of reporting it."""
+        outcome = await self.read(client, sorted(set(indices)), clock)
+        if outcome.failed:
+            first = outcome.failed[0]
+            if outcome.timed_out:
+                raise DeviceTimeout(first.error or "timeout")
+            if outcome.bus_lost:
+                raise BusUnavailable(first.error or "bus unavailable")
+            raise ModbusError(
+                f"{self.points[first.index].measurepoint}: {first.error or 'read failed'}"
+            )
+        return {reading.index: reading for reading in outcome.good}
+
+    async def write(self, client: ModbusClient, measurepoint: str, value: Value) -> None:
+        """Encode and write one point (read-modify-write for a bit inside a register)."""
+        index = self.index_of(measurepoint)
+        point = self.points[index]
+        if not point.writable or point.table in (Table.DISCRETE, Table.INPUT):
+            raise PointNotWritable(
+                f"{self.device.name}.{measurepoint} is not writable"
+            )
+        byte_order, word_order = self._orders[index]
+        current: int | None = None
+        if point.table is Table.HOLDING and point.bit is not None:
+            (current,) = await self._retrying(
+                lambda: client.read(
+                    self.device.unit_id, Table.HOLDING, point.address, 1, timeout=self.timeout
+                )
+            )
+        words = codec.encode(
+            point, value, byte_order=byte_order, word_order=word_order, current=current
+        )
+        multiple = self.device.write_multiple_only or len(words) > 1
+        await self._retrying(
+            lambda: _write(
+                client,
+                unit=self.device.unit_id,
+                point=point,
+                words=words,
+                timeout=self.timeout,
+                multiple=multiple,
+            )
+        )
+
+    async def _retrying(self, call: Callable[[], Awaitable[list[int]]]) -> list[int]:
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except DeviceTimeout:
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def _write(
+    client: ModbusClient,
+    *,
+    unit: int,
+    point: PointConfig,
+    words: list[int],
+    timeout: float,
+    multiple: bool,
+) -> list[int]:
+    await client.write(unit, point.table, point.address, words, timeout=timeout, multiple=multiple)
+    return words
+
+
+def _describe(request: ReadRequest) -> str:
+    return f"{request.table} {request.start}+{request.count}"
+
+
+def _now_ms(clock: Clock) -> int:
+    return round(clock.time() * 1000)

@@ -1,0 +1,399 @@
+"""Virtual-time unit tests of the bus poller: alignment, isolation, backoff, quality, ops."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from structlog.testing import capture_logs
+
+from gatewayd.config.models import DeviceConfig, DeviceModel, PointConfig, Table, TcpBus
+from gatewayd.modbus.clock import VirtualClock
+from gatewayd.modbus.fake import FakeBus, FakeUnit
+from gatewayd.modbus.health import DeviceState
+from gatewayd.modbus.poller import BusPoller, CycleResult, DeviceHandle
+from gatewayd.modbus.reader import PointNotWritable
+from gatewayd.samples import Quality, Sample
+
+HR = Table.HOLDING
+START = 1000.0  # virtual monotonic time at start
+WALL = 1_700_000_000.0  # wall time at start: a multiple of every interval used here
+
+
+def make_bus(**overrides: object) -> TcpBus:
+    """A TCP bus config (the fake client stands in for the wire)."""
+    fields: dict[str, object] = {"name": "bus1", "type": "tcp", "host": "127.0.0.1",
+                                 "timeout": "200ms", "retries": 1, "gap_fill": 4}
+    fields.update(overrides)
+    return TcpBus.model_validate(fields)
+
+
+def pt(name: str, address: int, type_: str = "uint16", **extra: object) -> PointConfig:
+    """A holding-register point."""
+    fields: dict[str, object] = {"measurepoint": name, "table": "holding", "address": address,
+                                 "type": type_}
+    fields.update(extra)
+    return PointConfig.model_validate(fields)
+
+
+def make_model(name: str, points: list[PointConfig], **extra: object) -> DeviceModel:
+    """A device model."""
+    return DeviceModel.model_validate({"name": name, "points": points, **extra})
+
+
+def dev(name: str, unit_id: int, model_name: str = "m", **extra: object) -> DeviceConfig:
+    """A device on bus1, polled every second unless told otherwise."""
+    fields: dict[str, object] = {"name": name, "bus": "bus1", "unit_id": unit_id,
+                                 "model": model_name, "product_key": "pk",
+                                 "device_key": name, "poll_interval": "1s"}
+    fields.update(extra)
+    return DeviceConfig.model_validate(fields)
+
+
+SIMPLE = make_model("m", [pt("a", 0), pt("b", 1), pt("c", 10)])
+
+
+@dataclass
+class Rig:
+    """A running poller on a fake bus in virtual time."""
+
+    clock: VirtualClock
+    fake: FakeBus
+    poller: BusPoller
+    results: asyncio.Queue[CycleResult]
+
+    def drain(self) -> list[CycleResult]:
+        """Every CycleResult produced so far."""
+        out = []
+        while not self.results.empty():
+            out.append(self.results.get_nowait())
+        return out
+
+
+@pytest.fixture
+def rig_factory() -> Callable[..., AsyncIterator[Rig]]:
+    """Build and run a poller; cancelled at the end of the `async with`."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def factory(
+        devices: list[DeviceConfig],
+        models: dict[str, DeviceModel] | None = None,
+        units: dict[int, FakeUnit] | None = None,
+        bus: TcpBus | None = None,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Rig]:
+        clock = VirtualClock(monotonic=START, wall=WALL)
+        fake = FakeBus(clock)
+        fake.units.update(units or {})
+        results: asyncio.Queue[CycleResult] = asyncio.Queue(maxsize=100_000)
+        poller = BusPoller(
+            bus or make_bus(), devices, models or {"m": SIMPLE}, results,
+            client=fake, clock=clock, rng=random.Random(1), heartbeat=heartbeat,
+        )
+        task = asyncio.create_task(poller.run())
+        try:
+            yield Rig(clock, fake, poller, results)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return factory  # type: ignore[return-value]
+
+
+def regs(*pairs: tuple[int, int]) -> dict[tuple[Table, int], int]:
+    """Holding registers from (address, value) pairs."""
+    return {(HR, a): v for a, v in pairs}
+
+
+def by_point(samples: list[Sample]) -> dict[tuple[str, str], Sample]:
+    """Samples keyed by (device, measurepoint)."""
+    return {(s.device, s.measurepoint): s for s in samples}
+
+
+async def test_cycles_align_to_the_interval_without_drift(rig_factory) -> None:
+    """300 cycles at 1 s: one CycleResult per tick, started exactly on wall multiples."""
+    unit = FakeUnit(registers=regs((0, 7), (1, 8), (10, 9)), latency=0.013)
+    async with rig_factory([dev("d1", 1)], units={1: unit}) as rig:
+        await rig.clock.advance(299.5)
+        results = rig.drain()
+    assert len(results) == 300
+    assert [r.started_ms for r in results] == [
+        int(WALL * 1000) + 1000 * n for n in range(300)
+    ]
+    last = by_point(results[-1].samples)
+    assert last["d1", "a"] == Sample("d1", "a", 7, int(WALL * 1000) + 299_013)
+    assert {s.measurepoint for s in results[-1].samples} == {"a", "b", "c"}
+    # a and b merged into one request, c (gap 8 > gap_fill 4) in another: 2 per cycle.
+    assert all(r.requests == 2 for r in results)
+
+
+async def test_per_point_interval_reads_only_due_points_merged(rig_factory) -> None:
+    """A 5 s point is read every fifth cycle, merged with the 1 s points in one request."""
+    model = make_model("m", [pt("fast", 0), pt("slow", 1, poll_interval="5s"), pt("f2", 2)])
+    unit = FakeUnit(registers=regs((0, 1), (1, 2), (2, 3)))
+    async with rig_factory([dev("d1", 1)], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(9.5)
+        results = rig.drain()
+    seen = [sorted(s.measurepoint for s in r.samples) for r in results]
+    assert seen == [["f2", "fast", "slow"]] + [["f2", "fast"]] * 4 + [["f2", "fast", "slow"]] + [
+        ["f2", "fast"]
+    ] * 4
+    reads = rig.fake.reads_of(1)
+    assert [(r.address, r.count) for r in reads[:2]] == [(0, 3), (0, 3)]
+    # On a tick without the slow point: 0 and 2 are still one request (reads 1 as fill).
+    assert len(reads) == 10
+
+
+async def test_faster_point_than_device_is_read_at_its_own_rate(rig_factory) -> None:
+    """A 1 s point on a 5 s device is read every second, the device's points every 5 s."""
+    model = make_model("m", [pt("fast", 0, poll_interval="1s"), pt("slow", 50)])
+    unit = FakeUnit(registers=regs((0, 1), (50, 2)))
+    async with rig_factory(
+        [dev("d1", 1, poll_interval="5s")], models={"m": model}, units={1: unit}
+    ) as rig:
+        await rig.clock.advance(9.5)
+        results = rig.drain()
+    counts = {"fast": 0, "slow": 0}
+    for r in results:
+        for s in r.samples:
+            counts[s.measurepoint] += 1
+    assert counts == {"fast": 10, "slow": 2}
+
+
+async def test_dead_device_costs_at_most_one_timeout_and_others_keep_schedule(
+    rig_factory,
+) -> None:
+    """A silent unit costs timeout x (1 + retries) once, then is skipped while in backoff."""
+    units = {1: FakeUnit(silent=True), 2: FakeUnit(registers=regs((0, 5)), latency=0.01)}
+    async with rig_factory([dev("dead", 1), dev("live", 2)], units=units) as rig:
+        await rig.clock.advance(0.9)
+        first = rig.drain()
+        assert len(first) == 1
+        # Two requests (first read + 1 retry), each 0.2 s, then none in this cycle.
+        dead_reads = rig.fake.reads_of(1)
+        assert len(dead_reads) == 2
+        live_reads = rig.fake.reads_of(2)
+        assert live_reads[0].t - START == pytest.approx(0.4)  # after one timeout + retry
+        await rig.clock.advance(20)
+        results = rig.drain()
+    # The live device keeps its 1 s schedule: every tick, on time (dead one is skipped).
+    live_times = [r.t - START for r in rig.fake.reads_of(2) if r.address == 0]
+    assert live_times[1:] == pytest.approx([float(n) for n in range(1, 21)])
+    assert all(by_point(r.samples)["live", "a"].quality is Quality.GOOD for r in results)
+
+
+async def test_dead_device_backs_off_from_1s_to_5min_and_recovers(rig_factory) -> None:
+    """Retries of a dead unit are spaced ~1, 2, 4, ... s up to 5 min; it recovers alone."""
+    units = {1: FakeUnit(silent=True)}
+    with capture_logs() as logs:
+        async with rig_factory([dev("dead", 1)], units=units) as rig:
+            await rig.clock.advance(3600)
+            attempts = [r.t for r in rig.fake.reads_of(1)][::2]  # each attempt = read + retry
+            gaps = [b - a for a, b in itertools.pairwise(attempts)]
+            assert rig.poller.device_states()["dead"].state is DeviceState.BACKOFF
+            units[1].silent = False
+            await rig.clock.advance(301)
+            status = rig.poller.device_states()["dead"]
+    # Each gap is the cost of the attempt (0.4 s) + the backoff (2^n s, jitter -20 %),
+    # rounded up to the next 1 s tick.
+    for n, gap in enumerate(gaps[:8]):
+        assert 0.8 * 2**n <= gap <= 2**n + 1.4, (n, gaps)
+    assert max(gaps) <= 300.0 + 1.4
+    assert min(gaps[-3:]) >= 240.0
+    assert status.state is DeviceState.UP
+    assert status.consecutive_failures == 0
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    infos = [e for e in logs if e.get("event") == "device recovered"]
+    assert len(warnings) == 1
+    assert warnings[0]["device"] == "dead"
+    assert warnings[0]["bus"] == "bus1"
+    assert warnings[0]["unit_id"] == 1
+    assert len(infos) == 1
+
+
+async def test_failed_read_marks_bad_then_stale_and_nothing_without_a_value(rig_factory) -> None:
+    """Timeout → BAD with the last good value, then STALE while skipped in backoff."""
+    unit = FakeUnit(registers=regs((0, 11), (1, 12), (10, 13)))
+    async with rig_factory([dev("d1", 1)], units={1: unit}) as rig:
+        await rig.clock.advance(2.5)  # 3 good cycles
+        good = rig.drain()
+        assert len(good) == 3
+        unit.silent = True
+        await rig.clock.advance(1.0)  # tick 3: fails
+        failed = rig.drain()
+        await rig.clock.advance(1.0)  # tick 4: in backoff, skipped
+        skipped = rig.drain()
+    bad = by_point(failed[0].samples)
+    assert {s.quality for s in bad.values()} == {Quality.BAD}
+    assert bad["d1", "a"].value == 11
+    assert bad["d1", "c"].value == 13
+    stale = by_point(skipped[0].samples)
+    assert {s.quality for s in stale.values()} == {Quality.STALE}
+    assert stale["d1", "b"].value == 12
+
+
+async def test_point_that_never_read_emits_nothing_when_failing(rig_factory) -> None:
+    """A device dead from the start produces empty CycleResults, never invented values."""
+    async with rig_factory([dev("d1", 1)], units={1: FakeUnit(silent=True)}) as rig:
+        await rig.clock.advance(10)
+        results = rig.drain()
+    assert results
+    assert all(r.samples == [] for r in results)
+
+
+async def test_failed_request_marks_only_its_own_points_bad(rig_factory) -> None:
+    """An exception answer to one request leaves the device's other request GOOD."""
+    unit = FakeUnit(registers=regs((0, 1), (1, 2), (10, 3)))
+    async with rig_factory([dev("d1", 1)], units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        unit.max_registers = 1  # the 0+2 request now gets exception 03 ... and is shortened
+        unit.holes.add((HR, 10))
+        await rig.clock.advance(1.0)
+        results = rig.drain()
+    second = by_point(results[1].samples)
+    assert second["d1", "a"].quality is Quality.GOOD  # re-planned shorter, still read
+    assert second["d1", "c"].quality is Quality.BAD  # unreadable now; had a good value
+    assert second["d1", "c"].value == 3
+
+
+async def test_one_cycle_result_per_tick_for_all_due_devices(rig_factory) -> None:
+    """Three devices on the same interval share one CycleResult per tick."""
+    units = {u: FakeUnit(registers=regs((0, u))) for u in (1, 2, 3)}
+    devices = [dev(f"d{u}", u) for u in (1, 2, 3)]
+    async with rig_factory(devices, units=units) as rig:
+        await rig.clock.advance(4.5)
+        results = rig.drain()
+    assert len(results) == 5
+    for r in results:
+        assert r.bus == "bus1"
+        assert r.devices == ("d1", "d2", "d3")
+        assert {s.device for s in r.samples} == {"d1", "d2", "d3"}
+
+
+async def test_priority_operation_jumps_the_poll_queue(rig_factory) -> None:
+    """An op submitted mid-cycle runs after the request in flight, before the queued ones."""
+    model = make_model("m", [pt(f"p{i}", i * 20) for i in range(5)] + [
+        pt("sp", 200, writable=True)
+    ])
+    unit = FakeUnit(registers=regs(*[(i * 20, i) for i in range(5)], (200, 0)), latency=0.1)
+    async with rig_factory([dev("d1", 1)], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(0.05)  # first request (p0) in flight
+
+        async def op(handle: DeviceHandle) -> dict[str, object]:
+            await handle.write_point("sp", 42)
+            return dict(await handle.read_points(["sp", "p3"]))
+
+        call = asyncio.create_task(rig.poller.execute("d1", op))
+        await rig.clock.advance(1.0)
+        assert await call == {"sp": 42, "p3": 3}
+    kinds = [(r.kind, r.address) for r in rig.fake.requests]
+    assert kinds[:5] == [("read", 0), ("write", 200), ("read", 60), ("read", 200), ("read", 20)]
+    assert rig.fake.requests[1].multiple is False  # FC6 for a single register
+
+
+async def test_write_point_encodings_and_guard(rig_factory) -> None:
+    """float32 → FC16, bit → read-modify-write, write_multiple_only → FC16, read-only refused."""
+    model = make_model("m", [
+        pt("sp", 0, "float32", writable=True),
+        pt("flag", 2, "bool", bit=3, writable=True),
+        pt("word", 3, writable=True),
+        pt("ro", 4),
+    ])
+    unit = FakeUnit(registers=regs((2, 0b1000_0001)))
+    async with rig_factory(
+        [dev("d1", 1, write_multiple_only=True)], models={"m": model}, units={1: unit}
+    ) as rig:
+        await rig.clock.advance(0.5)
+
+        async def op(handle: DeviceHandle) -> None:
+            await handle.write_point("sp", 1.0)
+            await handle.write_point("flag", True)
+            await handle.write_point("word", 7)
+            with pytest.raises(PointNotWritable):
+                await handle.write_point("ro", 1)
+
+        call = asyncio.create_task(rig.poller.execute("d1", op))
+        await rig.clock.advance(1.0)
+        await call
+    writes = [r for r in rig.fake.requests if r.kind == "write"]
+    assert [(w.address, w.values, w.multiple) for w in writes] == [
+        (0, (0x3F80, 0x0000), True),
+        (2, (0b1000_1001,), True),
+        (3, (7,), True),
+    ]
+
+
+async def test_priority_operation_errors_reach_the_caller(rig_factory) -> None:
+    """A timeout inside an op is raised to `execute`'s caller; the poller keeps running."""
+    from gatewayd.modbus.errors import DeviceTimeout
+
+    async with rig_factory([dev("d1", 1)], units={1: FakeUnit(silent=True)}) as rig:
+
+        async def op(handle: DeviceHandle) -> object:
+            return await handle.read_points(["a"])
+
+        call = asyncio.create_task(rig.poller.execute("d1", op))
+        await rig.clock.advance(5)
+        with pytest.raises(DeviceTimeout):
+            await call
+        assert rig.drain()  # still cycling
+
+
+async def test_bus_unavailable_reconnects_with_capped_backoff(rig_factory) -> None:
+    """Connection refused: attempts spaced by growing delays capped at reconnect_max."""
+    async with rig_factory(
+        [dev("d1", 1)], units={1: FakeUnit(registers=regs((0, 1)))},
+        bus=make_bus(reconnect_max="8s"),
+    ) as rig:
+        rig.fake.refuse_connect = True
+        await rig.clock.advance(120)
+        attempts = rig.fake.connect_attempts
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert rig.poller.device_states()["d1"].state is DeviceState.DOWN
+        rig.fake.refuse_connect = False
+        await rig.clock.advance(10)
+        assert rig.poller.device_states()["d1"].state is DeviceState.UP
+    assert gaps[0] <= 0.5
+    assert max(gaps) <= 8.0
+    assert min(gaps[-5:]) >= 8.0 * 0.8
+
+
+async def test_disabled_device_switches(rig_factory) -> None:
+    """set_polling(False) stops requests; set_publishing(False) drops output but keeps polling."""
+    units = {1: FakeUnit(registers=regs((0, 1))), 2: FakeUnit(registers=regs((0, 2)))}
+    async with rig_factory([dev("d1", 1), dev("d2", 2)], units=units) as rig:
+        rig.poller.set_polling("d1", False)
+        rig.poller.set_publishing("d2", False)
+        await rig.clock.advance(3.5)
+        results = rig.drain()
+        states = rig.poller.device_states()
+    assert rig.fake.reads_of(1) == []
+    assert len(rig.fake.reads_of(2)) == 8  # 4 cycles x 2 requests
+    assert all(r.samples == [] for r in results)
+    assert states["d1"].state is DeviceState.DISABLED
+    assert states["d2"].state is DeviceState.UP
+    assert states["d2"].publishing is False
+
+
+async def test_heartbeat_runs_even_with_long_intervals(rig_factory) -> None:
+    """A 5-minute device still beats the heartbeat at least once a second."""
+    beats: list[float] = []
+    clock_holder: list[VirtualClock] = []
+
+    def beat() -> None:
+        beats.append(clock_holder[0].monotonic() if clock_holder else START)
+
+    async with rig_factory(
+        [dev("d1", 1, poll_interval="5min")], units={1: FakeUnit()}, heartbeat=beat
+    ) as rig:
+        clock_holder.append(rig.clock)
+        await rig.clock.advance(30)
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert len(beats) >= 30
+    assert max(gaps) <= 1.0 + 1e-9
