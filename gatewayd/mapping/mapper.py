@@ -1,0 +1,121 @@
+"""Decoded point values → quality-tagged `Sample`s for one device (pure: no clock, no I/O).
+
+What the poller hands over, per device and cycle (indices are positions in the model's
+point list; times are Unix epoch milliseconds taken by the caller):
+
+- `good(values_by_index, ts_ms)`: the values the codec decoded this cycle;
+- `failed(indices, ts_ms)`: points whose read failed (timeout, exception, codec error);
+- `stale(indices, now_ms)`: points not read this cycle (device backing off, not due).
+
+What comes back: `Sample`s, and `DeviceMapper.last_good` remembers each point's last good
+(value, ts_ms). Rules:
+
+- A finite value is GOOD. A non-finite float (NaN/±inf from the device) is BAD: EnOS JSON
+  cannot carry it, so the sample repeats the last good value with quality BAD.
+- A failed read is BAD with the last good value; a point whose last good reading is older
+  than its poll interval is STALE with that value (`is_stale`).
+- BAD/STALE samples need a value to carry: with no good reading yet, nothing is emitted.
+- Only points with ``quality: true`` get BAD/STALE samples. Without the quality field EnOS
+  would take the repeated value for a fresh good reading, so for those points the honest
+  signal is silence.
+
+`event_values(samples)` gives the measurepoint → value map the event engine wants (GOOD
+samples only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from gatewayd.config.models import PointConfig
+from gatewayd.samples import Quality, Sample, Value
+
+__all__ = ["DeviceMapper", "event_values", "is_finite", "is_stale", "map_values"]
+
+
+def is_finite(value: Value) -> bool:
+    """False only for NaN and ±inf floats."""
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+def is_stale(last_good_ms: int, now_ms: int, interval_s: float) -> bool:
+    """Whether a reading taken at `last_good_ms` is older than `interval_s` at `now_ms`."""
+    return now_ms - last_good_ms > interval_s * 1000
+
+
+def map_values(
+    device: str,
+    points: Sequence[PointConfig],
+    values_by_index: Mapping[int, Value],
+    ts_ms: int,
+    *,
+    last_good: Mapping[int, Value] | None = None,
+) -> list[Sample]:
+    """Samples for one cycle's decoded values, in point order.
+
+    Finite values are GOOD; a non-finite float becomes a BAD sample with the point's
+    `last_good` value (none at all without one, or if the point has no quality field).
+    """
+    samples: list[Sample] = []
+    for index in sorted(values_by_index):
+        point = points[index]
+        value = values_by_index[index]
+        if is_finite(value):
+            samples.append(Sample(device, point.measurepoint, value, ts_ms))
+        elif point.quality and last_good is not None and index in last_good:
+            samples.append(Sample(device, point.measurepoint, last_good[index], ts_ms,
+                                  Quality.BAD))
+    return samples
+
+
+def event_values(samples: Iterable[Sample]) -> dict[str, Value]:
+    """measurepoint → value of the GOOD samples (the event engine's input)."""
+    return {s.measurepoint: s.value for s in samples if s.quality is Quality.GOOD}
+
+
+class DeviceMapper:
+    """One device's mapping state: the last good (value, ts_ms) of each point."""
+
+    def __init__(
+        self, device: str, points: Sequence[PointConfig], *, default_interval: float
+    ) -> None:
+        self.device = device
+        self.points = tuple(points)
+        self.default_interval = default_interval
+        self.last_good: dict[int, tuple[Value, int]] = {}
+
+    def interval_of(self, index: int) -> float:
+        """The poll interval of point `index` in seconds (its own, else the device's)."""
+        return self.points[index].poll_interval or self.default_interval
+
+    def good(self, values_by_index: Mapping[int, Value], ts_ms: int) -> list[Sample]:
+        """Samples for freshly decoded values; remembers the finite ones as last good."""
+        previous = {i: value for i, (value, _) in self.last_good.items()}
+        samples = map_values(self.device, self.points, values_by_index, ts_ms,
+                             last_good=previous)
+        for index, value in values_by_index.items():
+            if is_finite(value):
+                self.last_good[index] = (value, ts_ms)
+        return samples
+
+    def failed(self, indices: Iterable[int], ts_ms: int) -> list[Sample]:
+        """BAD samples (last good value) for points whose read failed."""
+        return self._degraded(sorted(set(indices)), ts_ms, Quality.BAD)
+
+    def stale(self, indices: Iterable[int], now_ms: int) -> list[Sample]:
+        """STALE samples for those of `indices` whose last good reading outlived its interval."""
+        old = [
+            i
+            for i in sorted(set(indices))
+            if i in self.last_good
+            and is_stale(self.last_good[i][1], now_ms, self.interval_of(i))
+        ]
+        return self._degraded(old, now_ms, Quality.STALE)
+
+    def _degraded(self, indices: Sequence[int], ts_ms: int, quality: Quality) -> list[Sample]:
+        return [
+            Sample(self.device, self.points[i].measurepoint, self.last_good[i][0], ts_ms, quality)
+            for i in indices
+            if self.points[i].quality and i in self.last_good
+        ]
