@@ -115,7 +115,7 @@ class _Load:
         elif isinstance(inline, dict):
             inline_raw = {str(k): v for k, v in inline.items()}
         for name, raw in inline_raw.items():
-            model = self._check_one_model(doc, ("models", name), raw, name, "its key")
+            model = self._check_one_model(doc, ("models", name), raw, name, f"its key '{name}'")
             if model is not None:
                 models[name] = model
         models_dir = self._models_dir(data, config)
@@ -152,7 +152,9 @@ class _Load:
             self.issues += issues
             if model_doc is None:
                 continue
-            model = self._check_one_model(model_doc, (), model_doc.data, name, "the file name")
+            model = self._check_one_model(
+                model_doc, (), model_doc.data, name, f"its file name '{name}.yaml'"
+            )
             if model is not None:
                 models[name] = model
         return models
@@ -170,7 +172,7 @@ class _Load:
             self.issues.append(
                 doc.issue(
                     (*prefix, "name"),
-                    f"model name '{written}' differs from {named_by} '{name}'",
+                    f"model name '{written}' differs from {named_by}",
                     "make them the same",
                 )
             )

@@ -1,44 +1,33 @@
-"""Checks across the sections of `gatewayd.yaml`: names, references, identities, secrets.
-
-Works on the buses and devices that validate on their own, so a broken device does not
-hide a duplicate name two devices further down.
-"""
+"""Checks across the sections of `gatewayd.yaml`: names, references, identities, secrets."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from gatewayd.config.errors import ConfigIssue, DataPath
-from gatewayd.config.model_rules import valid_items
-from gatewayd.config.models import BusConfig, DeviceConfig, GatewayConfig, SerialBus
 from gatewayd.config.suggest import hint_for
 from gatewayd.config.yamlload import YamlDocument
 
-_BUS_ADAPTER: TypeAdapter[Any] = TypeAdapter(BusConfig)
+
+def _items(data: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    """(index, mapping) for each mapping in the list `data[section]`."""
+    raw = data.get(section)
+    if not isinstance(raw, list):
+        return []
+    return [(i, item) for i, item in enumerate(raw) if isinstance(item, dict)]
 
 
-def valid_gateway(raw: object) -> GatewayConfig | None:
-    """The gateway section if it validates on its own."""
-    try:
-        return GatewayConfig.model_validate(raw)
-    except ValidationError:
-        return None
-
-
-def valid_buses(raw: object) -> list[tuple[int, Any]]:
-    """(index, bus) for each bus that validates on its own."""
-    return list(valid_items(raw, _BUS_ADAPTER))
-
-
-def valid_devices(raw: object) -> list[tuple[int, DeviceConfig]]:
-    """(index, device) for each device that validates on its own."""
-    return list(valid_items(raw, DeviceConfig))
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) else None
 
 
 def check_site(doc: YamlDocument, data: dict[str, Any]) -> list[ConfigIssue]:
-    """Duplicate names and identities, undefined buses, missing secrets."""
+    """Duplicate names and identities, undefined buses, missing secrets.
+
+    Works on the raw values (where they have the right type), so a device with a bad
+    poll interval is still checked for an undefined bus in the same run.
+    """
     issues: list[ConfigIssue] = []
 
     def add(path: DataPath, message: str, hint: str | None = None) -> None:
@@ -47,72 +36,70 @@ def check_site(doc: YamlDocument, data: dict[str, Any]) -> list[ConfigIssue]:
     def first_at(path: DataPath) -> str:
         return f"first at line {doc.position(path)[0]}"
 
-    buses = valid_buses(data.get("buses"))
     bus_names: dict[str, int] = {}
     ports: dict[str, int] = {}
-    bus_at = dict(buses)
-    for index, bus in buses:
-        seen = bus_names.setdefault(bus.name, index)
-        if seen != index:
-            add(
-                ("buses", index, "name"),
-                f"duplicate bus name '{bus.name}'",
-                first_at(("buses", seen, "name")),
-            )
-        if isinstance(bus, SerialBus):
-            seen = ports.setdefault(bus.device, index)
+    for index, bus in _items(data, "buses"):
+        name = _text(bus, "name")
+        if name is not None:
+            seen = bus_names.setdefault(name, index)
+            if seen != index:
+                add(
+                    ("buses", index, "name"),
+                    f"duplicate bus name '{name}'",
+                    first_at(("buses", seen, "name")),
+                )
+        port = _text(bus, "device")
+        if port is not None and bus.get("type") == "rtu":
+            seen = ports.setdefault(port, index)
             if seen != index:
                 add(
                     ("buses", index, "device"),
-                    f"serial port '{bus.device}' is already used by bus '{bus_at[seen].name}'",
+                    f"serial port '{port}' is already used by bus "
+                    f"'{_text(data['buses'][seen], 'name')}'",
                     "put both devices on one bus",
                 )
 
-    # Undefined-bus hints name every bus written, even one that failed validation.
-    written_buses = (
-        [
-            b["name"]
-            for b in data.get("buses") or []
-            if isinstance(b, dict) and isinstance(b.get("name"), str)
-        ]
-        if isinstance(data.get("buses"), list)
-        else []
-    )
     device_names: dict[str, int] = {}
     identities: dict[tuple[str, str], int] = {}
     unit_ids: dict[tuple[str, int], int] = {}
-    devices = valid_devices(data.get("devices"))
-    by_index = dict(devices)
-    for index, device in devices:
+    for index, device in _items(data, "devices"):
         at: DataPath = ("devices", index)
-        seen = device_names.setdefault(device.name, index)
-        if seen != index:
-            add(
-                (*at, "name"),
-                f"duplicate device name '{device.name}'",
-                first_at(("devices", seen, "name")),
-            )
-        identity = (device.product_key, device.device_key)
-        seen = identities.setdefault(identity, index)
-        if seen != index:
-            add(
-                (*at, "device_key"),
-                f"duplicate EnOS identity {device.product_key}/{device.device_key}",
-                f"also used by device '{by_index[seen].name}'",
-            )
-        if device.bus not in written_buses:
+        name = _text(device, "name")
+        if name is not None:
+            seen = device_names.setdefault(name, index)
+            if seen != index:
+                add(
+                    (*at, "name"),
+                    f"duplicate device name '{name}'",
+                    first_at(("devices", seen, "name")),
+                )
+        product_key, device_key = _text(device, "product_key"), _text(device, "device_key")
+        if product_key is not None and device_key is not None:
+            seen = identities.setdefault((product_key, device_key), index)
+            if seen != index:
+                add(
+                    (*at, "device_key"),
+                    f"duplicate EnOS identity {product_key}/{device_key}",
+                    f"also used by devices[{seen}] at line {doc.position(('devices', seen))[0]}",
+                )
+        bus_name = _text(device, "bus")
+        if bus_name is None:
+            continue
+        if bus_name not in bus_names:
             add(
                 (*at, "bus"),
-                f"unknown bus '{device.bus}'",
-                hint_for(device.bus, written_buses, known="defined buses"),
+                f"unknown bus '{bus_name}'",
+                hint_for(bus_name, bus_names, known="defined buses"),
             )
-        else:
-            seen = unit_ids.setdefault((device.bus, device.unit_id), index)
+            continue
+        unit_id = device.get("unit_id", 1)
+        if isinstance(unit_id, int) and not isinstance(unit_id, bool):
+            seen = unit_ids.setdefault((bus_name, unit_id), index)
             if seen != index:
                 add(
                     (*at, "unit_id"),
-                    f"unit_id {device.unit_id} is already used on bus "
-                    f"'{device.bus}' by device '{by_index[seen].name}'",
+                    f"unit_id {unit_id} is already used on bus '{bus_name}'",
+                    f"by devices[{seen}] at line {doc.position(('devices', seen))[0]}",
                 )
     _check_secrets(data, add)
     return issues

@@ -157,7 +157,7 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[ConfigIs
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            return None, [_syntax_issue(file, exc)]
+            return None, [_syntax_issue(file, exc, text)]
         except yaml.YAMLError as exc:
             return None, [ConfigIssue(file, None, None, (), _first_line(str(exc)))]
         if root is None:
@@ -180,7 +180,7 @@ def load_yaml_file(path: Path, file: str) -> tuple[YamlDocument | None, list[Con
     return parse_yaml(text, file)
 
 
-def _syntax_issue(file: str, exc: yaml.MarkedYAMLError) -> ConfigIssue:
+def _syntax_issue(file: str, exc: yaml.MarkedYAMLError, text: str) -> ConfigIssue:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
     message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
@@ -189,7 +189,14 @@ def _syntax_issue(file: str, exc: yaml.MarkedYAMLError) -> ConfigIssue:
         hint = exc.context
         if exc.context_mark is not None and exc.context_mark is not mark:
             hint += f" that starts at line {exc.context_mark.line + 1}"
+    if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+        message, hint = "YAML syntax error: tab character", "YAML indents with spaces, not tabs"
     return ConfigIssue(file, line, column, (), message, hint)
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column : column + 1] if line < len(lines) else ""
 
 
 def _first_line(text: str) -> str:
