@@ -1,0 +1,136 @@
+"""The spool file on disk: open it with the right pragmas, check it, move a bad one aside.
+
+A spool file that SQLite cannot read (garbage, truncated, failed `quick_check`, or
+written by a newer gatewayd) is renamed to `<name>.corrupt-<UTC time>` together with its
+`-wal` and `-shm` companions (so the pair can still be opened for forensics) and a fresh
+file takes its place: the daemon keeps running and nothing on disk is deleted.
+Errors that a fresh file would not cure (permissions, a locked file, I/O errors) are
+raised, never answered by moving the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import structlog
+
+from gatewayd.config.models import SyncMode
+from gatewayd.spool import schema
+
+log = structlog.get_logger()
+
+#: Primary SQLite result codes that mean "this file is not a usable database".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+#: The companions SQLite keeps next to a WAL-mode database file.
+COMPANION_SUFFIXES = ("-wal", "-shm")
+
+
+class SpoolCorruptError(Exception):
+    """The spool file failed its integrity check."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for the SQLite errors that mean the file itself is damaged."""
+    if isinstance(exc, (SpoolCorruptError, schema.SchemaTooNewError)):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and code is not None
+        and (code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB))
+    )
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes the spool occupies on disk: the database file plus its WAL and shm files."""
+    total = 0
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in COMPANION_SUFFIXES)):
+        with contextlib.suppress(FileNotFoundError):
+            total += candidate.stat().st_size
+    return total
+
+
+def connect(path: Path, synchronous: SyncMode, *, check: bool) -> sqlite3.Connection:
+    """Open (creating if needed) the spool read-write, in WAL mode, migrated to the latest.
+
+    Raises the SQLite error (or `SpoolCorruptError`/`SchemaTooNewError`) when the file is
+    unusable; `is_corruption` tells whether moving it aside would help.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _prepare(conn, synchronous, check=check)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, synchronous: SyncMode, *, check: bool) -> None:
+    is_new = (
+        schema.version(conn) == 0
+        and not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+    )
+    if is_new:
+        # Must precede WAL mode and the first table, or SQLite ignores it.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"spool: cannot enable WAL mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {synchronous.value.upper()}")
+    # Freed pages need not be zeroed (Debian builds SQLite with secure_delete on):
+    # FAST zeroes only when it costs no extra I/O.
+    conn.execute("PRAGMA secure_delete = FAST")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    if check:
+        verdict = conn.execute("PRAGMA quick_check").fetchall()
+        if verdict != [("ok",)]:
+            raise SpoolCorruptError("; ".join(str(row[0]) for row in verdict[:5]))
+    schema.migrate(conn)
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing spool for reading while the daemon may be writing it (WAL)."""
+    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA busy_timeout = 2000")
+    return conn
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Rename a bad spool file and its companions to `<name>.corrupt-<UTC time>`; log it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    serial = 0
+    while target.exists():
+        serial += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{serial}")
+    if path.exists():
+        path.rename(target)
+    for suffix in COMPANION_SUFFIXES:
+        companion = Path(f"{path}{suffix}")
+        if companion.exists():
+            companion.rename(Path(f"{target}{suffix}"))
+    log.error(
+        "spool file unusable: moved it aside and started a fresh spool",
+        path=str(path),
+        moved_to=str(target),
+        reason=reason,
+    )
+    return target
+
+
+def open_or_replace(path: Path, synchronous: SyncMode, *, check: bool) -> sqlite3.Connection:
+    """`connect`, but a corrupt or too-new file is moved aside and a fresh one opened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return connect(path, synchronous, check=check)
+    except Exception as exc:
+        if not is_corruption(exc):
+            raise
+        move_aside(path, f"{type(exc).__name__}: {exc}")
+    return connect(path, synchronous, check=False)
