@@ -282,6 +282,7 @@ class _SimContext(ModbusServerContext):
         response: ModbusPDU = await request.datastore_update(self, request.dev_id)
         if isinstance(response, ExceptionResponse):
             unit.stats.exceptions[int(response.exception_code)] += 1
+        unit.stats.answers += 1  # the caller sends it without yielding to the loop first
         return response
 
     async def async_getValues(  # noqa: N802 - pymodbus' datastore method name

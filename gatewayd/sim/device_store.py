@@ -50,10 +50,11 @@ class UnitFaults:
 
 @dataclass
 class UnitStats:
-    """What the device saw: requests per function code and exceptions sent per code."""
+    """What the device saw: requests per function code, answers, exceptions sent per code."""
 
     requests: Counter[int] = field(default_factory=Counter)
     exceptions: Counter[int] = field(default_factory=Counter)
+    answers: int = 0  # responses sent, exception responses included
 
     @property
     def total_requests(self) -> int:
@@ -69,6 +70,7 @@ class UnitStats:
         """Start counting from zero (e.g. after a warm-up cycle)."""
         self.requests.clear()
         self.exceptions.clear()
+        self.answers = 0
 
 
 class SimulatedUnit:
