@@ -34,6 +34,8 @@ class DeviceStatus:
     points_per_second: float  # good points read per second over the last minute
     publishing: bool
     retry_in: float | None  # seconds until the next attempt while in backoff
+    max_registers: int  # the largest register read the device accepts (lowered if refused)
+    unreadable: tuple[str, ...]  # measurepoints whose registers answer exception 02
 
 
 @dataclass(slots=True)
@@ -62,8 +64,10 @@ class DeviceHealth:
         recent = sum(n for t, n in self._reads if t >= now - RATE_WINDOW)
         return recent / RATE_WINDOW
 
-    def snapshot(self, now: float) -> DeviceStatus:
-        """An immutable copy for callers outside the bus task."""
+    def snapshot(
+        self, now: float, *, max_registers: int, unreadable: tuple[str, ...]
+    ) -> DeviceStatus:
+        """An immutable copy for callers outside the bus task (plus what the reader learnt)."""
         return DeviceStatus(
             device=self.device,
             bus=self.bus,
@@ -75,4 +79,6 @@ class DeviceHealth:
             points_per_second=self.points_per_second(now),
             publishing=self.publishing,
             retry_in=None if self.retry_at is None else max(0.0, self.retry_at - now),
+            max_registers=max_registers,
+            unreadable=unreadable,
         )

@@ -13,12 +13,15 @@ requests in that cycle, goes to BACKOFF (1 s → 5 min, jittered) and is retried
 tick after the backoff; the other devices keep their schedule. It logs one warning when it
 goes down and one info line when it recovers.
 
-Quality of what is emitted per due point:
+Quality of what is emitted per due point (the rules are `gatewayd.mapping.mapper`'s):
 - read fine → `GOOD` with the value, stamped with the response's wall time;
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
-  good value; a point that never had a good value emits nothing (there is no value to send);
+  good value;
 - not attempted (device in backoff, bus down) and its last good value is older than the
-  point's interval → `STALE` carrying that value; otherwise nothing.
+  point's interval → `STALE` carrying that value.
+BAD/STALE samples are emitted only for points with `quality: true` (without the quality
+field EnOS would take a repeated value for a fresh one) and only when the point has a last
+good value: a point that never read emits nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
 from gatewayd.mapping.events import EventEngine
+from gatewayd.mapping.mapper import DeviceMapper, event_values
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.clock import Clock, SystemClock
@@ -61,7 +65,7 @@ class CycleResult:
     bus: str
     samples: list[Sample]
     events: list[Event]
-    started_ms: int  # wall time the cycle started, Unix ms
+    tick_ms: int  # the scheduled tick this cycle ran for, wall Unix ms (aligned)
     duration: float  # seconds the cycle took (monotonic)
     devices: tuple[str, ...]  # devices that had points due in this cycle
     requests: int  # requests put on the wire (retries included)
@@ -115,13 +119,6 @@ def _value(value: Value | None) -> Value:
 
 
 @dataclass(slots=True)
-class _PointMemory:
-    """The last good value of each point and when it was read (monotonic)."""
-
-    values: dict[int, tuple[Value, float]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
 class _Device:
     """Everything the bus task keeps about one device."""
 
@@ -129,7 +126,7 @@ class _Device:
     schedule: DeviceSchedule
     health: DeviceHealth
     events: EventEngine
-    memory: _PointMemory
+    mapper: DeviceMapper
     polling: bool
 
 
@@ -201,7 +198,9 @@ class BusPoller:
                 ),
                 health=DeviceHealth(config.name, bus.name, config.unit_id),
                 events=EventEngine(model.events, device=config.name),
-                memory=_PointMemory(),
+                mapper=DeviceMapper(
+                    config.name, model.points, default_interval=config.poll_interval
+                ),
                 polling=config.enabled,
             )
             if not config.enabled:
@@ -217,7 +216,14 @@ class BusPoller:
     def device_states(self) -> dict[str, DeviceStatus]:
         """A snapshot of every device's health, by device name."""
         now = self._clock.monotonic()
-        return {name: d.health.snapshot(now) for name, d in self._devices.items()}
+        return {
+            name: d.health.snapshot(
+                now,
+                max_registers=d.reader.planner.max_registers,
+                unreadable=d.reader.unreadable_measurepoints,
+            )
+            for name, d in self._devices.items()
+        }
 
     def set_polling(self, device: str, enabled: bool) -> None:
         """Start or stop polling `device` (its schedule keeps ticking; nothing is read)."""
@@ -262,9 +268,10 @@ class BusPoller:
                 if not self._client.connected and now >= self._reconnect_at:
                     await self._connect()
                     continue
+                tick = self._next_tick()
                 due = self._take_due(now)
                 if due:
-                    await self._cycle(due, now)
+                    await self._cycle(due, now, tick)
                     continue
                 await self._wait_until(self._next_wakeup(now))
         finally:
@@ -359,8 +366,14 @@ class BusPoller:
                 if not operation.future.done():
                     operation.future.set_result(result)
 
-    async def _cycle(self, due: list[tuple[_Device, tuple[int, ...]]], now: float) -> None:
-        started_ms = round(self._clock.time() * 1000)
+    def _next_tick(self) -> float:
+        return min((d.schedule.next_due() for d in self._devices.values()), default=math.inf)
+
+    async def _cycle(
+        self, due: list[tuple[_Device, tuple[int, ...]]], now: float, tick: float
+    ) -> None:
+        # The tick in wall time as of now (robust to a wall-clock step since startup).
+        tick_ms = round((self._clock.time() - (now - tick)) * 1000)
         samples: list[Sample] = []
         events: list[Event] = []
         requests = failed_requests = 0
@@ -386,7 +399,7 @@ class BusPoller:
                 bus=self.bus.name,
                 samples=samples,
                 events=events,
-                started_ms=started_ms,
+                tick_ms=tick_ms,
                 duration=self._clock.monotonic() - now,
                 devices=tuple(entry.reader.device.name for entry, _ in due),
                 requests=requests,
@@ -402,39 +415,27 @@ class BusPoller:
         now: float,
     ) -> tuple[list[Sample], list[Event]]:
         """Turn one device's poll outcome into samples and events; update its health."""
-        name = entry.reader.device.name
-        memory = entry.memory.values
-        samples: list[Sample] = []
+        mapper = entry.mapper
         if outcome is None:  # not attempted: stale where the last good value is too old
-            ts_ms = round(self._clock.time() * 1000)
-            for index in due:
-                last = memory.get(index)
-                if last is not None and now - last[1] > entry.reader.interval_of(index):
-                    samples.append(
-                        Sample(name, entry.reader.points[index].measurepoint, last[0], ts_ms,
-                               Quality.STALE)
-                    )
-            return samples, []
-
-        values: dict[str, Value] = {}
-        event_ts = 0
+            return mapper.stale(due, round(self._clock.time() * 1000)), []
+        samples: list[Sample] = []
+        # One `good` call per response, so each sample keeps its own response's timestamp.
+        by_ts: dict[int, dict[int, Value]] = {}
         for reading in outcome.good:
-            point = entry.reader.points[reading.index]
-            value = _value(reading.value)
-            memory[reading.index] = (value, self._clock.monotonic())
-            values[point.measurepoint] = value
-            event_ts = max(event_ts, reading.ts_ms)
-            samples.append(Sample(name, point.measurepoint, value, reading.ts_ms))
+            by_ts.setdefault(reading.ts_ms, {})[reading.index] = _value(reading.value)
+        for ts_ms, values in by_ts.items():
+            samples.extend(mapper.good(values, ts_ms))
+        failed_by_ts: dict[int, list[int]] = {}
         for reading in outcome.failed:
-            last = memory.get(reading.index)
-            if last is not None:
-                samples.append(
-                    Sample(name, entry.reader.points[reading.index].measurepoint, last[0],
-                           reading.ts_ms, Quality.BAD)
-                )
+            failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
+        for ts_ms, indices in failed_by_ts.items():
+            samples.extend(mapper.failed(indices, ts_ms))
         self._update_health(entry, outcome, now)
-        events = entry.events.update(values, event_ts) if values else []
-        return samples, events
+        good_values = event_values(samples)
+        if not good_values:
+            return samples, []
+        event_ts = max(s.ts_ms for s in samples if s.quality is Quality.GOOD)
+        return samples, entry.events.update(good_values, event_ts)
 
     def _update_health(self, entry: _Device, outcome: ReadOutcome, now: float) -> None:
         health = entry.health

@@ -109,6 +109,11 @@ class DeviceReader:
                 f"device {self.device.name!r} has no measurepoint {measurepoint!r}"
             ) from None
 
+    @property
+    def unreadable_measurepoints(self) -> tuple[str, ...]:
+        """Measurepoints found unreadable (exception 02 on their own registers)."""
+        return tuple(self.points[i].measurepoint for i in sorted(self._unreadable))
+
     def interval_of(self, index: int) -> float:
         """Poll interval of point `index`: its own, else the device's."""
         own = self.points[index].poll_interval

@@ -54,7 +54,9 @@ def dev(name: str, unit_id: int, model_name: str = "m", **extra: object) -> Devi
     return DeviceConfig.model_validate(fields)
 
 
-SIMPLE = make_model("m", [pt("a", 0), pt("b", 1), pt("c", 10)])
+SIMPLE = make_model(
+    "m", [pt("a", 0, quality=True), pt("b", 1, quality=True), pt("c", 10, quality=True)]
+)
 
 
 @dataclass
@@ -123,7 +125,7 @@ async def test_cycles_align_to_the_interval_without_drift(rig_factory) -> None:
         await rig.clock.advance(299.5)
         results = rig.drain()
     assert len(results) == 300
-    assert [r.started_ms for r in results] == [
+    assert [r.tick_ms for r in results] == [
         int(WALL * 1000) + 1000 * n for n in range(300)
     ]
     last = by_point(results[-1].samples)
@@ -236,6 +238,19 @@ async def test_failed_read_marks_bad_then_stale_and_nothing_without_a_value(rig_
     stale = by_point(skipped[0].samples)
     assert {s.quality for s in stale.values()} == {Quality.STALE}
     assert stale["d1", "b"].value == 12
+
+
+async def test_points_without_quality_field_go_silent_instead_of_bad(rig_factory) -> None:
+    """Without `quality: true` a failed point emits nothing (a repeated value would lie)."""
+    model = make_model("m", [pt("q", 0, quality=True), pt("plain", 1)])
+    unit = FakeUnit(registers=regs((0, 1), (1, 2)))
+    async with rig_factory([dev("d1", 1)], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        unit.silent = True
+        await rig.clock.advance(1.0)
+        results = rig.drain()
+    assert sorted(s.measurepoint for s in results[0].samples) == ["plain", "q"]
+    assert [(s.measurepoint, s.quality) for s in results[1].samples] == [("q", Quality.BAD)]
 
 
 async def test_point_that_never_read_emits_nothing_when_failing(rig_factory) -> None:
