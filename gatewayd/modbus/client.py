@@ -15,7 +15,12 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   no-response counter is disabled, and each request is bounded here with `asyncio.wait`.
   Cancelling a pending pymodbus request is safe: its lock is released by the cancellation
   and the next request gets a fresh response future and a new transaction id; on TCP a late
-  answer carries the old transaction id and pymodbus' framer skips it.
+  answer carries the old transaction id and pymodbus' framer skips it. RTU frames carry no
+  transaction id: a late answer that arrives before the next request is sent is dropped,
+  one from another unit is skipped by its unit id, one with the wrong function code is a
+  `DeviceTimeout` here; only a late answer of the same unit and shape landing while the
+  next request waits is indistinguishable (inherent to RTU: keep timeouts above the
+  device's turnaround).
 - **Retries** are off (`retries=0`): the poller does bounded retries with its own policy.
 - **Reconnects** are off (`reconnect_delay=0`): the poller reconnects with backoff. A lost
   connection is noticed through pymodbus' `trace_connect` hook, which fails the request in

@@ -107,26 +107,47 @@ async def modbus_sim(modbus_model: DeviceModel) -> AsyncIterator[DeviceSimulator
         yield sim
 
 
+class SocatPair:
+    """A running `socat` joining two pseudo-terminals at paths `a` and `b`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.a, self.b = str(workdir / "ttyA"), str(workdir / "ttyB")
+        self._log_path = workdir / "socat.log"
+        self._log = self._log_path.open("wb")
+        self.process = subprocess.Popen(
+            [SOCAT, "-d", "-d", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
+            stdout=self._log,
+            stderr=self._log,
+        )
+        try:
+            wait_until(
+                lambda: (
+                    (Path(self.a).exists() and Path(self.b).exists())
+                    or self.process.poll() is not None
+                ),
+                10,
+                "socat to create both pty links",
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"socat exited: {self._log_path.read_text()}")
+
+    def stop(self) -> None:
+        """End socat: both ptys go away, like a USB adapter being unplugged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
 @pytest.fixture
 def socat_pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two linked pseudo-terminals (a, b) made by socat; gone after the test."""
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    log = (tmp_path / "socat.log").open("wb")
-    process = subprocess.Popen(
-        [SOCAT, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=log,
-        stderr=log,
-    )
+    pair = SocatPair(tmp_path)
     try:
-        wait_until(
-            lambda: (a.exists() and b.exists()) or process.poll() is not None,
-            10,
-            "socat to create both pty links",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"socat exited: {(tmp_path / 'socat.log').read_text()}")
-        yield str(a), str(b)
+        yield pair.a, pair.b
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        pair.stop()

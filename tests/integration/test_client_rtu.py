@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,12 @@ from gatewayd.config.models import DeviceModel, Table
 from gatewayd.modbus.client import ModbusClient, inter_frame_delay, make_client
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 from gatewayd.sim.device import DeviceSimulator
-from tests.integration.modbus_fixtures import rtu_over_tcp_bus, serial_bus, still_units
+from tests.integration.modbus_fixtures import (
+    SocatPair,
+    rtu_over_tcp_bus,
+    serial_bus,
+    still_units,
+)
 from tests.support import async_wait_until
 
 GUARD = 10.0
@@ -155,9 +161,72 @@ def test_auto_inter_frame_delay() -> None:
     assert inter_frame_delay(rtu_over_tcp_bus(1, baudrate=19200)) == pytest.approx(3.5 * 11 / 19200)
 
 
-async def test_missing_serial_port_is_bus_unavailable(tmp_path: object) -> None:
+async def test_missing_serial_port_is_bus_unavailable(tmp_path: Path) -> None:
     """A serial device that does not exist raises BusUnavailable on connect."""
     client = make_client(serial_bus(f"{tmp_path}/no-such-tty"))
     with pytest.raises(BusUnavailable):
         await client.connect()
     assert not client.connected
+
+
+async def test_line_lost_is_bus_unavailable(tmp_path: Path, modbus_model: DeviceModel) -> None:
+    """When the serial line disappears (socat ends), requests fail with BusUnavailable."""
+    pair = SocatPair(tmp_path)
+    try:
+        async with DeviceSimulator(
+            still_units(modbus_model, 1), mode="rtu", serial_port=pair.a, baudrate=115200
+        ) as sim:
+            sim.set_value(1, "u16", 3)
+            client = make_client(serial_bus(pair.b))
+            await client.connect()
+            assert await client.read(1, Table.HOLDING, 2, 1, timeout=1) == [3]
+            pair.stop()
+            async with asyncio.timeout(GUARD):
+                with pytest.raises(BusUnavailable):
+                    await client.read(1, Table.HOLDING, 2, 1, timeout=GUARD * 2)
+            assert not client.connected
+            await client.close()
+    finally:
+        pair.stop()
+
+
+def _crc16(frame: bytes) -> bytes:
+    """Modbus RTU CRC (polynomial 0xA001, initial 0xFFFF), low byte first."""
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+async def test_crc_error_is_device_timeout_and_next_answer_is_good() -> None:
+    """A reply with a bad CRC is dropped (DeviceTimeout); the next, sound reply is decoded."""
+    replies = 0
+
+    async def device(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal replies
+        while request := await reader.read(8):
+            unit = request[0]
+            body = bytes([unit, 3, 2, 0x12, 0x34])
+            crc = _crc16(body)
+            if replies == 0:
+                crc = bytes([crc[0] ^ 0xFF, crc[1]])  # one corrupted byte on the line
+            replies += 1
+            writer.write(body + crc)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(device, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = make_client(rtu_over_tcp_bus(port))
+    try:
+        await client.connect()
+        with pytest.raises(DeviceTimeout):
+            await client.read(4, Table.HOLDING, 0, 1, timeout=0.2)
+        assert await client.read(4, Table.HOLDING, 0, 1, timeout=1) == [0x1234]
+        assert replies == 2
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
