@@ -23,6 +23,15 @@ from gatewayd.config.yamlload import YamlDocument
 
 _QUOTED = re.compile(r"'([^']*)'")
 _SHOULD_BE = "Input should be "
+#: Pydantic wordings that name Python types, in YAML terms.
+_PLAIN = {
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "list_type": "expected a list",
+    "path_type": "expected a path",
+    "string_type": "expected a string",
+}
 
 
 def split_hint(message: str) -> tuple[str, str | None]:
@@ -110,7 +119,7 @@ def _describe(
         tag = str(ctx.get("tag", ""))
         hint = hint_for(tag, tags, known="expected one of")
         return f"unknown {discriminator} '{tag}'", hint, tagged
-    message = _lower_first(error["msg"])
+    message = _PLAIN.get(kind) or _lower_first(error["msg"])
     if kind in ("literal_error", "enum") and isinstance(error["input"], str):
         return message, did_you_mean(error["input"], _QUOTED.findall(str(ctx["expected"]))), path
     if kind == "string_type" and isinstance(error["input"], bool):

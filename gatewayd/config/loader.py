@@ -251,23 +251,28 @@ class _Load:
         self, doc: YamlDocument, data: dict[str, Any]
     ) -> dict[DataPath, tuple[Path, SecretStr]]:
         """Read every `*_secret_file` written (valid section or not), keyed by its path."""
-        wanted: list[DataPath] = [
-            ("gateway", "device_secret_file"),
-            ("gateway", "product_secret_file"),
+        both = ("device_secret_file", "product_secret_file")
+        sections: list[tuple[DataPath, object, tuple[str, ...]]] = [
+            (("gateway",), data.get("gateway"), both)
         ]
         devices = data.get("devices")
         if isinstance(devices, list):
-            wanted += [("devices", i, "device_secret_file") for i in range(len(devices))]
+            sections += [
+                (("devices", i), device, ("device_secret_file",))
+                for i, device in enumerate(devices)
+            ]
         found: dict[DataPath, tuple[Path, SecretStr]] = {}
-        for at in wanted:
-            section = data.get(str(at[0]))
-            if isinstance(section, list):
-                section = section[int(at[1])]
-            value = section.get(str(at[-1])) if isinstance(section, dict) else None
-            if isinstance(value, str) and value:
-                secret = self._secret(doc, at, Path(value))
-                if secret is not None:
-                    found[at] = secret
+        for at, section, keys in sections:
+            if not isinstance(section, dict):
+                continue
+            for key in keys:
+                value = section.get(key)
+                if value == "":
+                    self.issues.append(doc.issue((*at, key), "empty file name"))
+                elif isinstance(value, str):
+                    secret = self._secret(doc, (*at, key), Path(value))
+                    if secret is not None:
+                        found[(*at, key)] = secret
         return found
 
     def _secret(

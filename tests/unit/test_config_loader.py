@@ -220,3 +220,33 @@ def test_secure_mode_3_reads_the_product_secret_file(tmp_path: Path) -> None:
     assert loaded.gateway.product_secret is not None
     assert loaded.gateway.product_secret.get_secret_value() == "ps"
     assert os.path.isabs(str(loaded.gateway.product_secret_file))
+
+
+ODD_CONFIGS = [
+    "- 1\n- 2\n",
+    "42\n",
+    "gateway: [1]\nbuses: x\ndevices: {a: 1}\n",
+    "1: 2\n~: x\ntrue: y\n",
+    "a: &a [*a]\n",
+    "gateway: !!python/object:os.system {}\n",
+    "gateway: {? [a, b] : c}\n",
+    "\x00\x01",
+    "devices: [{<<: [1, 2]}]\n",
+    "devices: [{model: ../../etc/passwd, device_secret_file: ''}]\n",
+    "models: [1]\ndevices: [{model: m}]\n",
+    "models: {m: {name: m, points: [1, null, {}], events: {a: 1}, services: [x, {writes: q}]}}\n"
+    "devices: [{model: m}]\n",
+    "gateway: {device_secret_file: /dev/null, product_secret_file: 5}\nmodels_dir: [1]\n",
+]
+
+
+@pytest.mark.parametrize("text", ODD_CONFIGS)
+def test_odd_input_is_always_a_config_error(tmp_path: Path, text: str) -> None:
+    """Malformed shapes never escape as a traceback: only ConfigError, with located lines."""
+    config = tmp_path / "gatewayd.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    lines = caught.value.lines()
+    assert len(lines) >= 2
+    assert all(line.startswith(str(config)) for line in lines[:-1])
