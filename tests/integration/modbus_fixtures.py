@@ -111,6 +111,7 @@ class SocatPair:
     """A running `socat` joining two pseudo-terminals at paths `a` and `b`."""
 
     def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.a, self.b = str(workdir / "ttyA"), str(workdir / "ttyB")
         self._log_path = workdir / "socat.log"
         self._log = self._log_path.open("wb")
