@@ -60,13 +60,10 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EX_CONFIG
-    yaml.safe_dump(
-        render_config(config),
-        sys.stdout,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
+    text = yaml.safe_dump(
+        render_config(config), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
+    sys.stdout.write(text)
     return EX_OK
 
 

@@ -31,6 +31,9 @@ def render_config(model: BaseModel) -> dict[str, Any]:
         if isinstance(value, SecretStr) and getattr(model, f"{name}_file", None) is not None:
             continue  # read from its file: showing the file name says enough
         out[name] = _render(value, _unit_kind(type(model), name))
+    # A bus reads best as "name, type, ...": put the union's tag right after the name.
+    if "type" in out and "name" in out:
+        out = {"name": out.pop("name"), "type": out.pop("type"), **out}
     return out
 
 
