@@ -18,6 +18,7 @@ from gatewayd import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.config.cli",
     "gatewayd.spool.cli",
+    "gatewayd.modbus.cli",
 )
 
 EX_USAGE = 64

@@ -25,6 +25,7 @@ class DevicePlan:
     """One device's full read plan and its wire time."""
 
     device: str
+    points: tuple[str, ...]  # measurepoint ids, indexed like `ReadRequest.points`
     requests: tuple[ReadRequest, ...]
     wire_time: float  # seconds per full cycle
     shortest_interval: float  # seconds
@@ -82,6 +83,7 @@ def device_plan(bus: BusConfig, device: DeviceConfig, model: DeviceModel) -> Dev
     intervals = [p.poll_interval or device.poll_interval for p in model.points]
     return DevicePlan(
         device=device.name,
+        points=tuple(p.measurepoint for p in model.points),
         requests=requests,
         wire_time=bus_cycle_time(bus, requests),
         shortest_interval=min(intervals, default=device.poll_interval),
