@@ -250,3 +250,16 @@ def test_odd_input_is_always_a_config_error(tmp_path: Path, text: str) -> None:
     lines = caught.value.lines()
     assert len(lines) >= 2
     assert all(line.startswith(str(config)) for line in lines[:-1])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_secret_file_is_a_located_error(tmp_path: Path) -> None:
+    """A secret file without read permission is reported, not a crash."""
+    config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
+    secret = tmp_path / "gw.secret"
+    secret.write_text("s\n")
+    secret.chmod(0)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    (issue,) = caught.value.issues
+    assert issue.message == "secret file is not readable (permission denied) ('gw.secret')"
