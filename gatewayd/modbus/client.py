@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
-from pymodbus.pdu import ExceptionResponse
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from gatewayd.config.models import BusConfig, RtuOverTcpBus, SerialBus, Table, TcpBus
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
@@ -160,6 +160,8 @@ class PymodbusClient:
         self._gap = inter_frame_delay(bus)
         self._ready_at = 0.0  # monotonic time before which no new frame may start
         self._lost = asyncio.Event()
+        self._in_flight = False
+        self._late_answers = 0
         # Built at the first connect: pymodbus clients bind to the running event loop.
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
 
@@ -170,6 +172,7 @@ class PymodbusClient:
             "reconnect_delay": 0,  # 0 disables pymodbus' reconnect loop
             "timeout": _BACKSTOP_TIMEOUT,
             "trace_connect": self._on_connection_change,
+            "trace_pdu": self._on_pdu,
         }
         bus = self.bus
         if isinstance(bus, SerialBus):
@@ -188,6 +191,16 @@ class PymodbusClient:
     def _on_connection_change(self, connected: bool) -> None:
         if not connected:
             self._lost.set()
+
+    def _on_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending and not self._in_flight:
+            self._late_answers += 1  # pymodbus drops it: no request is waiting
+        return pdu
+
+    @property
+    def late_answers(self) -> int:
+        """Answers that arrived with no request waiting (after their timeout), dropped."""
+        return self._late_answers
 
     def __repr__(self) -> str:
         return f"<PymodbusClient {self.bus.type} bus {self.bus.name!r}>"
@@ -308,9 +321,11 @@ class PymodbusClient:
         await self._keep_inter_frame_gap()
         if not self.connected:
             raise BusUnavailable(f"bus {self.bus.name}: not connected to {self._where}")
+        self._in_flight = True
         try:
             response = await self._bounded(call, timeout, unit)
         finally:
+            self._in_flight = False
             self._ready_at = time.monotonic() + self._gap
         if isinstance(response, ExceptionResponse) or response.isError():
             raise DeviceRejected(

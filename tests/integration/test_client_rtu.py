@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.config.models import DeviceModel, Table
-from gatewayd.modbus.client import ModbusClient, inter_frame_delay, make_client
+from gatewayd.modbus.client import ModbusClient, PymodbusClient, inter_frame_delay, make_client
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import (
@@ -112,15 +112,17 @@ async def test_timeout_then_right_answer(rtu: tuple[DeviceSimulator, ModbusClien
     """After a timed-out request whose late answer is dropped, the next request gets its own.
 
     RTU frames carry no transaction id, so a late answer is only harmless once it has
-    arrived: the test waits until the device has sent it (the poller's timeouts exceed the
-    device turnaround for the same reason).
+    arrived: the test waits until the client has received and dropped it (the poller's
+    timeouts exceed the device turnaround for the same reason).
     """
     sim, client = rtu
+    assert isinstance(client, PymodbusClient)
     sim.faults(1).turnaround = 0.3
     sim.set_value(1, "u16", 1)
     with pytest.raises(DeviceTimeout):
         await client.read(1, Table.HOLDING, 2, 1, timeout=0.05)
-    await async_wait_until(lambda: sim.stats(1).answers == 1, GUARD, "the late answer")
+    await async_wait_until(lambda: client.late_answers == 1, GUARD, "the late answer")
+    assert sim.stats(1).answers == 1
     sim.faults(1).turnaround = 0
     sim.set_value(1, "u16", 2)
     assert await client.read(1, Table.HOLDING, 2, 1, timeout=1) == [2]

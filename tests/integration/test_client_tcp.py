@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gatewayd.config.models import DeviceModel, Table
-from gatewayd.modbus.client import ModbusClient, inter_frame_delay, make_client
+from gatewayd.modbus.client import ModbusClient, PymodbusClient, inter_frame_delay, make_client
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus
@@ -143,6 +143,8 @@ async def test_late_answer_does_not_desynchronise(
     unit.set_value("u16", 3)
     assert await client.read(1, Table.HOLDING, 2, 1, timeout=1) == [3]
     assert unit.stats.requests[3] == 3
+    assert isinstance(client, PymodbusClient)
+    assert client.late_answers == 0  # skipped by transaction id while a request waited
 
 
 async def test_refused_port_is_bus_unavailable() -> None:
