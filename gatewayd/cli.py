@@ -17,6 +17,7 @@ from gatewayd import __version__
 #: Modules that contribute subcommands, in `--help` order.
 COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.config.cli",
+    "gatewayd.daemon_cli",
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
 )

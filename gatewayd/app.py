@@ -1,0 +1,368 @@
+"""`gatewayd run`: acquisition → spool → uplink in one asyncio TaskGroup.
+
+    bus pollers ──CycleResult──► spool writer ──append──► SQLite spool ──take/ack──► uplink
+    (one task per bus)  bounded queue   (one commit per cycle)                 (one MQTT session)
+
+The spool writer is the only path to the cloud: a sample reaches EnOS only after it was
+committed. systemd hears READY once the spool is open and the pollers are scheduled,
+STATUS every few seconds, WATCHDOG while every bus task and the writer are alive, STOPPING
+on SIGTERM and RELOADING on SIGHUP (the new config is validated fully first; a bad one
+keeps the old one running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gatewayd.config.errors import ConfigError
+from gatewayd.config.loader import load_config
+from gatewayd.config.models import Config
+from gatewayd.enos.messages import CommandKind
+from gatewayd.logging import register_secret
+from gatewayd.modbus.clock import Clock, SystemClock
+from gatewayd.modbus.poller import BusPoller, CycleResult
+from gatewayd.spool.worker import Spool
+from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.uplink import CommandHandler, Uplink
+
+log = structlog.get_logger(__name__)
+
+#: Poll cycles waiting for the spool writer before pollers wait too (backpressure).
+RESULT_QUEUE_SIZE = 64
+STATUS_INTERVAL_S = 5.0
+#: A bus task or the writer silent this long means it hangs: withhold the watchdog ping.
+HEARTBEAT_SILENCE_S = 30.0
+STATUS_FILE = "status.json"
+SECRET_FILE = "gateway.secret"  # noqa: S105 (a file name, not a secret)
+
+#: Builds the cloud-command handler from the running pollers (issue: cloud commands).
+CommandFactory = Callable[[Config, dict[str, BusPoller]], CommandHandler]
+
+
+def state_dir(config: Config) -> Path:
+    """Where the daemon keeps its state files: next to the spool."""
+    return config.spool.path.parent
+
+
+def register_secrets(config: Config) -> None:
+    """Every configured secret is masked in every log line."""
+    register_secret(config.gateway.device_secret)
+    register_secret(config.gateway.product_secret)
+    for device in config.devices:
+        register_secret(device.device_secret)
+
+
+@dataclass
+class StatusReport:
+    """The one-line summary for systemd and the detail for `gatewayd status`."""
+
+    pid: int
+    updated_ms: int
+    uplink: str
+    devices_up: int
+    devices_total: int
+    points_per_second: float
+    backlog_rows: int
+    dead_letters: int
+    dropped_rows: int
+    delivered_points: int
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str = ""
+
+    def line(self) -> str:
+        return (
+            f"devices {self.devices_up}/{self.devices_total} up, "
+            f"{self.points_per_second:.0f} points/s, backlog {self.backlog_rows} rows, "
+            f"uplink {self.uplink}"
+        )
+
+
+class Daemon:
+    """The running gateway: owns the spool, the pollers and the uplink."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        commands: CommandFactory | None = None,
+        observer: Callable[[CycleResult], None] | None = None,
+    ) -> None:
+        """`observer` sees every poll cycle as it is committed (tests, the demo)."""
+        self.config_path = config_path
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.heartbeat = Heartbeat()
+        self.results: asyncio.Queue[CycleResult] = asyncio.Queue(RESULT_QUEUE_SIZE)
+        self.pollers: dict[str, BusPoller] = {}
+        self._poller_tasks: dict[str, asyncio.Task[None]] = {}
+        self._commands = commands
+        self._observer = observer
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.spool: Spool | None = None
+        self.uplink: Uplink | None = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        loop = asyncio.get_running_loop()
+        for signum, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self.request_reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, handler)
+        register_secrets(self.config)
+        self.spool = await Spool.open(self.config.spool)
+        try:
+            await self._run_pipeline(self.spool)
+        finally:
+            await self.spool.close()
+            log.info("gatewayd stopped")
+        return 0
+
+    async def _run_pipeline(self, spool: Spool) -> None:
+        self.uplink = self._make_uplink(spool)
+        async with asyncio.TaskGroup() as group:
+            uplink_task = group.create_task(self.uplink.run(), name="uplink")
+            self.heartbeat.register("spool-writer", HEARTBEAT_SILENCE_S)
+            writer = group.create_task(self._spool_writer(spool), name="spool-writer")
+            self._start_pollers(self.config)
+            status = group.create_task(self._status_loop(spool), name="status")
+            watchdog = self._start_watchdog(group)
+            self.notifier.ready()
+            self.ready.set()
+            log.info(
+                "gatewayd running",
+                buses=len(self.pollers),
+                devices=sum(len(p.devices) for p in self.pollers.values()),
+            )
+            await self._serve_signals(spool)
+            # Shutdown: stop acquiring, commit what was acquired, then let the uplink go.
+            self.notifier.stopping()
+            log.info("stopping: flushing the spool")
+            await self._stop_pollers()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self._flush_results(spool)
+            for task in (status, uplink_task, watchdog):
+                if task is not None:
+                    task.cancel()
+
+    async def _serve_signals(self, spool: Spool) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                await self._apply_reload(spool)
+
+    def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return None
+        pinger = WatchdogPinger(self.notifier, self.heartbeat, interval)
+        return group.create_task(pinger.run(), name="watchdog")
+
+    # ------------------------------------------------------------------ pipeline
+
+    def _make_uplink(self, spool: Spool) -> Uplink:
+        registry = SubDeviceRegistry.from_config(self.config)
+        return Uplink(
+            self.config,
+            spool,
+            registry,
+            clock=self.clock,
+            commands=self._command_handler(),
+            on_lifecycle=self._on_lifecycle,
+            secret_path=state_dir(self.config) / SECRET_FILE,
+        )
+
+    def _command_handler(self) -> CommandHandler | None:
+        if self._commands is None:
+            return None
+        return self._commands(self.config, self.pollers)
+
+    def _start_pollers(self, config: Config) -> None:
+        for bus in config.buses:
+            devices = [d for d in config.devices if d.bus == bus.name]
+            if not devices:
+                continue
+            name = f"bus:{bus.name}"
+            self.heartbeat.register(name, HEARTBEAT_SILENCE_S)
+            poller = BusPoller(
+                bus,
+                devices,
+                config.models,
+                self.results,
+                clock=self.clock,
+                heartbeat=lambda name=name: self.heartbeat.beat(name),  # type: ignore[misc]
+            )
+            self.pollers[bus.name] = poller
+            self._poller_tasks[bus.name] = asyncio.create_task(poller.run(), name=name)
+
+    async def _stop_pollers(self) -> None:
+        tasks = list(self._poller_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for name in self.pollers:
+            self.heartbeat.unregister(f"bus:{name}")
+        self._poller_tasks.clear()
+        self.pollers.clear()
+
+    def _publishing(self, device: str) -> bool:
+        uplink = self.uplink
+        if uplink is None:
+            return True
+        sub = uplink.registry.get(device)
+        return sub is not None and sub.wanted
+
+    async def _spool_writer(self, spool: Spool) -> None:
+        while True:
+            try:
+                result = await asyncio.wait_for(self.results.get(), 1.0)
+            except TimeoutError:
+                self.heartbeat.beat("spool-writer")
+                continue
+            await self._commit(spool, result)
+            self.heartbeat.beat("spool-writer")
+
+    async def _commit(self, spool: Spool, result: CycleResult) -> None:
+        # The cloud disabled or deleted these sub-devices: what they measure is not sent.
+        samples = [s for s in result.samples if self._publishing(s.device)]
+        events = [e for e in result.events if self._publishing(e.device)]
+        if samples or events:
+            await spool.append(samples, events, int(self.clock.time() * 1000))
+            if self._observer is not None:
+                self._observer(result)
+            if self.uplink is not None:
+                self.uplink.notify_new_data()
+
+    async def _flush_results(self, spool: Spool) -> None:
+        while not self.results.empty():
+            await self._commit(spool, self.results.get_nowait())
+
+    def _on_lifecycle(self, device: str, kind: CommandKind) -> None:
+        config = next((d for d in self.config.devices if d.name == device), None)
+        if config is None or (poller := self.pollers.get(config.bus)) is None:
+            return
+        if kind is CommandKind.COMBINE_ENABLE:
+            poller.set_polling(device, True)
+            poller.set_publishing(device, True)
+        else:
+            keep = kind is CommandKind.COMBINE_DISABLE and config.poll_when_disabled
+            poller.set_polling(device, keep)
+            poller.set_publishing(device, False)
+
+    # ------------------------------------------------------------------ reload
+
+    async def _apply_reload(self, spool: Spool) -> None:
+        self.notifier.reloading()
+        log.info("reloading configuration", path=str(self.config_path))
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            for line in exc.render().splitlines():
+                log.error("reload refused: invalid configuration", error=line)
+            self.notifier.ready()
+            return
+        except OSError as exc:
+            log.error("reload refused: cannot read configuration", error=str(exc))
+            self.notifier.ready()
+            return
+        register_secrets(new)
+        old = self.config
+        self.config = new
+        await self._stop_pollers()
+        self._start_pollers(new)
+        if self.uplink is not None:
+            registry = self.uplink.registry
+            for sub in SubDeviceRegistry.from_config(new):
+                current = registry.get(sub.name)
+                if current is None or current.keys != sub.keys or current.secret != sub.secret:
+                    registry.add(SubDevice(sub.name, *sub.keys, sub.secret))
+            for name in [d.name for d in registry]:
+                if not any(d.name == name and d.enabled for d in new.devices):
+                    registry.remove(name)
+            self.uplink.reconfigure(new)
+        if new.gateway != old.gateway or new.spool != old.spool:
+            log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
+        self.notifier.ready()
+        log.info("configuration reloaded", buses=len(self.pollers))
+
+    # ------------------------------------------------------------------ status
+
+    async def report(self, spool: Spool) -> StatusReport:
+        counts = await spool.counts()
+        devices = [
+            {**asdict(state), "state": str(state.state)}
+            for poller in self.pollers.values()
+            for state in poller.device_states().values()
+        ]
+        uplink = self.uplink
+        return StatusReport(
+            pid=os.getpid(),
+            updated_ms=int(self.clock.time() * 1000),
+            uplink=uplink.status.state if uplink else "starting",
+            devices_up=sum(1 for d in devices if d["state"] == "up"),
+            devices_total=len(devices),
+            points_per_second=sum(float(d["points_per_second"]) for d in devices),
+            backlog_rows=counts.samples + counts.events,
+            dead_letters=counts.dead_letters,
+            dropped_rows=counts.dropped_samples + counts.dropped_events,
+            delivered_points=(uplink.stats.live_points + uplink.stats.backlog_points)
+            if uplink
+            else 0,
+            devices=devices,
+            last_error=uplink.status.last_error if uplink else "",
+        )
+
+    async def _status_loop(self, spool: Spool) -> None:
+        path = state_dir(self.config) / STATUS_FILE
+        while True:
+            report = await self.report(spool)
+            self.notifier.status(report.line())
+            await asyncio.to_thread(_write_atomic, path, json.dumps(asdict(report), default=str))
+            await self.clock.sleep(STATUS_INTERVAL_S)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_suffix(".tmp")
+    temp.write_text(text)
+    temp.replace(path)
+
+
+def run_daemon(config_path: Path, *, commands: CommandFactory | None = None) -> int:
+    """Load, validate and run; a config error exits 78 (EX_CONFIG) before anything starts."""
+    config = load_config(config_path)
+    daemon = Daemon(config_path, config, commands=commands)
+    return asyncio.run(daemon.run())

@@ -1,0 +1,423 @@
+"""Delivery over one connected session: live post, paced backlog resume, events, bisection.
+
+A row leaves the spool only when EnOS answered 200 to the message that carried it:
+
+    rows = take(...)                # begin: rows are in flight
+    reply = request(batch(rows))
+    200          -> ack(rows)       # commit: deleted
+    1212 / 1009  -> release(rows)   # sub-device not logged in: re-login, send again
+    1204 / 12xx  -> bisect          # isolate the rejected values, dead-letter only those
+    timeout, 5xx -> release(rows)   # retry with backoff
+    transport    -> release(rows), then the session ends and the uplink reconnects
+
+Live rows (younger than the live window) go out with `post.batch` for logged-in
+sub-devices; everything older - an outage, a restart, a backlog - goes out oldest first
+with `resume.batch` and `allowOfflineSubDevice=true`, paced by token buckets in points/s
+and bytes/s so the backlog never starves live data nor exceeds EnOS' per-device rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from gatewayd.config.models import Config
+from gatewayd.enos import messages
+from gatewayd.enos.codes import Disposition, classify, describe
+from gatewayd.enos.ids import IdGenerator
+from gatewayd.enos.session import ReplyTimeout
+from gatewayd.modbus.clock import Clock
+from gatewayd.spool.rows import Kind, SpooledEvent, SpooledSample
+from gatewayd.uplink.ports import SessionPort, SpoolPort
+from gatewayd.uplink.ratelimit import TokenBucket
+from gatewayd.uplink.records import Bundle, bundle_samples, row_ids
+from gatewayd.uplink.subdevices import SubDeviceRegistry
+
+log = structlog.get_logger(__name__)
+
+#: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin for safety.
+MAX_MESSAGE_BYTES = 512 * 1024 - 1024
+#: Rows taken from the spool per round (a message may carry fewer: see the size split).
+TAKE_ROWS = 5000
+#: How long an idle stream waits for the poller's "new data" signal before looking again.
+IDLE_WAIT_S = 1.0
+#: Backoff after a reply timeout or a retryable error code, doubled per failure.
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 30.0
+
+
+@dataclass
+class DeliveryStats:
+    """Counters for status lines and tests."""
+
+    messages: int = 0
+    live_points: int = 0
+    backlog_points: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    rejected_messages: int = 0
+    timeouts: int = 0
+    last_error: str = ""
+    by_code: dict[int, int] = field(default_factory=dict)
+
+
+class NeedsLogin(Exception):
+    """EnOS says a sub-device is not logged in (1212/1009): the caller re-logs it in."""
+
+
+def pack(bundles: Sequence[Bundle], budget: int) -> list[list[Bundle]]:
+    """Split bundles, in order, into groups whose batch payload stays under `budget` bytes.
+
+    `budget` is what is left of the message size for the records (envelope subtracted).
+    A single bundle over the budget is split into its points first.
+    """
+    groups: list[list[Bundle]] = []
+    current: list[Bundle] = []
+    size = 0
+    for bundle in bundles:
+        parts = [bundle] if len(bundle.encoded) < budget else bundle.split_points()
+        for part in parts:
+            extra = len(part.encoded) + 1  # the comma between records
+            if current and size + extra > budget:
+                groups.append(current)
+                current, size = [], 0
+            current.append(part)
+            size += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+class Delivery:
+    """Moves rows from the spool to EnOS over one connected session."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: SpoolPort,
+        session: SessionPort,
+        registry: SubDeviceRegistry,
+        *,
+        clock: Clock,
+        ids: IdGenerator,
+        request_login: Callable[[], None],
+        new_data: asyncio.Event,
+        stats: DeliveryStats,
+    ) -> None:
+        gateway = config.gateway
+        self._gw = (gateway.product_key, gateway.device_key)
+        self._spool = spool
+        self._session = session
+        self._registry = registry
+        self._clock = clock
+        self._ids = ids
+        self._request_login = request_login
+        self._new_data = new_data
+        self.stats = stats
+        self._live_window_ms = int(config.uplink.live_window * 1000)
+        self._take_rows = min(TAKE_ROWS, config.uplink.batch_size * 10)
+        self._points = TokenBucket(
+            rate=config.uplink.backlog_points_per_second,
+            burst=config.uplink.backlog_points_per_second,
+        )
+        self._bytes = TokenBucket(
+            rate=config.uplink.backlog_bytes_per_second,
+            burst=min(config.uplink.backlog_bytes_per_second, MAX_MESSAGE_BYTES),
+        )
+        self._quality_points = {
+            (device.name, point.measurepoint)
+            for device in config.devices
+            if device.model in config.models
+            for point in config.models[device.model].points
+            if point.quality
+        }
+        # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
+        # point are dead-lettered at once instead of bisected again every cycle.
+        self._invalid: dict[tuple[str, str], tuple[int, str]] = {}
+        self._failures = 0
+
+    # ------------------------------------------------------------------ streams
+
+    async def run(self) -> None:
+        """Live, backlog and event streams until cancelled or the transport fails."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._live_loop(), name="uplink-live")
+            group.create_task(self._backlog_loop(), name="uplink-backlog")
+            group.create_task(self._event_loop(), name="uplink-events")
+
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+    async def _idle(self) -> None:
+        """Wait for the poller's signal (or a tick), so idle streams cost nothing."""
+        try:
+            await asyncio.wait_for(self._new_data.wait(), IDLE_WAIT_S)
+        except TimeoutError:
+            return
+        self._new_data.clear()
+
+    async def _live_loop(self) -> None:
+        while True:
+            cutoff = self._now_ms() - self._live_window_ms
+            rows = await self._spool.take_samples(self._take_rows, newer_than_ms=cutoff)
+            if not rows:
+                await self._idle()
+                continue
+            await self._deliver_samples(rows, resume=False)
+
+    async def _backlog_loop(self) -> None:
+        while True:
+            cutoff = self._now_ms() - self._live_window_ms
+            rows = await self._spool.take_samples(self._take_rows, older_than_ms=cutoff)
+            if not rows:
+                await self._clock.sleep(IDLE_WAIT_S)
+                continue
+            await self._deliver_samples(rows, resume=True)
+
+    async def _event_loop(self) -> None:
+        while True:
+            events = await self._spool.take_events(100)
+            if not events:
+                await self._idle()
+                continue
+            waiting = await self._deliver_events(events)
+            if waiting:
+                # Their sub-devices are not logged in yet: look again after a pause
+                # rather than spinning on the same rows.
+                await self._clock.sleep(IDLE_WAIT_S)
+
+    # ------------------------------------------------------------------ samples
+
+    def _keys(self, device: str) -> tuple[str, str] | None:
+        sub = self._registry.get(device)
+        if sub is None or sub.deleted:
+            return None
+        return sub.keys
+
+    async def _deliver_samples(self, rows: Sequence[SpooledSample], *, resume: bool) -> None:
+        bundles, unsendable = bundle_samples(rows, self._keys, self._quality_points)
+        if unsendable:
+            # Unknown/deleted devices and bad values of points without a quality flag:
+            # EnOS cannot take them; nothing is lost that the cloud could have stored.
+            await self._spool.ack(Kind.SAMPLES, unsendable)
+        bundles = await self._drop_known_invalid(bundles)
+        if resume:
+            await self._send_all(bundles, resume=True)
+            return
+        # post.batch refuses the whole message if one sub-device is offline (1212): data of
+        # devices not logged in goes out as resume, which allows offline sub-devices.
+        live = [b for b in bundles if self._publishable(b.device)]
+        late = [b for b in bundles if not self._publishable(b.device)]
+        await self._send_all(live, resume=False)
+        await self._send_all(late, resume=True)
+
+    def _publishable(self, device: str) -> bool:
+        sub = self._registry.get(device)
+        return sub is not None and sub.publishable
+
+    async def _drop_known_invalid(self, bundles: list[Bundle]) -> list[Bundle]:
+        if not self._invalid:
+            return bundles
+        keep: list[Bundle] = []
+        for bundle in bundles:
+            bad = [
+                (name, self._invalid[(bundle.device, name)])
+                for name in bundle.measurepoints
+                if (bundle.device, name) in self._invalid
+            ]
+            if not bad:
+                keep.append(bundle)
+                continue
+            for part in bundle.split_points():
+                reason = self._invalid.get((part.device, part.measurepoints[0]))
+                if reason is None:
+                    keep.append(part)
+                else:
+                    await self._dead_letter(Kind.SAMPLES, list(part.row_ids), *reason)
+        return keep
+
+    async def _send_all(self, bundles: Sequence[Bundle], *, resume: bool) -> None:
+        if not bundles:
+            return
+        _, _, head, tail = messages.batch_envelope(*self._gw, id="0" * 12, resume=resume)
+        budget = MAX_MESSAGE_BYTES - len(head) - len(tail)
+        groups = pack(bundles, budget)
+        for index, group in enumerate(groups):
+            try:
+                await self._send_group(group, resume=resume)
+            except BaseException:
+                # Whatever ends this send (transport loss, cancellation) returns the
+                # rows of the groups not yet sent to the pool.
+                await self._spool.release(
+                    Kind.SAMPLES, row_ids([b for g in groups[index + 1 :] for b in g])
+                )
+                raise
+
+    async def _send_group(self, group: list[Bundle], *, resume: bool) -> None:
+        ids = row_ids(group)
+        request = messages.measurepoint_batch(
+            *self._gw,
+            id=self._ids.next_id(),
+            records=[b.encoded for b in group],
+            resume=resume,
+            allow_offline_sub_device=resume,
+        )
+        if resume:
+            await self._pace(len(ids), len(request.payload))
+        try:
+            reply = await self._request(request)
+        except BaseException:
+            await self._spool.release(Kind.SAMPLES, ids)
+            raise
+        if reply is None:  # timeout or unreadable reply: try again later
+            await self._spool.release(Kind.SAMPLES, ids)
+            await self._retry_pause()
+            return
+        disposition = classify(reply.code)
+        if disposition is Disposition.SUCCESS:
+            self._failures = 0
+            await self._spool.ack(Kind.SAMPLES, ids)
+            if resume:
+                self.stats.backlog_points += len(ids)
+            else:
+                self.stats.live_points += len(ids)
+            return
+        self.stats.rejected_messages += 1
+        if disposition is Disposition.RELOGIN:
+            log.warning("sub-device not logged in; logging in again", code=describe(reply.code))
+            for device in {b.device for b in group}:
+                sub = self._registry.get(device)
+                if sub is not None:
+                    sub.online = False
+            self._request_login()
+            await self._spool.release(Kind.SAMPLES, ids)
+            return
+        if disposition is Disposition.RETRY:
+            log.warning("EnOS asked to retry", code=describe(reply.code), message=reply.message)
+            await self._spool.release(Kind.SAMPLES, ids)
+            await self._retry_pause()
+            return
+        # PERMANENT or SPLIT: isolate what EnOS refuses, send the rest.
+        await self._bisect(group, reply, resume=resume)
+
+    async def _bisect(self, group: list[Bundle], reply: messages.Reply, *, resume: bool) -> None:
+        if len(group) > 1:
+            middle = len(group) // 2
+            halves = [group[:middle], group[middle:]]
+        elif len(group[0].row_ids) > 1:
+            halves = [[part] for part in group[0].split_points()]
+        else:
+            bundle = group[0]
+            reason = (reply.code, reply.message)
+            if reply.code != 1008:  # a single value over 512 KiB is no model error
+                self._invalid[(bundle.device, bundle.measurepoints[0])] = reason
+            log.error(
+                "EnOS rejected a value; dead-lettered",
+                device=bundle.device,
+                measurepoint=bundle.measurepoints[0],
+                code=describe(reply.code),
+                message=reply.message,
+            )
+            await self._dead_letter(Kind.SAMPLES, list(bundle.row_ids), *reason)
+            return
+        for index, half in enumerate(halves):
+            try:
+                await self._send_group(half, resume=resume)
+            except BaseException:
+                await self._spool.release(
+                    Kind.SAMPLES, row_ids([b for h in halves[index + 1 :] for b in h])
+                )
+                raise
+
+    # ------------------------------------------------------------------ events
+
+    async def _deliver_events(self, events: Sequence[SpooledEvent]) -> int:
+        """Post each event on its sub-device's topic; returns how many must wait for login."""
+        waiting: list[int] = []
+        for index, event in enumerate(events):
+            sub = self._registry.get(event.device)
+            if sub is None or sub.deleted:
+                await self._spool.ack(Kind.EVENTS, [event.id])
+                continue
+            if not sub.publishable:
+                waiting.append(event.id)
+                continue
+            request = messages.event_post(
+                sub.product_key,
+                sub.device_key,
+                id=self._ids.next_id(),
+                event_id=event.event_id,
+                params=event.params,
+                time_ms=event.ts_ms,
+            )
+            try:
+                reply = await self._request(request)
+            except BaseException:
+                await self._spool.release(
+                    Kind.EVENTS, [event.id, *waiting, *(e.id for e in events[index + 1 :])]
+                )
+                raise
+            if reply is None:
+                waiting.append(event.id)
+                continue
+            disposition = classify(reply.code)
+            if disposition is Disposition.SUCCESS:
+                self.stats.events += 1
+                await self._spool.ack(Kind.EVENTS, [event.id])
+            elif disposition is Disposition.RELOGIN:
+                sub.online = False
+                self._request_login()
+                waiting.append(event.id)
+            elif disposition is Disposition.RETRY:
+                waiting.append(event.id)
+            else:
+                log.error(
+                    "EnOS rejected an event; dead-lettered",
+                    device=event.device,
+                    event_id=event.event_id,
+                    code=describe(reply.code),
+                    message=reply.message,
+                )
+                await self._dead_letter(Kind.EVENTS, [event.id], reply.code, reply.message)
+        if waiting:
+            await self._spool.release(Kind.EVENTS, waiting)
+        return len(waiting)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _request(self, request: messages.Request) -> messages.Reply | None:
+        """Send and await the reply; None on timeout or an unreadable reply."""
+        self.stats.messages += 1
+        try:
+            raw = await self._session.request(request.topic, request.id, request.payload)
+        except ReplyTimeout:
+            self.stats.timeouts += 1
+            self.stats.last_error = f"no reply to {request.method}"
+            log.warning("no reply from EnOS", method=request.method, id=request.id)
+            return None
+        try:
+            reply = messages.decode_reply(raw.payload)
+        except messages.MalformedMessage as exc:
+            log.warning("unreadable reply from EnOS", method=request.method, reason=str(exc))
+            return None
+        self.stats.by_code[reply.code] = self.stats.by_code.get(reply.code, 0) + 1
+        if reply.code != 200:
+            self.stats.last_error = f"{request.method}: {describe(reply.code)} {reply.message}"
+        return reply
+
+    async def _pace(self, points: int, size: int) -> None:
+        now = self._clock.monotonic()
+        delay = max(self._points.reserve(points, now), self._bytes.reserve(size, now))
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+    async def _retry_pause(self) -> None:
+        self._failures += 1
+        await self._clock.sleep(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (self._failures - 1)))
+
+    async def _dead_letter(self, kind: Kind, ids: list[int], code: int, message: str) -> None:
+        self.stats.dead_lettered += len(ids)
+        await self._spool.dead_letter(kind, ids, code, message, self._now_ms())

@@ -1,0 +1,452 @@
+"""The uplink: keeps one EnOS gateway session alive and runs delivery and commands on it.
+
+Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as requests need
+them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
+`thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
+loss: every sub-device is offline, rows in flight return to the spool, and the next
+CONNECT waits for `ReconnectPolicy` (jittered backoff, never more than 4 attempts in 2 min).
+On shutdown the sub-devices are logged out within a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from gatewayd.config.models import Config
+from gatewayd.enos import messages
+from gatewayd.enos.codes import describe
+from gatewayd.enos.ids import IdGenerator
+from gatewayd.enos.reconnect import ReconnectPolicy
+from gatewayd.enos.session import (
+    BrokerUnavailable,
+    ConnectRefused,
+    Endpoint,
+    GatewaySession,
+    Inbound,
+    ReplyTimeout,
+    tls_context,
+)
+from gatewayd.enos.sign import mqtt_credentials
+from gatewayd.modbus.clock import Clock
+from gatewayd.uplink.delivery import Delivery, DeliveryStats
+from gatewayd.uplink.ports import SpoolPort
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+
+log = structlog.get_logger(__name__)
+
+#: How often sub-devices that failed to log in are tried again (not the disabled ones).
+RELOGIN_INTERVAL_S = 60.0
+#: Bound on logging sub-devices out at shutdown.
+LOGOUT_BUDGET_S = 5.0
+#: Remembered command ids, so a redelivered command is answered but not executed twice.
+SEEN_COMMANDS = 1024
+#: Login codes after which retrying cannot help until something changes in the cloud.
+DISABLED = 723
+NOT_IN_TOPOLOGY = 740
+
+#: What the command layer does with a decoded command: (code, data, message).
+CommandHandler = Callable[[messages.Command], Awaitable[tuple[int, object, str]]]
+#: Told when the cloud disables, enables or deletes a sub-device (to stop/start polling).
+LifecycleHook = Callable[[str, messages.CommandKind], None]
+
+
+@dataclass
+class UplinkStatus:
+    """What `STATUS=` and `gatewayd status` show about the uplink."""
+
+    state: str = "starting"
+    connects: int = 0
+    refused: int = 0
+    last_error: str = ""
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that ended a task group: the transport loss if there was one."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    for leaf in leaves:
+        if isinstance(leaf, BrokerUnavailable):
+            return leaf
+    return leaves[0]
+
+
+class Uplink:
+    """Owns the gateway's MQTT connection for the daemon's lifetime."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: SpoolPort,
+        registry: SubDeviceRegistry,
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+        commands: CommandHandler | None = None,
+        on_lifecycle: LifecycleHook | None = None,
+        secret_path: Path | None = None,
+    ) -> None:
+        self._config = config
+        self._spool = spool
+        self.registry = registry
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._policy = ReconnectPolicy(rng=self._rng)
+        self._ids = IdGenerator.from_time_ms(int(clock.time() * 1000))
+        self._commands = commands
+        self._on_lifecycle = on_lifecycle
+        self._secret_path = secret_path
+        self.new_data = asyncio.Event()
+        self.stats = DeliveryStats()
+        self.status = UplinkStatus()
+        self._login_wanted = asyncio.Event()
+        self._seen: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        # The CONNECT timestamp is an opaque string that only has to match the sign; keep
+        # it per process like the SDKs do.
+        self._timestamp = str(int(clock.time() * 1000))
+
+    # ------------------------------------------------------------------ public
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload changed devices: log in the new ones now (identity changes need a restart)."""
+        self._config = config
+        self._login_wanted.set()
+
+    def notify_new_data(self) -> None:
+        """The spool writer appended rows: wake the live stream."""
+        self.new_data.set()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect - until cancelled (then log out and close)."""
+        while True:
+            attempt_at = self._policy.next_attempt(self._clock.monotonic())
+            wait = attempt_at - self._clock.monotonic()
+            if wait > 0:
+                self.status.state = f"reconnecting in {wait:.0f}s"
+                await self._clock.sleep(wait)
+            self._policy.attempted(self._clock.monotonic())
+            self.status.state = "connecting"
+            self.status.connects += 1
+            try:
+                await self._connect_and_serve()
+            except ConnectRefused as exc:
+                self._policy.failed(refused=True)
+                self.status.refused += 1
+                self._fail(f"EnOS refused CONNECT (return code {exc.rc})")
+            except BrokerUnavailable as exc:
+                self._policy.failed()
+                self._fail(f"EnOS connection lost: {exc}")
+            except Exception as exc:
+                # A bug in delivery must not take the daemon down: the rows are safe in
+                # the spool, so log it loudly and start over with a fresh session.
+                log.exception("uplink failed; reconnecting")
+                self._policy.failed()
+                self._fail(f"uplink error: {exc!r}")
+            finally:
+                self.registry.mark_all_offline()
+
+    # ------------------------------------------------------------------ connection
+
+    def _fail(self, reason: str) -> None:
+        self.status.state = "disconnected"
+        self.status.last_error = reason
+        log.warning(reason)
+
+    def _endpoint(self) -> Endpoint:
+        gateway = self._config.gateway
+        secret, mode = self._gateway_secret()
+        credentials = mqtt_credentials(
+            gateway.product_key,
+            gateway.device_key,
+            secret,
+            timestamp=self._timestamp,
+            secure_mode=mode,
+            method=gateway.sign_method,
+        )
+        return Endpoint(
+            host=gateway.broker.host,
+            port=gateway.broker.port,
+            client_id=credentials.client_id,
+            username=credentials.username,
+            password=credentials.password,
+            keepalive=int(gateway.broker.keepalive),
+            connect_timeout=gateway.broker.connect_timeout,
+        )
+
+    def _gateway_secret(self) -> tuple[str, int]:
+        """(secret, secure mode): mode 3 activates once, then the persisted secret rules."""
+        gateway = self._config.gateway
+        if gateway.secure_mode == 3:
+            if self._secret_path is not None and self._secret_path.exists():
+                return self._secret_path.read_text().strip(), 2
+            assert gateway.product_secret is not None  # the loader insists on it
+            return gateway.product_secret.get_secret_value(), 3
+        assert gateway.device_secret is not None  # the loader insists on it
+        return gateway.device_secret.get_secret_value(), 2
+
+    async def _connect_and_serve(self) -> None:
+        tls = tls_context(self._config.gateway.broker.tls)
+        session = GatewaySession(
+            self._endpoint(), tls=tls, reply_timeout=self._config.uplink.reply_timeout
+        )
+        async with session:
+            self._policy.succeeded()
+            self.status.state = "connected"
+            log.info("connected to EnOS", host=self._config.gateway.broker.host)
+            try:
+                await self._serve(session)
+            finally:
+                if not session.lost.is_set():
+                    await self._logout_all(session)
+
+    async def _serve(self, session: GatewaySession) -> None:
+        # Log in before delivering so live data goes out live, not as resume.
+        await self._login_pending(session)
+        delivery = Delivery(
+            self._config,
+            self._spool,
+            session,
+            self.registry,
+            clock=self._clock,
+            ids=self._ids,
+            request_login=self._login_wanted.set,
+            new_data=self.new_data,
+            stats=self.stats,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(session), name="uplink-watch")
+                group.create_task(self._login_loop(session), name="uplink-login")
+                group.create_task(self._inbound_loop(session, group), name="uplink-inbound")
+                group.create_task(delivery.run(), name="uplink-delivery")
+        except BaseExceptionGroup as group:
+            raise _first_cause(group) from None
+
+    async def _watch(self, session: GatewaySession) -> None:
+        await session.lost.wait()
+        raise BrokerUnavailable(session.lost_reason or "connection lost")
+
+    # ------------------------------------------------------------------ sub-devices
+
+    async def _login_loop(self, session: GatewaySession) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._login_wanted.wait(), RELOGIN_INTERVAL_S)
+            self._login_wanted.clear()
+            await self._login_pending(session)
+
+    async def _login_pending(self, session: GatewaySession) -> None:
+        pending = [
+            d for d in self.registry if d.wanted and not d.online and d.last_error != "disabled"
+        ]
+        size = self._config.uplink.login_batch_size
+        for start in range(0, len(pending), size):
+            await self._login_chunk(session, pending[start : start + size])
+
+    def _credentials(self, device: SubDevice) -> messages.SubDeviceCredentials:
+        return messages.SubDeviceCredentials(device.product_key, device.device_key, device.secret)
+
+    async def _ask(
+        self, session: GatewaySession, request: messages.Request
+    ) -> messages.Reply | None:
+        try:
+            raw = await session.request(request.topic, request.id, request.payload)
+            return messages.decode_reply(raw.payload)
+        except ReplyTimeout:
+            log.warning("no reply from EnOS", method=request.method)
+        except messages.MalformedMessage as exc:
+            log.warning("unreadable reply from EnOS", method=request.method, reason=str(exc))
+        return None
+
+    async def _login_chunk(self, session: GatewaySession, chunk: list[SubDevice]) -> None:
+        gateway = self._config.gateway
+        request = messages.combine_login_batch(
+            gateway.product_key,
+            gateway.device_key,
+            id=self._ids.next_id(),
+            devices=[self._credentials(d) for d in chunk],
+            timestamp=str(int(self._clock.time() * 1000)),
+            sign_method=gateway.sign_method,
+        )
+        reply = await self._ask(session, request)
+        if reply is None:
+            return
+        result = messages.login_batch_result(reply)
+        for logged in result.logged_in:
+            device = self.registry.by_keys(logged.product_key, logged.device_key)
+            if device is not None:
+                device.online = True
+                device.last_error = ""
+        if result.whole_request_failed:
+            log.error(
+                "sub-device batch login failed", code=describe(reply.code), message=reply.message
+            )
+        # The batch reply names failed devices but only the first error code: log each
+        # failed device in on its own to learn (and act on) its exact code.
+        failed = [d for d in chunk if not d.online]
+        for device in failed:
+            await self._login_one(session, device, topo_retry=self._config.uplink.auto_topo)
+        online = sum(1 for d in chunk if d.online)
+        log.info("sub-devices logged in", online=online, failed=len(chunk) - online)
+
+    async def _login_one(
+        self, session: GatewaySession, device: SubDevice, *, topo_retry: bool
+    ) -> None:
+        gateway = self._config.gateway
+        timestamp = str(int(self._clock.time() * 1000))
+        request = messages.combine_login(
+            gateway.product_key,
+            gateway.device_key,
+            id=self._ids.next_id(),
+            device=self._credentials(device),
+            timestamp=timestamp,
+            sign_method=gateway.sign_method,
+        )
+        reply = await self._ask(session, request)
+        if reply is None:
+            return
+        if reply.ok:
+            device.online = True
+            device.last_error = ""
+            return
+        if reply.code == NOT_IN_TOPOLOGY and topo_retry:
+            topo = messages.topo_add(
+                gateway.product_key,
+                gateway.device_key,
+                id=self._ids.next_id(),
+                devices=[self._credentials(device)],
+                timestamp=timestamp,
+                sign_method=gateway.sign_method,
+            )
+            added = await self._ask(session, topo)
+            if added is not None and added.ok:
+                log.info("sub-device added to the gateway topology", device=device.name)
+                await self._login_one(session, device, topo_retry=False)
+                return
+        device.last_error = "disabled" if reply.code == DISABLED else describe(reply.code)
+        log.error(
+            "sub-device login refused",
+            device=device.name,
+            code=describe(reply.code),
+            message=reply.message,
+        )
+
+    async def _logout_all(self, session: GatewaySession) -> None:
+        gateway = self._config.gateway
+        online = [d for d in self.registry if d.online]
+        with contextlib.suppress(TimeoutError, BrokerUnavailable, ReplyTimeout):
+            async with asyncio.timeout(LOGOUT_BUDGET_S):
+                for device in online:
+                    request = messages.combine_logout(
+                        gateway.product_key,
+                        gateway.device_key,
+                        id=self._ids.next_id(),
+                        device=messages.DeviceRef(device.product_key, device.device_key),
+                    )
+                    await session.request(request.topic, request.id, request.payload, timeout=2)
+                    device.online = False
+
+    # ------------------------------------------------------------------ commands
+
+    async def _inbound_loop(self, session: GatewaySession, group: asyncio.TaskGroup) -> None:
+        async for inbound in session.inbound():
+            # Each command runs on its own so a slow device write never holds up others.
+            group.create_task(self._handle_inbound(session, inbound))
+
+    async def _handle_inbound(self, session: GatewaySession, inbound: Inbound) -> None:
+        reply_topic = inbound.topic + "_reply"
+        try:
+            command = messages.decode_command(inbound.topic, inbound.payload)
+        except messages.CommandError as exc:
+            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
+            payload = exc.reply_payload()
+            if payload is not None:
+                await session.publish(exc.reply_topic or reply_topic, payload)
+            return
+        except messages.MalformedMessage as exc:
+            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
+            return
+        key = (inbound.topic, command.id)
+        cached = self._seen.get(key)
+        if cached is not None:
+            # EnOS redelivered a command we already executed: answer, do not act again.
+            await session.publish(command.reply_topic, cached)
+            return
+        code, data, message = await self._execute(command)
+        payload = command.reply(code, data, message)
+        self._seen[key] = payload
+        while len(self._seen) > SEEN_COMMANDS:
+            self._seen.popitem(last=False)
+        await session.publish(command.reply_topic, payload)
+
+    async def _execute(self, command: messages.Command) -> tuple[int, object, str]:
+        kind = command.kind
+        if kind is messages.CommandKind.ACTIVATE_INFO:
+            return self._activate(command)
+        if kind in (
+            messages.CommandKind.COMBINE_ENABLE,
+            messages.CommandKind.COMBINE_DISABLE,
+            messages.CommandKind.COMBINE_DELETE,
+        ):
+            return self._lifecycle(command)
+        if self._commands is None:
+            return 1101, None, "downstream command handler not registered"
+        try:
+            return await self._commands(command)
+        except Exception as exc:  # a handler bug must cost one error reply, not the uplink
+            log.exception("cloud command handler failed", method=command.method)
+            return 1102, None, f"command handler failed: {exc}"
+
+    def _activate(self, command: messages.Command) -> tuple[int, object, str]:
+        activation = command.activation
+        if activation is None or self._secret_path is None:
+            return 2000, None, "activation not expected"
+        self._secret_path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self._secret_path.with_suffix(".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(activation.device_secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.replace(self._secret_path)
+        log.info("gateway activated; device secret persisted", path=str(self._secret_path))
+        return 200, None, "device activate success"
+
+    def _lifecycle(self, command: messages.Command) -> tuple[int, object, str]:
+        unknown = []
+        for ref in command.devices:
+            device = self.registry.by_keys(ref.product_key, ref.device_key)
+            if device is None:
+                unknown.append(f"{ref.product_key}&{ref.device_key}")
+                continue
+            if command.kind is messages.CommandKind.COMBINE_DISABLE:
+                device.enabled = False
+                device.online = False
+                device.last_error = "disabled"
+            elif command.kind is messages.CommandKind.COMBINE_ENABLE:
+                device.enabled = True
+                device.last_error = ""
+                self._login_wanted.set()
+            else:
+                device.deleted = True
+                device.online = False
+            log.info("cloud changed a sub-device", device=device.name, action=command.method)
+            if self._on_lifecycle is not None:
+                self._on_lifecycle(device.name, command.kind)
+        if unknown:
+            return 2004, None, "unknown sub-device: " + ", ".join(unknown)
+        return 200, None, ""
