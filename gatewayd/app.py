@@ -46,8 +46,9 @@ HEARTBEAT_SILENCE_S = 30.0
 STATUS_FILE = "status.json"
 SECRET_FILE = "gateway.secret"  # noqa: S105 (a file name, not a secret)
 
-#: Builds the cloud-command handler from the running pollers (issue: cloud commands).
-CommandFactory = Callable[[Config, dict[str, BusPoller]], CommandHandler]
+#: Builds the cloud-command handler; it reads `daemon.config` and `daemon.pollers` at call
+#: time, so a reload (new config, new pollers) is picked up without rebuilding it.
+CommandFactory = Callable[["Daemon"], CommandHandler]
 
 
 def state_dir(config: Config) -> Path:
@@ -209,7 +210,7 @@ class Daemon:
     def _command_handler(self) -> CommandHandler | None:
         if self._commands is None:
             return None
-        return self._commands(self.config, self.pollers)
+        return self._commands(self)
 
     def _start_pollers(self, config: Config) -> None:
         for bus in config.buses:

@@ -368,30 +368,38 @@ class Uplink:
             group.create_task(self._handle_inbound(session, inbound))
 
     async def _handle_inbound(self, session: GatewaySession, inbound: Inbound) -> None:
-        reply_topic = inbound.topic + "_reply"
+        answer = await self.answer(inbound)
+        if answer is not None:
+            await session.publish(*answer)
+
+    async def answer(self, inbound: Inbound) -> tuple[str, bytes] | None:
+        """The (reply topic, payload) for a downstream message; None when none is due.
+
+        Never raises for bad input: a malformed command gets an error reply when it can be
+        addressed (it has an id and a command topic), and is logged and dropped otherwise.
+        """
         try:
             command = messages.decode_command(inbound.topic, inbound.payload)
         except messages.CommandError as exc:
             log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
             payload = exc.reply_payload()
-            if payload is not None:
-                await session.publish(exc.reply_topic or reply_topic, payload)
-            return
+            if payload is None or exc.reply_topic is None:
+                return None
+            return exc.reply_topic, payload
         except messages.MalformedMessage as exc:
             log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
-            return
+            return None
         key = (inbound.topic, command.id)
         cached = self._seen.get(key)
         if cached is not None:
             # EnOS redelivered a command we already executed: answer, do not act again.
-            await session.publish(command.reply_topic, cached)
-            return
+            return command.reply_topic, cached
         code, data, message = await self._execute(command)
         payload = command.reply(code, data, message)
         self._seen[key] = payload
         while len(self._seen) > SEEN_COMMANDS:
             self._seen.popitem(last=False)
-        await session.publish(command.reply_topic, payload)
+        return command.reply_topic, payload
 
     async def _execute(self, command: messages.Command) -> tuple[int, object, str]:
         kind = command.kind
