@@ -27,6 +27,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from gatewayd.enos import messages
+from gatewayd.enos.messages import Request, SubDeviceCredentials
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
 from tests.support import free_port
@@ -238,6 +240,22 @@ class DeviceClient:
         future = self.expect_reply(reply_topic, msg_id)
         await self.publish(topic, payload)
         return await asyncio.wait_for(future, timeout)
+
+    async def send(
+        self, request: Request, *, subscribe: bool = True, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Publish a codec-built `Request` and return its reply."""
+        return await self.request_raw(
+            request.topic, request.payload, request.id, subscribe=subscribe, timeout=timeout
+        )
+
+    async def login(self, device_key: str, secret: str | None = None) -> dict[str, Any]:
+        """`combine.login` of sub-device subPK/`device_key` (default secret from METERS)."""
+        creds = SubDeviceCredentials(SUB_PK, device_key, secret or METERS[device_key])
+        request = messages.combine_login(
+            GW_PK, GW_DK, id=self.next_id(), device=creds, timestamp=TIMESTAMP
+        )
+        return await self.send(request)
 
     async def next_message(self, timeout: float = 10.0) -> tuple[str, Any]:
         """The next downstream message that was not an awaited reply."""

@@ -175,6 +175,8 @@ class Stats:
     replies_unsubscribed: int = 0  # replies not delivered: no matching SUBSCRIBE
     commands_sent: int = 0
     command_timeouts: int = 0
+    rate_limited_messages: int = 0  # upstream messages the rate cap held back
+    rate_limited_seconds: float = 0.0
 
     def summary(self) -> str:
         """One line for the periodic stderr report."""
@@ -200,4 +202,6 @@ class Stats:
             "replies_unsubscribed": self.replies_unsubscribed,
             "commands_sent": self.commands_sent,
             "command_timeouts": self.command_timeouts,
+            "rate_limited_messages": self.rate_limited_messages,
+            "rate_limited_seconds": round(self.rate_limited_seconds, 3),
         }

@@ -5,7 +5,8 @@ connection, topic, payload and the current time, changes state / records what it
 and returns an `Outcome` -- the reply to publish (the server decides whether the client
 subscribed to it, and applies reply faults), or the device's reply to a pending command.
 
-Order of checks on a request, as §8 lists them: size (1008), empty (1251), JSON (1220),
+Order of checks on a request, as §8 lists them: size (1008; the id is still echoed when
+the JSON is readable, so the sender can split and resend), empty (1251), JSON (1220),
 topic ownership (1009: not a topic this connection may write -- another device's, a
 sub-device that is not logged in, a downstream topic, an unknown topic), method/topic
 consistency (1260), then the method's own checks.
@@ -132,11 +133,14 @@ class Outcome:
 class _Reject(Exception):
     """A request fails with `code`; raised inside handlers, turned into a reply."""
 
-    def __init__(self, code: int, detail: str = "", data: Any = None) -> None:
+    def __init__(
+        self, code: int, detail: str = "", data: Any = None, *, verbatim: bool = False
+    ) -> None:
         super().__init__(code, detail)
         self.code = code
-        self.detail = detail
         self.data = data
+        # verbatim: `detail` is the whole message (batch login's per-device concatenation)
+        self.message = detail if verbatim else _message(code, detail)
 
 
 def _message(code: int, detail: str) -> str:
@@ -205,13 +209,16 @@ class Responder:
                 parsed.method, code, reply_to, _reply(msg_id, code, _message(code, detail))
             )
 
-        if len(payload) > self.max_payload_bytes:
-            return fail(1008, f"{len(payload)} bytes > {self.max_payload_bytes}")
         try:
             envelope = messages.decode_request(payload)
         except MalformedMessage as exc:
+            if len(payload) > self.max_payload_bytes:
+                return fail(1008, f"{len(payload)} bytes > {self.max_payload_bytes}", exc.id)
             empty = exc.reason.startswith("payload is empty")
             return fail(1251 if empty else 1220, "" if empty else exc.reason, exc.id)
+        if len(payload) > self.max_payload_bytes:
+            # Discarded unprocessed, but the id is echoed so the sender can split and resend.
+            return fail(1008, f"{len(payload)} bytes > {self.max_payload_bytes}", envelope.id)
         body, msg_id = envelope.body, envelope.id
 
         problem = self._ownership_problem(conn, parsed)
@@ -233,7 +240,7 @@ class Responder:
                 parsed.method,
                 rej.code,
                 reply_to,
-                _reply(msg_id, rej.code, _message(rej.code, rej.detail), rej.data),
+                _reply(msg_id, rej.code, rej.message, rej.data),
             )
         return Outcome(parsed.method, 200, reply_to, _reply(msg_id, 200, message, data))
 
@@ -458,7 +465,7 @@ class Responder:
         data = {"loginedSubDevices": logged, "failedSubDevices": failed}
         if first_error is not None:
             # Partial success: the lists tell which; the top code is the first error (§3.2).
-            raise _Reject(first_error, message, data)
+            raise _Reject(first_error, message, data, verbatim=True)
         return data, ""
 
     def _logout(self, gateway: Key, params: Any, now: int) -> dict[str, Any]:

@@ -290,6 +290,8 @@ class EnosEmulator:
                     link.bucket = TokenBucket(rate=rate, burst=rate)
                 wait = link.bucket.reserve(len(payload), loop.time())
                 if wait > 0:
+                    self.stats.rate_limited_messages += 1
+                    self.stats.rate_limited_seconds += wait
                     await asyncio.sleep(wait)  # a congested link: late, not lost
             try:
                 outcome = self.responder.handle(
