@@ -31,6 +31,13 @@ Adapting to the device (`DeviceReadPlanner`)
     long read while the device answers other reads, halves the device maximum (down to
     the widest point) and re-plans the failed request.
 
+    Plans for other due subsets, or re-packed around new holes, may read through gaps no
+    request has read yet. To keep every cycle after the first free of exception 02, the
+    poller reports answered reads with `on_success` and, at the end of each cycle, reads
+    `probes()` (unverified gap registers some plan could read through) until it returns
+    []; probes answered 02 go through `on_rejected` like any request. In steady state
+    `probes()` is a cached empty answer.
+
 Example (the poller drives the I/O)::
 
     planner = DeviceReadPlanner(points, max_registers=125, max_bits=2000, gap_fill=12)
@@ -45,7 +52,10 @@ Example (the poller drives the I/O)::
         except DeviceTimeout:
             pending[:0] = planner.on_timeout(request, device_answered=answered_this_cycle)
         else:
+            planner.on_success(request)
             ...decode request.points from words...
+        if not pending:
+            pending = planner.probes()  # [] once everything readable is verified
 """
 
 from __future__ import annotations
@@ -352,6 +362,20 @@ def _piece(table: Table, slots: list[tuple[int, int, list[int]]]) -> ReadRequest
     return ReadRequest(table, start, end - start, indices)
 
 
+def _unverified_runs(table: Table, start: int, end: int, verified: set[int]) -> list[ReadRequest]:
+    """Probe requests for the maximal runs of [start, end) not in `verified`."""
+    runs: list[ReadRequest] = []
+    run_start: int | None = None
+    for address in range(start, end + 1):
+        unknown = address < end and address not in verified
+        if unknown and run_start is None:
+            run_start = address
+        elif not unknown and run_start is not None:
+            runs.append(ReadRequest(table, run_start, address - run_start, ()))
+            run_start = None
+    return runs
+
+
 def lowered_limit(current: int, failed_count: int, widest: int) -> int:
     """The device maximum after it refused a `failed_count`-long read: half, not below `widest`.
 
@@ -381,6 +405,11 @@ class DeviceReadPlanner:
         self.max_registers = min(MAX_REGISTERS, max_registers)
         self.max_bits = min(MAX_BITS, max_bits)
         self.holes: frozenset[Hole] = frozenset()
+        # Ranges read successfully, and the addresses they cover (for `probes`).
+        self._verified_requests: set[tuple[Table, int, int]] = set()
+        self._verified: dict[Table, set[int]] = {}
+        self._quiet_for: tuple[frozenset[Hole], int, int] | None = None  # probes() == []
+        self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
         self._widest_registers = max(
             (p.register_count for p in self.points if not p.table.is_bit), default=1
@@ -404,6 +433,52 @@ class DeviceReadPlanner:
         return self._cache.plan(
             indices, holes=self.holes, max_registers=self.max_registers, max_bits=self.max_bits
         )
+
+    def on_success(self, request: ReadRequest) -> None:
+        """`request` was answered: its addresses are known readable."""
+        key = (request.table, request.start, request.count)
+        if key not in self._verified_requests:  # steady state: one set look-up
+            self._verified_requests.add(key)
+            self._verified.setdefault(request.table, set()).update(
+                range(request.start, request.end)
+            )
+
+    def probes(self) -> list[ReadRequest]:
+        """Gap registers some plan could read through that no answered request covered yet.
+
+        Any plan, for any due subset, reads through gaps between consecutive points of at
+        most `gap_fill` registers; the ones not yet verified by `on_success` are returned
+        as probes (read them, discard the data, report them like any request). Call it at
+        the end of every cycle and read until it returns []: after the first cycle it costs
+        a cached check, and the device never sees exception 02 again.
+        """
+        key = (self.holes, self.max_registers, self.max_bits)
+        if self._quiet_for == key:
+            return []
+        by_table = _holes_by_table(self.holes)
+        unreadable = set(self.unreadable)
+        result: list[ReadRequest] = []
+        for table in Table:
+            members = sorted(
+                (p.address, p.address + p.register_count)
+                for i, p in enumerate(self.points)
+                if p.table is table and i not in unreadable
+            )
+            limit = _limit(table, self.max_registers, self.max_bits)
+            fill = min(bit_gap_fill(self.gap_fill) if table.is_bit else self.gap_fill, limit - 2)
+            verified = self._verified.get(table, set())
+            reach: int | None = None
+            for start, end in members:
+                if (
+                    reach is not None
+                    and 0 < start - reach <= fill
+                    and not _has_hole(by_table.get(table, ()), reach, start)
+                ):
+                    result.extend(_unverified_runs(table, reach, start, verified))
+                reach = end if reach is None else max(reach, end)
+        if not result:
+            self._quiet_for = key
+        return result
 
     def on_rejected(self, request: ReadRequest, code: int) -> list[ReadRequest]:
         """A Modbus exception answer to `request`: the requests to try instead (maybe none).
@@ -432,16 +507,20 @@ class DeviceReadPlanner:
         return self._shorten(request)
 
     def _shorten(self, request: ReadRequest) -> list[ReadRequest]:
+        # A request planned before the last lowering is already over the new maximum: just
+        # re-plan it, or one refusal would be counted twice.
         if request.table.is_bit:
             if request.count <= 1:
                 return []
-            self.max_bits = lowered_limit(self.max_bits, request.count, 1)
+            if request.count <= self.max_bits:
+                self.max_bits = lowered_limit(self.max_bits, request.count, 1)
         else:
             if request.count <= self._widest_registers:
                 return []
-            self.max_registers = lowered_limit(
-                self.max_registers, request.count, self._widest_registers
-            )
+            if request.count <= self.max_registers:
+                self.max_registers = lowered_limit(
+                    self.max_registers, request.count, self._widest_registers
+                )
         if not request.points:
-            return []  # a probe that was too long: hole discovery will re-plan
+            return []  # a probe that was too long: `probes()` re-issues it shorter
         return [r for r in self.plan(request.points) if r.table is request.table]
