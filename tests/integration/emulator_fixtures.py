@@ -22,7 +22,8 @@ import contextlib
 import json
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiomqtt
 import pytest
@@ -160,6 +161,24 @@ async def enos_emulator(
 # --- a device on a real MQTT connection -------------------------------------------------------
 
 
+class Endpoint(Protocol):
+    """Where to connect: an `EnosEmulator`, or any broker address (`BrokerAddress`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """host/port of an emulator running elsewhere (e.g. `gatewayd emulate` in a subprocess)."""
+
+    host: str
+    port: int
+
+
 class DeviceClient:
     """A connected device: publish requests, await replies, read downstream messages."""
 
@@ -264,7 +283,7 @@ class DeviceClient:
 
 @contextlib.asynccontextmanager
 async def connect_device(
-    emulator: EnosEmulator,
+    emulator: Endpoint,
     product_key: str,
     device_key: str,
     secret: str,
@@ -305,7 +324,7 @@ async def connect_device(
                 await pump
 
 
-def connect_gateway(emulator: EnosEmulator) -> contextlib.AbstractAsyncContextManager[DeviceClient]:
+def connect_gateway(emulator: Endpoint) -> contextlib.AbstractAsyncContextManager[DeviceClient]:
     """Connect as the default gateway gwPK/gwDK."""
     return connect_device(emulator, GW_PK, GW_DK, GW_SECRET)
 
@@ -328,7 +347,7 @@ def _remaining_length(length: int) -> bytes:
 
 
 async def connack_code(
-    emulator: EnosEmulator, client_id: str, username: str | None, password: str | None
+    emulator: Endpoint, client_id: str, username: str | None, password: str | None
 ) -> int:
     """Send one MQTT 3.1.1 CONNECT and return the CONNACK return code (0 = accepted)."""
     flags = 0x02  # clean session
@@ -355,7 +374,7 @@ async def connack_code(
 
 
 async def connect_code(
-    emulator: EnosEmulator,
+    emulator: Endpoint,
     product_key: str,
     device_key: str,
     secret: str,

@@ -165,8 +165,8 @@ class EmulatorConfig(_Strict):
 
         Each sub-device product gets the union of the measurepoints of the device models
         used with it. A point's EnOS type follows its Modbus type, its scale/offset (a
-        scaled integer arrives as a double) and its enum map. Event params are not fixed
-        by the gateway config, so derived events accept any params.
+        scaled integer arrives as a double) and its enum map (codes and labels). Events
+        accept the params gatewayd's event engine sends (see `events_of`).
         """
         gw = cfg.gateway
         gw_secret = _secret(gw.device_secret, gw.device_secret_file)
@@ -175,14 +175,14 @@ class EmulatorConfig(_Strict):
             raise ValueError("gateway: secure_mode 2 needs device_secret or device_secret_file")
         if gw.secure_mode == 3 and product_secret is None:
             raise ValueError("gateway: secure_mode 3 needs product_secret or product_secret_file")
-        models: dict[str, ThingModel] = {"__gateway__": gateway_model or ThingModel()}
+        models: dict[str, ThingModel] = {"gateway": gateway_model or ThingModel()}
         products: dict[str, ProductSpec] = {
             gw.product_key: ProductSpec(
                 product_key=gw.product_key,
                 product_secret=product_secret,
                 kind="gateway",
                 dynamic_activation=gw.secure_mode == 3,
-                model="__gateway__",
+                model="gateway",
             )
         }
         devices = [
@@ -195,6 +195,7 @@ class EmulatorConfig(_Strict):
         ]
         merged: dict[str, dict[str, MeasurepointSpec]] = {}
         merged_events: dict[str, dict[str, EventSpec]] = {}
+        model_names: dict[str, set[str]] = {}
         for device in cfg.devices:
             secret = _secret(device.device_secret, device.device_secret_file)
             if secret is None:
@@ -202,10 +203,14 @@ class EmulatorConfig(_Strict):
             model = cfg.models.get(device.model)
             if model is None:
                 raise ValueError(f"device {device.name}: unknown model {device.model!r}")
+            model_names.setdefault(device.product_key, set()).add(device.model)
             points = merged.setdefault(device.product_key, {})
             points.update(measurepoints_of(model))
             events = merged_events.setdefault(device.product_key, {})
-            events.update({rule.event: EventSpec() for rule in model.events})
+            for event_id, spec in events_of(model).items():
+                known = events.get(event_id)
+                params = set(spec.params or ()) | set(known.params or () if known else ())
+                events[event_id] = EventSpec(params=sorted(params))
             devices.append(
                 DeviceSpec(
                     product_key=device.product_key,
@@ -216,7 +221,11 @@ class EmulatorConfig(_Strict):
                 )
             )
         for product_key, points in merged.items():
-            name = f"product:{product_key}"
+            # Named after the gatewayd model when the product uses exactly one.
+            used = model_names[product_key]
+            name = next(iter(used)) if len(used) == 1 else f"product:{product_key}"
+            if name in models:
+                name = f"product:{product_key}"
             models[name] = ThingModel(measurepoints=points, events=merged_events[product_key])
             products.setdefault(
                 product_key,
@@ -228,6 +237,18 @@ class EmulatorConfig(_Strict):
             products=list(products.values()),
             devices=devices,
         )
+
+
+def events_of(model: DeviceModel) -> dict[str, EventSpec]:
+    """The EnOS events a gatewayd device model fires, with the params gatewayd sends.
+
+    gatewayd's event engine sends ``measurepoint`` and ``value`` plus the rule's own
+    `params`; several rules may fire the same event id (e.g. one per phase).
+    """
+    params: dict[str, set[str]] = {}
+    for rule in model.events:
+        params.setdefault(rule.event, {"measurepoint", "value"}).update(rule.params)
+    return {event: EventSpec(params=sorted(names)) for event, names in params.items()}
 
 
 def measurepoints_of(model: DeviceModel) -> dict[str, MeasurepointSpec]:
