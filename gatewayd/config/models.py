@@ -281,9 +281,7 @@ class ChangeRule(Strict):
     params: dict[str, str | int | float | bool] = {}
 
 
-EventRule = Annotated[
-    BitRule | ThresholdRule | InSetRule | ChangeRule, Field(discriminator="rule")
-]
+EventRule = Annotated[BitRule | ThresholdRule | InSetRule | ChangeRule, Field(discriminator="rule")]
 
 
 class ServiceParam(Strict):
