@@ -43,6 +43,10 @@ check-example: setup
 demo: setup
 	$(VENV)/bin/gatewayd demo
 
+# dist/gatewayd_<version>_<arch>.deb: a self-contained venv on /usr/bin/python3 (installs offline).
+deb: setup
+	PIP_PYTHON=$(PY) packaging/build-deb.sh dist
+
 bench: setup
 	$(PY) -m tests.bench
 
