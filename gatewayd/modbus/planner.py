@@ -168,45 +168,42 @@ def plan_reads(
     """
     if max_registers < 1 or max_bits < 1 or gap_fill < 0:
         raise PlanError("max_registers and max_bits must be >= 1 and gap_fill >= 0")
-    for p in points:
-        limit = _limit(p.table, max_registers, max_bits)
-        if p.register_count > limit:
-            raise PlanError(
-                f"{p.measurepoint}: {p.register_count} registers exceed the read limit {limit}"
-            )
     by_table = _holes_by_table(holes)
-    order = sorted(
-        range(len(points)),
-        key=lambda i: (points[i].table.value, points[i].address, points[i].register_count),
-    )
+    # (address, end, index) per table, sorted: the loop below touches no pydantic attribute.
+    spans: dict[Table, list[tuple[int, int, int]]] = {}
+    for i, p in enumerate(points):
+        spans.setdefault(p.table, []).append((p.address, p.address + p.register_count, i))
     requests: list[ReadRequest] = []
-    group: list[int] = []
-    table: Table | None = None
-    start = end = 0
-    for i in order:
-        p = points[i]
-        p_end = p.address + p.register_count
-        table_holes = by_table.get(p.table, ())
-        if _has_hole(table_holes, p.address, p_end):
-            continue
-        limit = _limit(p.table, max_registers, max_bits)
-        fill = bit_gap_fill(gap_fill) if p.table.is_bit else gap_fill
-        fits = (
-            group
-            and p.table is table
-            and max(end, p_end) - start <= limit
-            and p.address - end <= fill
-            and not _has_hole(table_holes, end, p.address)
-        )
-        if fits:
-            group.append(i)
-            end = max(end, p_end)
-            continue
-        if group and table is not None:
+    for table in sorted(spans, key=lambda t: t.value):
+        limit = _limit(table, max_registers, max_bits)
+        fill = bit_gap_fill(gap_fill) if table.is_bit else gap_fill
+        table_holes = by_table.get(table, [])
+        members = sorted(spans[table])
+        for address, p_end, i in members:
+            if p_end - address > limit:
+                raise PlanError(
+                    f"{points[i].measurepoint}: {p_end - address} registers exceed the read "
+                    f"limit {limit}"
+                )
+        group: list[int] = []
+        start = end = 0
+        for address, p_end, i in members:
+            if table_holes and _has_hole(table_holes, address, p_end):
+                continue
+            if (
+                group
+                and max(end, p_end) - start <= limit
+                and address - end <= fill
+                and not (table_holes and _has_hole(table_holes, end, address))
+            ):
+                group.append(i)
+                end = max(end, p_end)
+                continue
+            if group:
+                requests.append(ReadRequest(table, start, end - start, tuple(group)))
+            group, start, end = [i], address, p_end
+        if group:
             requests.append(ReadRequest(table, start, end - start, tuple(group)))
-        group, table, start, end = [i], p.table, p.address, p_end
-    if group and table is not None:
-        requests.append(ReadRequest(table, start, end - start, tuple(group)))
     return requests
 
 
