@@ -1,4 +1,4 @@
-"""Run a benchmark by name: `python -m tests.bench NAME [ARGS...]` is `python -m tests.bench.NAME`."""
+"""Run a benchmark by name: `python -m tests.bench NAME [ARGS...]` (same as tests.bench.NAME)."""
 
 from __future__ import annotations
 
