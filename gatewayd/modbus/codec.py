@@ -29,9 +29,9 @@ Value conversion after the raw decode:
   says; the mapper turns non-finite values into quality BAD (EnOS JSON cannot carry them).
   Encoding a non-finite value is a `CodecError` (a cloud write of NaN is never meant).
 - Enum points: the enum keys are the device's raw codes, so the lookup uses the raw
-  integer and `scale`/`offset` are not applied. A raw code missing from the map decodes to
-  the raw int (the operator sees the unknown code instead of a crash). Encoding accepts a
-  label (case-sensitive) or a raw int.
+  value (an integral float counts as its int) and `scale`/`offset` are not applied. A raw
+  code missing from the map decodes to the raw value (the operator sees the unknown code
+  instead of a crash). Encoding accepts a label (case-sensitive) or a raw int.
 
 `encode` is the inverse: the value is un-scaled (``raw = (value - offset) / scale``),
 rounded to the nearest integer for integer types, and range-checked against the type. A
@@ -112,9 +112,18 @@ def decode(
     else:
         raw = int.from_bytes(data, "big", signed=point.type in _SIGNED)
 
-    if point.enum is not None and isinstance(raw, int):
-        return point.enum.get(raw, raw)
+    if point.enum is not None:
+        code = _enum_code(raw)
+        if code is not None:
+            return point.enum.get(code, raw)
     return _scale(point, raw)
+
+
+def _enum_code(raw: int | float) -> int | None:
+    """The enum key a raw value stands for: itself if int, an integral float as int."""
+    if isinstance(raw, int):
+        return raw
+    return int(raw) if math.isfinite(raw) and raw.is_integer() else None
 
 
 def _check_words(point: PointConfig, words: Sequence[int]) -> None:
@@ -207,8 +216,10 @@ def encode(
         return _encode_string(point, value, byte_order)
 
     if point.enum is not None:
-        raw_int = _enum_raw(point, value)
-        return _int_words(point, raw_int, byte_order, word_order)
+        code = _enum_raw(point, value)
+        if point.type in _FLOATS:
+            return _float_words(point, code, byte_order, word_order)
+        return _int_words(point, code, byte_order, word_order)
     number = _as_number(name, value)
     if point.type in _FLOATS:
         return _float_words(point, _unscale(point, number), byte_order, word_order)

@@ -124,6 +124,20 @@ def test_enum_decode_and_unknown_code() -> None:
         enc(p, "stop")
 
 
+def test_enum_on_signed_and_float_points() -> None:
+    """Negative codes work on int16; a float32 enum matches integral values only."""
+    p = pt("int16", enum={-1: "error", 0: "idle"})
+    assert dec(p, [0xFFFF]) == "error"
+    assert enc(p, "error") == [0xFFFF]
+    f = pt("float32", enum={2: "run"})
+    assert enc(f, "run") == [0x4000, 0x0000]
+    assert dec(f, [0x4000, 0x0000]) == "run"
+    assert dec(f, [0x4020, 0x0000]) == 2.5  # not a code: the raw value
+    assert dec(pt("uint16", enum={1: "on"}, scale=10.0), [1]) == "on"  # no scaling on enums
+    with pytest.raises(CodecError, match="expected an enum label or raw int"):
+        enc(p, 1.5)
+
+
 def test_bool_coil_and_bit_in_register() -> None:
     """Coils are [0]/[1]; a bit of a register reads that bit and writes read-modify-write."""
     coil = pt("bool", Table.COIL)
