@@ -5,6 +5,8 @@ The cap covers everything on disk: the database file, its WAL and the shm index.
   (`journal_size_limit`), so it stays below about `wal_limit` plus one transaction;
   twice `wal_limit` is reserved for it.
 - A fixed slack covers the shm index (32 KiB while the WAL is below 16 MiB) and rounding.
+- A reserve file of `reserve_bytes` (twice `wal_limit`) is kept next to the spool and
+  given up when the disk fills, so SQLite has room to checkpoint and drop old rows.
 - Data pages get the rest (`data_high`). The store drops oldest rows *before* an append
   would take the data past it, so the database file (whose free pages are reused before
   it grows) stays below it too.
@@ -40,7 +42,15 @@ class Budget:
     @property
     def data_high(self) -> int:
         """Most bytes of pages in use the database may hold."""
-        return max(self.page_size * 16, self.max_bytes - 2 * self.wal_limit - SLACK_BYTES)
+        return max(
+            self.page_size * 16,
+            self.max_bytes - 2 * self.wal_limit - SLACK_BYTES - self.reserve_bytes,
+        )
+
+    @property
+    def reserve_bytes(self) -> int:
+        """Size of the reserve file released on a full disk."""
+        return 2 * self.wal_limit
 
     @property
     def low_water(self) -> int:

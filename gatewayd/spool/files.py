@@ -11,6 +11,7 @@ raised, never answered by moving the file.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 #: The companions SQLite keeps next to a WAL-mode database file.
 COMPANION_SUFFIXES = ("-wal", "-shm")
+#: The reserve file given up when the disk fills (see `store.py`).
+RESERVE_SUFFIX = ".reserve"
 
 
 class SpoolCorruptError(Exception):
@@ -47,9 +50,10 @@ def is_corruption(exc: BaseException) -> bool:
 
 
 def file_bytes(path: Path) -> int:
-    """Bytes the spool occupies on disk: the database file plus its WAL and shm files."""
+    """Bytes the spool occupies on disk: the database, its WAL, shm and reserve files."""
     total = 0
-    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in COMPANION_SUFFIXES)):
+    suffixes = (*COMPANION_SUFFIXES, RESERVE_SUFFIX)
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in suffixes)):
         with contextlib.suppress(FileNotFoundError):
             total += candidate.stat().st_size
     return total
@@ -99,6 +103,52 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA query_only = 1")
     conn.execute("PRAGMA busy_timeout = 2000")
     return conn
+
+
+def reserve_path(path: Path) -> Path:
+    """Where the reserve file of the spool at `path` lives."""
+    return Path(f"{path}{RESERVE_SUFFIX}")
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on the file system of `directory`."""
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+def reserve_size(path: Path) -> int:
+    """Size of the current reserve file (0 if there is none)."""
+    try:
+        return reserve_path(path).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def make_reserve(path: Path, size: int) -> bool:
+    """Create the reserve file of `size` real blocks if twice that is free; True if made."""
+    reserve = reserve_path(path)
+    if free_bytes(path.parent) < 2 * size:
+        return False
+    try:
+        with reserve.open("wb") as handle:
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except OSError:  # a file system without fallocate: write the zeros
+                handle.write(bytes(size))
+    except OSError:
+        reserve.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def release_reserve(path: Path) -> bool:
+    """Delete the reserve file; True if there was one to give up."""
+    reserve = reserve_path(path)
+    try:
+        reserve.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def move_aside(path: Path, reason: str) -> Path:

@@ -66,6 +66,8 @@ _SQLITE_FULL = 13
 #: Guesses the bytes of a row before the spool holds any, for the byte-cap projection.
 _DEFAULT_ROW_BYTES = 48
 _MAX_DROP_ROUNDS = 8
+#: WAL pages between checkpoints while the disk is full (normally `Budget.wal_limit`).
+_FULL_DISK_WAL_PAGES = 16
 DEAD_LETTER_LIMIT = 10_000
 
 
@@ -205,9 +207,12 @@ class SpoolStore:
         self._dropped_dirty = False
         self._committed = False  # set by `_persist_dropped` inside a transaction
         self._episodes: dict[str, int] = {}  # open trouble episode -> rows dropped in it
+        # While the disk is full: the most bytes of data pages (the file may not grow).
+        self._disk_high: int | None = None
         self._configure()
         self._load_state()
         self._enforce_cap_at_open()
+        self._reserve_bytes = self._init_reserve()
 
     # -- opening and closing ---------------------------------------------------------
 
@@ -345,7 +350,8 @@ class SpoolStore:
         except sqlite3.Error as exc:
             self._append_failed(exc, samples, events, now_ms)
         else:
-            self._end_episode("disk_full", "spool writes succeed again")
+            if self._disk_high is not None and self._disk_has_room():
+                self._end_episode("disk_full", "the disk has room again: spooling normally")
             self._end_episode("write_error", "spool writes succeed again")
 
     def _append_failed(
@@ -402,7 +408,16 @@ class SpoolStore:
         )
 
     def _free_disk(self, incoming: int) -> None:
-        """Best effort on a full disk: drop oldest rows, then shrink the WAL to nothing."""
+        """Make room on a full disk, then keep the data from growing until it has room.
+
+        WAL mode needs free blocks even to delete (the WAL grows) and to checkpoint (the
+        database file grows), so the reserve file goes first; then the WAL is folded into
+        the database and truncated, and the oldest rows are dropped. Their pages are
+        reused by the next appends, so from here on the data is held to the size it has
+        now (`_disk_high`) until the disk has room for the reserve again.
+        """
+        files.release_reserve(self._path)
+        self._checkpoint_truncate()
         total = self._rows[Kind.SAMPLES] + self._rows[Kind.EVENTS]
         want = max(2 * incoming, total // 16, 1)
         try:
@@ -412,10 +427,46 @@ class SpoolStore:
         except sqlite3.Error:
             self._load_state_after_rollback()
             log.debug("dropping rows on a full disk failed", exc_info=True)
+        # Keep the WAL small while the disk is full: it must not eat the freed space.
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {_FULL_DISK_WAL_PAGES}")
+        self._conn.execute(f"PRAGMA journal_size_limit = {_FULL_DISK_WAL_PAGES * 4096}")
+        self._checkpoint_truncate()
+        pages, _ = self._pages()
+        # Free pages inside the file are reused before it grows: the data may fill them.
+        self._disk_high = max(self._used_bytes(), (pages - 4) * self._budget.page_size)
+
+    def _checkpoint_truncate(self) -> None:
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
             log.debug("checkpoint on a full disk failed", exc_info=True)
+
+    _MIN_RESERVE = 64 * 1024
+
+    def _init_reserve(self) -> int:
+        """Keep a reserve of the budgeted size, or a quarter of the free space if smaller."""
+        existing = files.reserve_size(self._path)
+        free = files.free_bytes(self._path.parent) + existing
+        wanted = min(self._budget.reserve_bytes, free // 4)
+        if wanted < self._MIN_RESERVE:
+            files.release_reserve(self._path)
+            log.warning("no room on the disk for the spool's reserve file", path=str(self._path))
+            return 0
+        if existing != wanted:
+            files.release_reserve(self._path)
+            files.make_reserve(self._path, wanted)
+        return wanted
+
+    def _disk_has_room(self) -> bool:
+        """While the disk was full: is there room for the reserve again? (Then it is made.)"""
+        if self._reserve_bytes:
+            if not files.make_reserve(self._path, self._reserve_bytes):
+                return False
+        elif files.free_bytes(self._path.parent) < 2 * self._budget.wal_limit:
+            return False
+        self._disk_high = None
+        self._configure()  # the normal WAL limits again
+        return True
 
     def _sample_rows(self, samples: Sequence[Sample]) -> list[tuple[int, Any, int, int]]:
         series = self._series
@@ -479,26 +530,40 @@ class SpoolStore:
         rows = self._rows[Kind.SAMPLES] + self._rows[Kind.EVENTS]
         return used / rows if rows else _DEFAULT_ROW_BYTES
 
+    def _data_high(self) -> int:
+        if self._disk_high is None:
+            return self._budget.data_high
+        return min(self._disk_high, self._budget.data_high)
+
+    def _drop_chunk(self, high: int) -> int:
+        # Below a disk-limited high mark the cap's chunk could be the whole spool.
+        return min(self._budget.drop_chunk, high // 8)
+
     def _make_room(self, incoming: int) -> None:
         """Drop oldest rows now if `incoming` rows would take the data past the budget."""
         used = self._used_bytes()
         per_row = self._row_bytes(used)
         projected = used + incoming * per_row
-        if projected <= self._budget.data_high:
+        high = self._data_high()
+        if projected <= high:
             if used < self._budget.low_water:
                 self._end_episode("cap", "spool below its low-water mark: no longer dropping")
             return
-        excess = projected - self._budget.data_high + self._budget.drop_chunk
-        self._drop_rows(math.ceil(excess / per_row), "cap")
+        excess = projected - high + self._drop_chunk(high)
+        self._drop_rows(
+            math.ceil(excess / per_row), "cap" if high == self._budget.data_high else "disk_full"
+        )
 
     def _enforce_cap(self) -> None:
         """After inserting: if the estimate was short, drop until the data fits."""
         for _ in range(_MAX_DROP_ROUNDS):
             used = self._used_bytes()
-            if used <= self._budget.data_high:
+            high = self._data_high()
+            if used <= high:
                 return
-            excess = used - self._budget.data_high + self._budget.drop_chunk
-            if not self._drop_rows(math.ceil(excess / self._row_bytes(used)), "cap"):
+            excess = used - high + self._drop_chunk(high)
+            reason = "cap" if high == self._budget.data_high else "disk_full"
+            if not self._drop_rows(math.ceil(excess / self._row_bytes(used)), reason):
                 return  # nothing droppable is left (all in flight)
 
     def _drop_rows(self, count: int, reason: str) -> int:
@@ -565,7 +630,9 @@ class SpoolStore:
         step = self._budget.vacuum_step_pages if max_pages == 0 else max_pages
         with self._relaxed():
             pages = "" if step is None else f"({step})"
-            self._conn.execute(f"PRAGMA incremental_vacuum{pages}").fetchall()
+            # executescript steps the pragma to the end; execute() would free one page
+            # (the pragma returns no columns, so sqlite3 stops after the first step).
+            self._conn.executescript(f"PRAGMA incremental_vacuum{pages};")
             _, left = self._pages()
             if left * self._budget.page_size < self._budget.vacuum_threshold:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

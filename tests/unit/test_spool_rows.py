@@ -66,9 +66,9 @@ def test_plain_values_are_stored_natively() -> None:
 
 @pytest.mark.parametrize("max_bytes", [1 << 20, 4 << 20, 64 << 20, 256 << 20, 4 << 30])
 def test_budget_parts_fit_inside_the_cap(max_bytes: int) -> None:
-    """Data pages, twice the WAL limit and the slack add up to at most the cap."""
+    """Data pages, twice the WAL limit, the slack and the reserve fit in the cap."""
     budget = Budget(max_bytes)
-    assert budget.data_high + 2 * budget.wal_limit + SLACK_BYTES <= max_bytes
+    assert budget.data_high + 2 * budget.wal_limit + SLACK_BYTES + budget.reserve_bytes <= max_bytes
     assert 0 < budget.low_water < budget.data_high
     assert budget.wal_autocheckpoint_pages * budget.page_size == budget.wal_limit
     assert budget.vacuum_step_pages >= 16

@@ -1,0 +1,213 @@
+"""The spool file under abuse: garbage, truncation, a newer schema, a full disk, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from gatewayd.samples import Sample
+from gatewayd.spool import schema
+from gatewayd.spool.files import file_bytes, reserve_path
+from gatewayd.spool.rows import Kind
+from gatewayd.spool.store import SpoolStore
+
+CAP = 64 << 20
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fill(path: Path, rows: int) -> None:
+    store = SpoolStore.open(path, max_bytes=CAP)
+    store.append([Sample("m", "P", float(i), 1000 + i) for i in range(rows)])
+    store.close()
+
+
+def _moved_aside(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if ".corrupt-" in p.name)
+
+
+def _assert_fresh_and_working(store: SpoolStore) -> None:
+    assert store.counts().samples == 0
+    store.append([Sample("m", "P", 1.0, 5)])
+    assert [(r.value, r.ts_ms) for r in store.take_samples(5)] == [(1.0, 5)]
+
+
+def test_garbage_file_is_moved_aside_and_a_fresh_spool_starts(tmp_path: Path) -> None:
+    """A file of random bytes is renamed to .corrupt-<time> (bytes kept) with an error log."""
+    path = tmp_path / "spool.db"
+    garbage = os.urandom(64 * 1024)
+    path.write_bytes(garbage)
+    with structlog.testing.capture_logs() as logs:
+        store = SpoolStore.open(path, max_bytes=CAP)
+    (aside,) = _moved_aside(path)
+    assert aside.name.startswith("spool.db.corrupt-")
+    assert aside.read_bytes() == garbage
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["moved_to"] == str(aside)
+    assert "not a database" in errors[0]["reason"]
+    _assert_fresh_and_working(store)
+    store.close()
+
+
+def test_damaged_pages_are_found_by_quick_check(tmp_path: Path) -> None:
+    """A real spool with overwritten B-tree pages fails quick_check and is moved aside."""
+    path = tmp_path / "spool.db"
+    _fill(path, 20_000)
+    data = bytearray(path.read_bytes())
+    for offset in range(8 * 4096, len(data) - 4096, 3 * 4096):  # keep the header page
+        data[offset : offset + 512] = os.urandom(512)
+    path.write_bytes(bytes(data))
+    store = SpoolStore.open(path, max_bytes=CAP)
+    assert len(_moved_aside(path)) == 1
+    _assert_fresh_and_working(store)
+    store.close()
+
+
+def test_truncated_file_is_moved_aside(tmp_path: Path) -> None:
+    """A spool cut to a third of its size (a torn copy, a full disk) is moved aside."""
+    path = tmp_path / "spool.db"
+    _fill(path, 20_000)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.truncate(size // 3)
+    store = SpoolStore.open(path, max_bytes=CAP)
+    (aside,) = _moved_aside(path)
+    assert aside.stat().st_size == size // 3
+    _assert_fresh_and_working(store)
+    store.close()
+
+
+def test_file_from_a_newer_gatewayd_is_moved_aside_untouched(tmp_path: Path) -> None:
+    """A schema newer than this build is not migrated down: the file is kept aside as is."""
+    path = tmp_path / "spool.db"
+    _fill(path, 10)
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.LATEST_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    store = SpoolStore.open(path, max_bytes=CAP)
+    (aside,) = _moved_aside(path)
+    old = sqlite3.connect(aside)
+    assert old.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 10
+    assert old.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION + 1
+    _assert_fresh_and_working(store)
+    store.close()
+
+
+# -- a full disk: a real 2 MiB tmpfs --------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for the test (needs root; skipped with the reason otherwise)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 2 MiB tmpfs to fill the disk needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_drops_oldest_and_keeps_going(small_disk: Path) -> None:
+    """When the disk fills, append never raises: oldest rows go, counted and logged once,
+    and once space is back the spool works normally again."""
+    path = small_disk / "spool.db"
+    store = SpoolStore.open(path, max_bytes=CAP)  # the cap is far above the disk size
+    assert reserve_path(path).stat().st_size > 0  # taken from the free space at open
+    # Leave the spool ~400 KiB: ballast takes the rest of the 2 MiB.
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\0" * (free - 400 * 1024))
+    appended = 0
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(400):
+            store.append(
+                [Sample(f"m{i % 4}", "P", float(appended + i), appended + i) for i in range(250)]
+            )
+            appended += 250
+    counts = store.counts()
+    assert counts.dropped_samples > 0
+    assert counts.samples + counts.dropped_samples == appended
+    warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert warnings == ["disk full: dropping the oldest spooled rows to keep spooling"]
+    rows = store.take_samples(appended)
+    assert [r.value for r in rows] == sorted(r.value for r in rows)
+    assert rows[-1].value == float(appended - 1)  # the newest rows survived
+    store.ack(Kind.SAMPLES, [r.id for r in rows])
+    ballast.unlink()
+    with structlog.testing.capture_logs() as logs:
+        store.append([Sample("m0", "P", -1.0, 1)])
+    assert [e["event"] for e in logs] == ["the disk has room again: spooling normally"]
+    assert [r.value for r in store.take_samples(10)] == [-1.0]
+    store.close()
+    assert file_bytes(path) < 2 << 20
+
+
+# -- kill -9 while appending -----------------------------------------------------------
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from gatewayd.samples import Sample
+    from gatewayd.spool.store import SpoolStore
+
+    store = SpoolStore.open(sys.argv[1], max_bytes=64 << 20)
+    n = 0
+    while True:
+        store.append([Sample("m", "P", n + i, n + i) for i in range(100)])
+        n += 100
+        print(n, flush=True)
+    """
+)
+
+
+def test_kill_9_loses_no_committed_row(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL mid-stream: every row it reported committed is there."""
+    path = tmp_path / f"spool-{uuid.uuid4().hex}.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert writer.stdout is not None
+    reported = 0
+    try:
+        for line in writer.stdout:
+            reported = int(line)
+            if reported >= 30_000:
+                break
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+    assert writer.returncode == -signal.SIGKILL
+    assert reported >= 30_000
+    store = SpoolStore.open(path, max_bytes=64 << 20)
+    values = [r.value for r in store.take_samples(10**7)]
+    # Everything reported is there, in order; rows committed after the last report may be too.
+    assert values[:reported] == list(range(reported))
+    assert values == list(range(len(values)))
+    assert len(values) % 100 == 0  # whole transactions only
+    store.close()
