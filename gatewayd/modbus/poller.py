@@ -349,6 +349,12 @@ class BusPoller:
                 entry.health.state = DeviceState.DOWN
                 entry.health.last_error = f"bus unavailable: {error}"
 
+    async def _between_requests(self) -> None:
+        # A long cycle (many devices, slow line) still beats the watchdog and lets
+        # priority operations in before every request.
+        self._beat()
+        await self._run_operations()
+
     async def _run_operations(self) -> None:
         while self._ops:
             operation = self._ops.popleft()
@@ -384,7 +390,7 @@ class BusPoller:
                 outcome = None
             else:
                 outcome = await entry.reader.read(
-                    self._client, points, self._clock, before_request=self._run_operations
+                    self._client, points, self._clock, before_request=self._between_requests
                 )
                 requests += outcome.requests
                 failed_requests += outcome.failed_requests

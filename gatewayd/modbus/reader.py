@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not neede
 
 log = structlog.get_logger()
 
+#: Distinct requests whose point layout is kept (far above any real device's plan count).
+_SLOT_CACHE_SIZE = 1024
+
 #: Error text of a point whose registers the device refuses (exception 02).
 UNREADABLE = "unreadable: the device answers illegal data address"
 
@@ -96,6 +99,9 @@ class DeviceReader:
         self._holes_seen = self.planner.holes
         self._unreadable: frozenset[int] = frozenset()
         self._logged_rejections: set[tuple[Table, int, int, int]] = set()
+        # Decoding caches: where each point sits in a response, and its last raw → value.
+        self._slots: dict[ReadRequest, tuple[tuple[int, int, int], ...]] = {}
+        self._last_decoded: dict[int, tuple[tuple[int, ...], Value]] = {}
         self._log = log.bind(bus=bus.name, device=device.name, unit_id=device.unit_id)
 
     # ------------------------------------------------------------------ lookup
@@ -242,17 +248,40 @@ class DeviceReader:
     def _decode_into(
         self, request: ReadRequest, words: list[int], ts_ms: int, outcome: ReadOutcome
     ) -> None:
-        for index in request.points:
+        slots = self._slots.get(request)
+        if slots is None:
+            slots = self._slots_of(request)
+        last = self._last_decoded
+        for index, begin, end in slots:
+            raw = tuple(words[begin:end])
+            # Registers that did not change decode to the value they gave last time: most
+            # plant values are steady between polls, and decoding is the hot path.
+            previous = last.get(index)
+            if previous is not None and previous[0] == raw:
+                outcome.good.append(PointReading(index, previous[1], raw, ts_ms))
+                continue
             point = self.points[index]
-            offset = point.address - request.start
-            raw = words[offset : offset + point.register_count]
             byte_order, word_order = self._orders[index]
             try:
                 value = codec.decode(point, raw, byte_order=byte_order, word_order=word_order)
             except codec.CodecError as exc:
-                outcome.failed.append(PointReading(index, None, tuple(raw), ts_ms, str(exc)))
+                last.pop(index, None)
+                outcome.failed.append(PointReading(index, None, raw, ts_ms, str(exc)))
                 continue
-            outcome.good.append(PointReading(index, value, tuple(raw), ts_ms))
+            last[index] = (raw, value)
+            outcome.good.append(PointReading(index, value, raw, ts_ms))
+
+    def _slots_of(self, request: ReadRequest) -> tuple[tuple[int, int, int], ...]:
+        """(point index, first word, end word) of each point in a response to `request`."""
+        if len(self._slots) >= _SLOT_CACHE_SIZE:
+            self._slots.clear()  # plans are few and stable; this only bounds a pathology
+        slots = []
+        for index in request.points:
+            point = self.points[index]
+            begin = point.address - request.start
+            slots.append((index, begin, begin + point.register_count))
+        self._slots[request] = result = tuple(slots)
+        return result
 
     def _fail_all(
         self, requests: Sequence[ReadRequest], outcome: ReadOutcome, clock: Clock, error: str

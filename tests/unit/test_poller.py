@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import capture_logs
 
-from gatewayd.config.models import DeviceConfig, DeviceModel, PointConfig, Table, TcpBus
+from gatewayd.config.models import (
+    BusConfig,
+    DeviceConfig,
+    DeviceModel,
+    PointConfig,
+    Table,
+    TcpBus,
+)
 from gatewayd.modbus.clock import VirtualClock
 from gatewayd.modbus.fake import FakeBus, FakeUnit
 from gatewayd.modbus.health import DeviceState
@@ -86,7 +93,7 @@ def rig_factory() -> Callable[..., AsyncIterator[Rig]]:
         devices: list[DeviceConfig],
         models: dict[str, DeviceModel] | None = None,
         units: dict[int, FakeUnit] | None = None,
-        bus: TcpBus | None = None,
+        bus: BusConfig | None = None,
         heartbeat: Callable[[], None] | None = None,
     ) -> AsyncIterator[Rig]:
         clock = VirtualClock(monotonic=START, wall=WALL)
@@ -394,6 +401,29 @@ async def test_disabled_device_switches(rig_factory) -> None:
     assert states["d1"].state is DeviceState.DISABLED
     assert states["d2"].state is DeviceState.UP
     assert states["d2"].publishing is False
+
+
+async def test_overloaded_bus_warns_once_at_startup(rig_factory) -> None:
+    """60 registers x 8 devices at 1200 baud cannot be read every second: one warning."""
+    from gatewayd.config.models import SerialBus
+
+    slow = SerialBus.model_validate({"name": "bus1", "type": "rtu", "device": "/dev/null",
+                                     "baudrate": 1200, "timeout": "200ms"})
+    model = make_model("m", [pt(f"p{i}", i) for i in range(60)])
+    with capture_logs() as logs:
+        async with rig_factory(
+            [dev(f"d{u}", u) for u in range(1, 9)], models={"m": model}, bus=slow,
+            units={u: FakeUnit() for u in range(1, 9)},
+        ) as rig:
+            await rig.clock.advance(3)
+            capacity = rig.poller.capacity
+    assert capacity.overloaded
+    assert capacity.requests == 8
+    assert capacity.wire_time > capacity.shortest_period == 1.0
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0]["event"].startswith("bus cannot meet its poll period")
+    assert warnings[0]["bus"] == "bus1"
 
 
 async def test_heartbeat_runs_even_with_long_intervals(rig_factory) -> None:
