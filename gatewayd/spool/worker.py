@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import ParamSpec, TypeVar
@@ -115,21 +115,23 @@ class Spool:
         return await self._take(Kind.EVENTS, func)
 
     async def _take(self, kind: Kind, func: Callable[[], list[_Row]]) -> list[_Row]:
-        future = asyncio.get_running_loop().run_in_executor(self._executor, func)
+        job = self._executor.submit(func)
         try:
-            return await asyncio.shield(future)
+            return await asyncio.shield(asyncio.wrap_future(job))
         except asyncio.CancelledError:
-            # The worker may already have taken rows nobody will ack: give them back.
-            future.add_done_callback(functools.partial(self._release_orphans, kind))
+            # Nobody will ack what the worker takes: queue the release right behind the
+            # take (the worker runs jobs in order), so any later call sees the rows back.
+            with contextlib.suppress(RuntimeError):  # closing: a restart brings them back
+                self._executor.submit(self._release_taken, kind, job)
             raise
 
-    def _release_orphans(self, kind: Kind, future: asyncio.Future[list[_Row]]) -> None:
-        if future.cancelled() or future.exception() is not None:
+    def _release_taken(self, kind: Kind, job: Future[list[_Row]]) -> None:
+        """On the worker: give back the rows of a take whose caller was cancelled."""
+        if job.cancelled() or job.exception() is not None:
             return
-        ids = [row.id for row in future.result()]
+        ids = [row.id for row in job.result()]
         if ids:
-            with contextlib.suppress(RuntimeError):  # closing: a restart brings them back
-                self._executor.submit(self._store.release, kind, ids)
+            self._store.release(kind, ids)
 
     async def ack(self, kind: Kind, ids: Sequence[int]) -> int:
         """Commit: delete delivered rows; see `SpoolStore.ack`."""
