@@ -395,6 +395,9 @@ class BusPoller:
                 requests += outcome.requests
                 failed_requests += outcome.failed_requests
                 if outcome.bus_lost:
+                    # Close so `connected` is False and the loop reconnects with backoff,
+                    # whatever state the transport was left in.
+                    await self._client.close()
                     self._bus_down(outcome.last_error or "connection lost")
             device_samples, device_events = self._account(entry, points, outcome, now)
             if health.publishing:

@@ -17,7 +17,8 @@ from gatewayd.modbus.health import DeviceState
 from gatewayd.modbus.poller import BusPoller, CycleResult, DeviceHandle
 from gatewayd.samples import Quality, Sample
 from gatewayd.sim.device import DeviceSimulator
-from tests.integration.modbus_fixtures import serial_bus, still_units, tcp_bus
+from tests.integration.modbus_fixtures import rtu_over_tcp_bus, serial_bus, still_units, tcp_bus
+from tests.support import async_wait_until, free_port
 
 
 def device(
@@ -255,3 +256,52 @@ async def test_rtu_over_socat_pty_pair_happy_path(
         for cycle in cycles:
             assert_matches_simulator(sim, 1, "r1", modbus_model, cycle.samples)
             assert_matches_simulator(sim, 2, "r2", modbus_model, cycle.samples)
+
+
+async def test_rtu_over_tcp_happy_path(modbus_model: DeviceModel) -> None:
+    """RTU framing over TCP (a serial device server): every value GOOD and correct."""
+    async with DeviceSimulator(still_units(modbus_model, 5), mode="rtu_over_tcp") as sim:
+        bus = rtu_over_tcp_bus(sim.port, timeout="1s")
+        async with running(bus, [device("s5", 5, bus.name)], {modbus_model.name: modbus_model}) as (
+            _,
+            results,
+        ):
+            cycles = await take(results, 2)
+        for cycle in cycles:
+            assert_matches_simulator(sim, 5, "s5", modbus_model, cycle.samples)
+
+
+async def test_bus_lost_and_back_reconnects_on_its_own(modbus_model: DeviceModel) -> None:
+    """The endpoint goes away (DOWN, STALE) and comes back on the same port: polling resumes."""
+    model = modbus_model.model_copy(
+        update={"points": [p.model_copy(update={"quality": True}) for p in modbus_model.points]}
+    )
+    port = free_port()
+    bus = tcp_bus(port, timeout="300ms", reconnect_max="1s")
+    sim = DeviceSimulator(still_units(model, 1), port=port)
+    await sim.start()
+    async with running(bus, [device("u1", 1, bus.name)], {model.name: model}) as (
+        poller,
+        results,
+    ):
+        try:
+            await take(results, 1)
+            await sim.stop()
+            await async_wait_until(
+                lambda: poller.device_states()["u1"].state is DeviceState.DOWN, 10, "DOWN"
+            )
+            # While it is gone, cycles go on and the last values turn STALE.
+            degraded = await take(results, 5)
+            assert any(s.quality is Quality.STALE for r in degraded for s in r.samples)
+            sim = DeviceSimulator(still_units(model, 1), port=port)
+            await sim.start()
+            for _ in range(50):  # cycles until a fully GOOD one arrives
+                cycle = (await take(results, 1))[0]
+                if cycle.samples and all(s.quality is Quality.GOOD for s in cycle.samples):
+                    break
+            else:
+                raise AssertionError("polling did not resume after the endpoint came back")
+            assert_matches_simulator(sim, 1, "u1", model, cycle.samples)
+            assert poller.device_states()["u1"].state is DeviceState.UP
+        finally:
+            await sim.stop()
