@@ -442,3 +442,26 @@ async def test_heartbeat_runs_even_with_long_intervals(rig_factory) -> None:
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert len(beats) >= 30
     assert max(gaps) <= 1.0 + 1e-9
+
+
+async def test_events_fire_once_per_transition_in_the_cycle_result(rig_factory) -> None:
+    """A threshold rule fires in the cycle its point crosses, once, with the device name."""
+    model = make_model(
+        "m", [pt("temp", 0)],
+        events=[{"event": "hot", "rule": "threshold", "point": "temp", "above": 50}],
+    )  # fmt: skip
+    unit = FakeUnit(registers=regs((0, 20)))
+    async with rig_factory([dev("d1", 1)], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(1.5)
+        unit.registers[(HR, 0)] = 60
+        await rig.clock.advance(3.0)
+        results = rig.drain()
+        status = rig.poller.device_states()["d1"]
+    fired = [(n, e) for n, r in enumerate(results) for e in r.events]
+    assert len(fired) == 1
+    n, event = fired[0]
+    assert n == 2
+    assert event.device == "d1"
+    assert event.event_id == "hot"
+    assert event.ts_ms == results[2].samples[0].ts_ms
+    assert status.points_per_second == pytest.approx(5 / 60)  # 5 good readings in the window
