@@ -19,6 +19,7 @@ and bytes/s so the backlog never starves live data nor exceeds EnOS' per-device 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ IDLE_WAIT_S = 1.0
 #: Backoff after a reply timeout or a retryable error code, doubled per failure.
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0
+#: How long a point EnOS rejected as invalid is dead-lettered without asking again.
+INVALID_TTL_S = 600.0
 
 
 @dataclass
@@ -104,7 +107,6 @@ class Delivery:
         clock: Clock,
         ids: IdGenerator,
         request_login: Callable[[], None],
-        new_data: asyncio.Event,
         stats: DeliveryStats,
     ) -> None:
         gateway = config.gateway
@@ -115,7 +117,10 @@ class Delivery:
         self._clock = clock
         self._ids = ids
         self._request_login = request_login
-        self._new_data = new_data
+        # Set by `wake()` when the spool writer committed a cycle: one per stream, so the
+        # event stream taking the signal never costs the live stream its wake-up.
+        self._samples_ready = asyncio.Event()
+        self._events_ready = asyncio.Event()
         self.stats = stats
         self._live_window_ms = int(config.uplink.live_window * 1000)
         self._take_rows = min(TAKE_ROWS, config.uplink.batch_size * 10)
@@ -136,7 +141,7 @@ class Delivery:
         }
         # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
         # point are dead-lettered at once instead of bisected again every cycle.
-        self._invalid: dict[tuple[str, str], tuple[int, str]] = {}
+        self._invalid: dict[tuple[str, str], tuple[int, str, float]] = {}
         self._failures = 0
 
     # ------------------------------------------------------------------ streams
@@ -151,20 +156,24 @@ class Delivery:
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
 
-    async def _idle(self) -> None:
-        """Wait for the poller's signal (or a tick), so idle streams cost nothing."""
-        try:
-            await asyncio.wait_for(self._new_data.wait(), IDLE_WAIT_S)
-        except TimeoutError:
-            return
-        self._new_data.clear()
+    def wake(self) -> None:
+        """New rows were committed: wake the idle streams."""
+        self._samples_ready.set()
+        self._events_ready.set()
+
+    @staticmethod
+    async def _idle(ready: asyncio.Event) -> None:
+        """Wait for the spool writer's signal (or a tick), so idle streams cost nothing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), IDLE_WAIT_S)
+        ready.clear()
 
     async def _live_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
             rows = await self._spool.take_samples(self._take_rows, newer_than_ms=cutoff)
             if not rows:
-                await self._idle()
+                await self._idle(self._samples_ready)
                 continue
             await self._deliver_samples(rows, resume=False)
 
@@ -181,7 +190,7 @@ class Delivery:
         while True:
             events = await self._spool.take_events(100)
             if not events:
-                await self._idle()
+                await self._idle(self._events_ready)
                 continue
             waiting = await self._deliver_events(events)
             if waiting:
@@ -221,22 +230,21 @@ class Delivery:
     async def _drop_known_invalid(self, bundles: list[Bundle]) -> list[Bundle]:
         if not self._invalid:
             return bundles
+        # Forget verdicts after a while: the cloud model may have been fixed meanwhile.
+        now = self._clock.monotonic()
+        for key in [k for k, (_, _, at) in self._invalid.items() if now - at > INVALID_TTL_S]:
+            del self._invalid[key]
         keep: list[Bundle] = []
         for bundle in bundles:
-            bad = [
-                (name, self._invalid[(bundle.device, name)])
-                for name in bundle.measurepoints
-                if (bundle.device, name) in self._invalid
-            ]
-            if not bad:
+            if not any((bundle.device, name) in self._invalid for name in bundle.measurepoints):
                 keep.append(bundle)
                 continue
             for part in bundle.split_points():
-                reason = self._invalid.get((part.device, part.measurepoints[0]))
-                if reason is None:
+                verdict = self._invalid.get((part.device, part.measurepoints[0]))
+                if verdict is None:
                     keep.append(part)
                 else:
-                    await self._dead_letter(Kind.SAMPLES, list(part.row_ids), *reason)
+                    await self._dead_letter(Kind.SAMPLES, list(part.row_ids), *verdict[:2])
         return keep
 
     async def _send_all(self, bundles: Sequence[Bundle], *, resume: bool) -> None:
@@ -311,9 +319,9 @@ class Delivery:
             halves = [[part] for part in group[0].split_points()]
         else:
             bundle = group[0]
-            reason = (reply.code, reply.message)
             if reply.code != 1008:  # a single value over 512 KiB is no model error
-                self._invalid[(bundle.device, bundle.measurepoints[0])] = reason
+                verdict = (reply.code, reply.message, self._clock.monotonic())
+                self._invalid[(bundle.device, bundle.measurepoints[0])] = verdict
             log.error(
                 "EnOS rejected a value; dead-lettered",
                 device=bundle.device,
@@ -321,7 +329,7 @@ class Delivery:
                 code=describe(reply.code),
                 message=reply.message,
             )
-            await self._dead_letter(Kind.SAMPLES, list(bundle.row_ids), *reason)
+            await self._dead_letter(Kind.SAMPLES, list(bundle.row_ids), reply.code, reply.message)
             return
         for index, half in enumerate(halves):
             try:

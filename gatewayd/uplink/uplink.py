@@ -110,7 +110,7 @@ class Uplink:
         self._commands = commands
         self._on_lifecycle = on_lifecycle
         self._secret_path = secret_path
-        self.new_data = asyncio.Event()
+        self._delivery: Delivery | None = None
         self.stats = DeliveryStats()
         self.status = UplinkStatus()
         self._login_wanted = asyncio.Event()
@@ -127,8 +127,9 @@ class Uplink:
         self._login_wanted.set()
 
     def notify_new_data(self) -> None:
-        """The spool writer appended rows: wake the live stream."""
-        self.new_data.set()
+        """The spool writer appended rows: wake the delivery streams."""
+        if self._delivery is not None:
+            self._delivery.wake()
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""
@@ -224,9 +225,9 @@ class Uplink:
             clock=self._clock,
             ids=self._ids,
             request_login=self._login_wanted.set,
-            new_data=self.new_data,
             stats=self.stats,
         )
+        self._delivery = delivery
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(session), name="uplink-watch")
@@ -235,6 +236,8 @@ class Uplink:
                 group.create_task(delivery.run(), name="uplink-delivery")
         except BaseExceptionGroup as group:
             raise _first_cause(group) from None
+        finally:
+            self._delivery = None
 
     async def _watch(self, session: GatewaySession) -> None:
         await session.lost.wait()
