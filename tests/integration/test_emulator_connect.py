@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from gatewayd.enos import topics
+from gatewayd.enos import messages, topics
 from gatewayd.sim.emulator import EnosEmulator
 from tests.integration.emulator_fixtures import (
     GW_DK,
@@ -140,6 +140,10 @@ async def test_dynamic_activation_once_then_device_secret(
         await dev.publish(
             topic + "_reply", {"id": body["id"], "code": 200, "data": None, "message": "ok"}
         )
+        # Exactly one activation message: a round trip later, nothing else has arrived.
+        post = messages.measurepoint_post("dynPK", "newGw", id="p", measurepoints={}, time_ms=1)
+        assert (await dev.send(post))["code"] == 200
+        assert dev.inbox.empty()
     # A second dynamic activation is refused; the issued secret works in mode 2.
     assert await connect_code(emu, "dynPK", "newGw", "dynProductSecret", secure_mode=3) == 5
     assert await connect_code(emu, "dynPK", "newGw", "issued-newGw") == 0

@@ -8,6 +8,9 @@ Compatibility notes (checked for this test):
 - The SDK constructs `paho.mqtt.client.Client(client_id=..., clean_session=..., protocol=...)`
   without `callback_api_version`; paho 2.2 still defaults that to VERSION1 (with a
   DeprecationWarning), and the SDK's VERSION1 callbacks work unchanged. No shim is needed.
+- Its synchronous `connect()` can miss its own CONNACK wake-up (the condition is notified
+  before it is waited on) and then waits its full 10 s: the fixture connects with the
+  callback form instead.
 - The SDK is synchronous and thread-based (paho `loop_start` + a thread pool for handlers);
   its blocking calls run in worker threads (`asyncio.to_thread`) so the emulator keeps
   running on the test's event loop.
@@ -28,6 +31,7 @@ EnOS accepts):
 from __future__ import annotations
 
 import asyncio
+import threading
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -76,6 +80,22 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 T0 = 1_700_000_000_000
 
 
+class _ConnectCallback:
+    """The SDK's connect callback interface (on_connect/on_disconnect/on_connect_failed)."""
+
+    def __init__(self, connected: threading.Event) -> None:
+        self.connected = connected
+
+    def on_connect(self) -> None:
+        self.connected.set()
+
+    def on_disconnect(self) -> None:
+        """Nothing to do: the tests close the client themselves."""
+
+    def on_connect_failed(self) -> None:
+        """Nothing to do: `connected` stays unset and the fixture fails."""
+
+
 @pytest.fixture
 async def sdk_gateway(enos_emulator: EnosEmulator) -> AsyncIterator[Any]:
     """The SDK connected as gateway gwPK/gwDK, answering measurepoint set and services."""
@@ -94,7 +114,12 @@ async def sdk_gateway(enos_emulator: EnosEmulator) -> AsyncIterator[Any]:
 
     client.register_arrived_message_handler(MeasurepointSetCommand.get_class(), on_set)
     client.register_arrived_message_handler(ServiceInvocationCommand.get_class(), on_service)
-    await asyncio.to_thread(client.connect)
+    # The SDK's synchronous connect() can miss its own CONNACK notification (it notifies a
+    # condition before waiting on it) and then sits out its 10 s timeout: connect with a
+    # callback instead, which the SDK calls once its state is CONNECTED.
+    connected = threading.Event()
+    await asyncio.to_thread(client.connect, _ConnectCallback(connected))
+    assert await asyncio.to_thread(connected.wait, 10), "the SDK did not connect"
     try:
         await async_wait_until(lambda: enos_emulator.is_connected(GW_PK, GW_DK))
         yield client

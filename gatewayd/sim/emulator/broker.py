@@ -11,12 +11,14 @@ amqtt 0.12.1 gives almost everything the emulator needs through its plugin API:
   cloud publish to one connection regardless of its subscriptions (downstream commands);
   `handler.handle_connection_closed()` drops a connection.
 
-One gap: a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS needs
+Two gaps. First, a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS needs
 4 (bad user name or password) too. The least invasive workaround: the auth plugin stores the
 wanted code in `session.attributes`, and `EnosBroker` swaps the fresh (still unattached)
 protocol handler amqtt creates per CONNECT for a subclass whose CONNACK honours it. That
 override touches one private method of a pinned amqtt (`_initialize_client_session`) and
-copies none of its logic.
+copies none of its logic. Second, `on_broker_client_connected` fires before the
+connection's handler has started, and starting re-sends QoS-1 messages in flight: the same
+subclass exposes `started`, and the emulator publishes only after it is set.
 
 Known amqtt behaviour kept as is: a CONNECT reusing the MQTT clientId of a live connection
 takes that connection over *before* authentication, so even a refused CONNECT drops it.
@@ -24,6 +26,7 @@ takes that connection over *before* authentication, so even a refused CONNECT dr
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,8 +58,20 @@ class BrokerHooks(Protocol):
         """A client published; must not block (queue it)."""
 
 
-class _EnosHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships no type hints mypy reads
-    """A broker protocol handler whose refusing CONNACK carries the code the auth chose."""
+class EnosHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships no type hints mypy reads
+    """A broker protocol handler whose refusing CONNACK carries the code the auth chose,
+    and which tells when it has started (see `started`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Set once the handler reads from the client. amqtt fires CLIENT_CONNECTED before
+        #: that, and its start() re-sends every QoS-1 message already in flight: a publish
+        #: made in between would reach the client twice. Publishers wait for this.
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        await super().start()
+        self.started.set()
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
         if authorize or self.session is None:
@@ -80,14 +95,15 @@ class EnosBroker(Broker):  # type: ignore[misc]  # amqtt ships no type hints myp
         _unused, session = await super()._initialize_client_session(
             reader, writer, remote_address, remote_port
         )
-        return _EnosHandler(self.plugins_manager, loop=self._loop), session
+        return EnosHandler(self.plugins_manager, loop=self._loop), session
 
-    def handler_of(self, client_id: str) -> BrokerProtocolHandler | None:
+    def handler_of(self, client_id: str) -> EnosHandler | None:
         """The protocol handler of the live connection of `client_id`, if any."""
         entry = self.sessions.get(client_id)
         if entry is None or entry[0].transitions.state != "connected":
             return None
-        return entry[1]
+        handler = entry[1]
+        return handler if isinstance(handler, EnosHandler) else None
 
     def subscribed_qos(self, client_id: str, topic: str) -> int | None:
         """The QoS `client_id` subscribed `topic` with (through any filter), or None."""

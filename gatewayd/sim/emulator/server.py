@@ -29,13 +29,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from gatewayd.enos import topics
 from gatewayd.enos.messages import encode_request_payload
 from gatewayd.sim.emulator.auth import ConnectDecision, ConnectThrottle, check_connect
-from gatewayd.sim.emulator.broker import EnosAuthPlugin, EnosBroker, EnosTopicPlugin
+from gatewayd.sim.emulator.broker import (
+    EnosAuthPlugin,
+    EnosBroker,
+    EnosHandler,
+    EnosTopicPlugin,
+)
 from gatewayd.sim.emulator.config import EmulatorConfig
 from gatewayd.sim.emulator.control import Faults, Stats
 from gatewayd.sim.emulator.records import Records
@@ -63,7 +67,7 @@ class _Link:
     """One live, accepted MQTT connection."""
 
     conn: Connection
-    handler: BrokerProtocolHandler
+    handler: EnosHandler
     queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     bucket: TokenBucket | None = None
@@ -339,6 +343,7 @@ class EnosEmulator:
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
+        await link.handler.started.wait()
         if self._links.get(link.conn.client_id) is not link:
             return  # the connection is gone; so is what it was waiting for
         self.stats.messages_out += 1
