@@ -1,0 +1,52 @@
+"""gatewayd's `Daemon` in its own process, recording every committed poll cycle.
+
+    python -m tests.bench.daemon_proc CONFIG STATS.json
+
+Exactly what `gatewayd run` runs (the same `Daemon`), plus an observer that keeps one
+small tuple per committed cycle; on SIGTERM the daemon stops as usual and the tuples are
+written to STATS.json: ``{"cycles": [[tick_ms, duration_s, requests, failed, good, total,
+committed_ms], ...], "ready_ms": ...}``. The observer costs a tuple per cycle, so the
+process's CPU is the daemon's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from gatewayd.app import Daemon
+from gatewayd.config.loader import load_config
+from gatewayd.modbus.poller import CycleResult
+from gatewayd.samples import Quality
+from gatewayd.systemd import Notifier
+
+
+async def run(config_path: Path, stats_path: Path) -> int:
+    """Run the daemon until SIGTERM, then write the cycle log."""
+    config = load_config(config_path)
+    cycles: list[tuple[int, float, int, int, int, int, int]] = []
+
+    def observe(result: CycleResult) -> None:
+        good = sum(1 for s in result.samples if s.quality is Quality.GOOD)
+        cycles.append((result.tick_ms, result.duration, result.requests, result.failed_requests,
+                       good, len(result.samples), int(time.time() * 1000)))  # fmt: skip
+
+    daemon = Daemon(config_path, config, notifier=Notifier(environ={}), observer=observe)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    ready_ms = int(time.time() * 1000)
+    Path(f"{stats_path}.ready").write_text(str(ready_ms))  # noqa: ASYNC240 - once
+    status = await task
+    stats_path.write_text(json.dumps({"cycles": cycles, "ready_ms": ready_ms}))  # noqa: ASYNC240
+    return status
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run(Path(sys.argv[1]), Path(sys.argv[2]))))
+
+
+if __name__ == "__main__":
+    main()
