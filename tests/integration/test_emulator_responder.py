@@ -656,3 +656,20 @@ async def test_auto_subscribe_option_delivers_unsubscribed_replies(
             GW_PK, GW_DK, id="1", measurepoints={"gw_cpu": 1.0}, time_ms=T0
         )
         assert (await gw.send(post, subscribe=False))["code"] == 200
+
+
+async def test_device_register_then_topology_and_login(enos_emulator: EnosEmulator) -> None:
+    """thing.device.register issues a secret (702 if the key exists); it then joins and logs in."""
+    topic = topics.device_register(GW_PK, GW_DK)
+    entry = {"productKey": SUB_PK, "deviceKey": "newMeter", "deviceName": {"defaultValue": "n"}}
+    async with connect_gateway(enos_emulator) as gw:
+        reply = await gw.request(topic, "thing.device.register", [entry])
+        assert reply["code"] == 200
+        [created] = reply["data"]
+        assert (created["productKey"], created["deviceKey"]) == (SUB_PK, "newMeter")
+        secret = created["deviceSecret"]
+        assert (await gw.request(topic, "thing.device.register", [entry]))["code"] == 702
+        creds = SubDeviceCredentials(SUB_PK, "newMeter", secret)
+        add = messages.topo_add(GW_PK, GW_DK, id="t", devices=[creds], timestamp=TIMESTAMP)
+        assert (await gw.send(add))["code"] == 200
+        assert (await gw.login("newMeter", secret))["code"] == 200

@@ -32,7 +32,7 @@ from gatewayd.sim.emulator.records import (
     PointRecord,
     Records,
 )
-from gatewayd.sim.emulator.state import CloudState, Device, Key
+from gatewayd.sim.emulator.state import CloudState, Device, Key, default_asset_id
 from gatewayd.sim.emulator.thingmodel import check_measurepoints, event_problem
 
 #: Returns (code, message) to answer instead of processing, or None (fault injection).
@@ -572,9 +572,8 @@ class Responder:
                 raise _Reject(702, f"{pk}/{dk}")
         for entry in params:
             key = (str(entry["productKey"]), str(entry["deviceKey"]))
-            self.state.devices[key] = Device(key[0], key[1], None, True, "")
-            device = self.state.devices[key]
-            device.asset_id = f"a{len(self.state.devices):07d}"
+            device = Device(key[0], key[1], None, True, default_asset_id(key))
+            self.state.devices[key] = device
             secret = self.state.activate(key)
             results.append(
                 {
