@@ -57,13 +57,14 @@ def _load(path: Path) -> Any:
 def run_run(args: argparse.Namespace) -> int:
     """Start the daemon on `args.config`."""
     from gatewayd.app import Daemon  # noqa: PLC0415 (keep `gatewayd check` light)
+    from gatewayd.commands import command_handler_factory  # noqa: PLC0415
     from gatewayd.logging import configure_logging  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
         return EX_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    daemon = Daemon(args.config, config)
+    daemon = Daemon(args.config, config, commands=command_handler_factory)
     return asyncio.run(daemon.run())
 
 

@@ -96,6 +96,14 @@ class ReplyCode(IntEnum):
     POINT_NOT_WRITABLE = 2005  # the model does not mark the point writable
     VALUE_OUT_OF_RANGE = 2006  # outside the point's declared range / type
     DEVICE_WRITE_FAILED = 2007  # the Modbus write failed (exception, timeout)
+    SUB_DEVICE_UNKNOWN = 2008  # the command's device is not a sub-device configured here
+    SUB_DEVICE_DISABLED = 2009  # disabled (config or combine.disable) or deleted by the cloud
+    SUB_DEVICE_NOT_LOGGED_IN = 2010  # not logged in on the current session
+    DEVICE_OFFLINE = 2011  # the Modbus device does not answer, or its bus is down
+    COMMAND_TIMEOUT = 2012  # the bus was too busy to finish the command before its deadline
+    PARTIAL_FAILURE = 2013  # some points were written, others failed (see the reply data)
+    WRITE_NOT_VERIFIED = 2014  # written, but the device reads back a different value
+    DEVICE_READ_FAILED = 2015  # reading points failed (exception, undecodable, non-finite)
 
 
 class Disposition(Enum):
