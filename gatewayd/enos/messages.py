@@ -42,7 +42,11 @@ def dumps(obj: Any) -> bytes:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:  # NaN / Infinity: not JSON, EnOS would answer 1220
         raise ValueError(f"cannot encode EnOS message: {exc} (NaN/Infinity in a value?)") from exc
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (a cloud id like "\\ud800" echoed back) are not UTF-8: escape them.
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 # --- common value types ---------------------------------------------------------------------
