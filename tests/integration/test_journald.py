@@ -204,6 +204,44 @@ def test_no_secret_reaches_the_journal(journald: Journald) -> None:
     assert failed["DETAIL"] == "using ***"
 
 
+@pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed")
+def test_auto_format_picks_journald_on_the_journal_stream(journald: Journald) -> None:
+    """With stderr connected to journald like systemd does it, AUTO sends native entries."""
+    script = textwrap.dedent(
+        """
+        import os, socket, sys
+        # What systemd does for StandardError=journal: a stream connection to journald,
+        # a header naming the identifier, the socket as fd 2, JOURNAL_STREAM=dev:inode.
+        stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream.connect("/run/systemd/journal/stdout")
+        stream.sendall(b"gatewayd\\n\\n6\\n0\\n0\\n0\\n0\\n")
+        os.dup2(stream.fileno(), 2)
+        info = os.fstat(2)
+        os.environ["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+
+        import structlog
+        from gatewayd.config.models import LogFormat
+        from gatewayd.logging import configure_logging
+
+        print(configure_logging("info", LogFormat.AUTO).value)
+        structlog.get_logger("gatewayd.x").warning("auto chose journald", device="meter-7")
+        print("plain stderr line", file=sys.stderr, flush=True)
+        """
+    )
+    result = journald.run_inside(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "journald"
+    wait_until(lambda: journald.read("DEVICE=meter-7"), what="native entry")
+    wait_until(lambda: journald.read("_TRANSPORT=stdout"), what="stream line")
+    (native,) = journald.read("DEVICE=meter-7")
+    assert native["_TRANSPORT"] == "journal"
+    assert native["PRIORITY"] == "4"
+    # The stream still carries whatever is written to stderr directly, as systemd would.
+    (stream_line,) = journald.read("_TRANSPORT=stdout")
+    assert stream_line["MESSAGE"] == "plain stderr line"
+    assert stream_line["SYSLOG_IDENTIFIER"] == "gatewayd"
+
+
 def test_without_systemd_python_journald_falls_back_to_json(journald: Journald) -> None:
     """With systemd-python hidden, format journald writes JSON lines and sends no entry."""
     script = textwrap.dedent(
