@@ -280,3 +280,44 @@ async def test_stats_and_dump(enos_emulator: EnosEmulator, tmp_path: Path) -> No
     assert dump["records"]["counts"]["logins"] == 1
     assert dump["stats"]["replies_by_code"] == {"200": 3, "1220": 1}
     assert dump["online"] == {f"{GW_PK}/{GW_DK}": [f"{SUB_PK}/meter1"]}
+
+
+async def test_cached_command_is_delivered_on_login(enos_emulator_factory: EmulatorFactory) -> None:
+    """pending_ttl: a command to an offline sub-device waits for its login, then completes."""
+    now = [0.0]
+    emu = await enos_emulator_factory(default_emulator_config(), clock=lambda: now[0])
+    async with connect_gateway(emu) as gw:
+        command = asyncio.ensure_future(
+            emu.send_command(
+                SUB_PK,
+                "meter1",
+                "thing.service.measurepoint.set",
+                {"setpoint": 1.0},
+                timeout=10,
+                pending_ttl=60,
+            )
+        )
+        await async_wait_until(lambda: emu.stats.commands_sent == 0 and emu.cached_commands == 1)
+        assert (await gw.login("meter1"))["code"] == 200  # the login reply comes first
+        topic, body = await _answer_next(gw)
+        assert topic == topics.measurepoint_set(SUB_PK, "meter1")
+        assert body["params"] == {"setpoint": 1.0}
+        assert (await command)["code"] == 200
+    assert emu.stats.commands_sent == 1
+
+
+async def test_cached_command_expires(enos_emulator_factory: EmulatorFactory) -> None:
+    """A cached command older than its pending_ttl is never delivered; the caller times out."""
+    now = [0.0]
+    emu = await enos_emulator_factory(default_emulator_config(), clock=lambda: now[0])
+    command = asyncio.ensure_future(
+        emu.send_command(SUB_PK, "meter1", "thing.service.x", {}, timeout=1, pending_ttl=5)
+    )
+    await async_wait_until(lambda: emu.cached_commands == 1)
+    now[0] = 6.0
+    async with connect_gateway(emu) as gw:
+        assert (await gw.login("meter1"))["code"] == 200
+        with pytest.raises(CommandTimeout):
+            await command
+        assert gw.inbox.empty()
+    assert emu.stats.commands_sent == 0

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 _DECISION_ATTR = "gatewayd.emulator.decision"
 _ACTIVATION_ATTR = "gatewayd.emulator.activation"
 _COMMAND_QOS = 1
+_LOGIN_METHODS = frozenset({"combine.login", "combine.login.batch"})
 
 
 class DeviceNotConnected(LookupError):
@@ -71,6 +72,16 @@ class _Link:
     queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     bucket: TokenBucket | None = None
+
+
+@dataclass(eq=False)
+class _Command:
+    """A downstream command on its way (or cached until its device is reachable)."""
+
+    device: Key
+    topic: str
+    payload: bytes
+    expires: float | None = None
 
 
 class EnosEmulator:
@@ -115,6 +126,7 @@ class EnosEmulator:
         )
         self._links: dict[str, _Link] = {}  # by MQTT client id
         self._pending: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._parked: list[_Command] = []  # cached commands (pending_ttl)
         self._ids = itertools.count(int(time.time()) % 1_000_000 * 1000)
         self._broker: EnosBroker | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -249,6 +261,7 @@ class EnosEmulator:
         secret = session.attributes.pop(_ACTIVATION_ATTR, None)
         if secret is not None:
             self._publish_activation(link, secret)
+        self._deliver_parked()
 
     def client_disconnected(self, client_id: str, session: Session) -> None:
         """A connection ended: its sub-devices go offline (unless it was taken over)."""
@@ -306,6 +319,8 @@ class EnosEmulator:
                 log.exception("responder failed on %s", topic)
                 continue
             self._after(link, outcome)
+            if outcome.method in _LOGIN_METHODS and self._parked:
+                self._deliver_parked()  # after the login reply, like the cloud
 
     def _after(self, link: _Link, outcome: Outcome) -> None:
         if outcome.command_reply is not None:
@@ -374,6 +389,8 @@ class EnosEmulator:
         method: str,
         params: Any,
         timeout: float = 30.0,
+        *,
+        pending_ttl: float | None = None,
     ) -> dict[str, Any]:
         """Send a downstream command and return the device's reply (a dict with `code`).
 
@@ -382,30 +399,65 @@ class EnosEmulator:
         delete` (to a gateway; `params` lists the sub-devices). combine.disable/delete change
         the cloud state first (the sub-devices go offline; delete forgets them), enable
         re-enables them -- as EnOS does before telling the gateway. The command goes over
-        the device's own connection, or its gateway's while it is logged in. Raises
-        `DeviceNotConnected` or `CommandTimeout`.
+        the device's own connection, or its gateway's while it is logged in.
+
+        Without `pending_ttl` an unreachable device raises `DeviceNotConnected` (EnOS'
+        instant command). With it the command is cached like EnOS' `pendingTtl`: delivered
+        when the device next connects or is logged in, unless `pending_ttl` seconds (of the
+        emulator's clock) have passed by then. Either way the reply is awaited at most
+        `timeout` seconds from now, else `CommandTimeout`.
         """
         key = (product_key, device_key)
         topic = _command_topic(product_key, device_key, method)
         if method.startswith("combine."):
             self._apply_combine(key, method, params)
-        link = self._route(key)
         msg_id = str(next(self._ids))
-        payload = encode_request_payload(msg_id, method, params)
+        command = _Command(key, topic, encode_request_payload(msg_id, method, params))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         pending_key = (topics.reply_topic(topic), msg_id)
         self._pending[pending_key] = future
-        self.stats.commands_sent += 1
-        self._spawn(self._publish(link, topic, payload, _COMMAND_QOS))
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            self.stats.command_timeouts += 1
-            raise CommandTimeout(
-                f"{method} to {product_key}/{device_key}: no reply in {timeout}s"
-            ) from None
+            link = self._find_route(key)
+            if link is not None:
+                self._deliver(link, command)
+            elif pending_ttl is None:
+                raise DeviceNotConnected(f"{key[0]}/{key[1]} is neither connected nor logged in")
+            else:
+                command.expires = self.clock() + pending_ttl
+                self._parked.append(command)
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                self.stats.command_timeouts += 1
+                raise CommandTimeout(
+                    f"{method} to {product_key}/{device_key}: no reply in {timeout}s"
+                ) from None
         finally:
             self._pending.pop(pending_key, None)
+            if command in self._parked:
+                self._parked.remove(command)
+
+    def _deliver(self, link: _Link, command: _Command) -> None:
+        self.stats.commands_sent += 1
+        self._spawn(self._publish(link, command.topic, command.payload, _COMMAND_QOS))
+
+    def _deliver_parked(self) -> None:
+        """Send cached commands whose device became reachable; forget expired ones."""
+        now = self.clock()
+        for command in list(self._parked):
+            if command.expires is not None and now > command.expires:
+                self._parked.remove(command)  # its caller times out, as EnOS' would
+                continue
+            link = self._find_route(command.device)
+            if link is not None:
+                self._parked.remove(command)
+                self._deliver(link, command)
+
+    def _find_route(self, key: Key) -> _Link | None:
+        try:
+            return self._route(key)
+        except DeviceNotConnected:
+            return None
 
     def _route(self, key: Key) -> _Link:
         for link in self._links.values():
@@ -453,6 +505,11 @@ class EnosEmulator:
     def is_connected(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live accepted MQTT connection."""
         return any(link.conn.device == (product_key, device_key) for link in self._links.values())
+
+    @property
+    def cached_commands(self) -> int:
+        """Commands waiting for their device (sent with `pending_ttl`)."""
+        return len(self._parked)
 
     def connected_devices(self) -> list[Key]:
         return [link.conn.device for link in self._links.values()]
