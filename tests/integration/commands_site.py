@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from gatewayd.commands import command_handler_factory
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, DeviceModel
 from gatewayd.modbus.poller import CycleResult
-from gatewayd.sim.device import DeviceSimulator
+from gatewayd.sim.device import DeviceSimulator, SimulatedUnit
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
 from gatewayd.systemd import Notifier
 from tests.integration.modbus_fixtures import still_units
@@ -159,13 +159,15 @@ async def running_site(
     tmp: Path,
     *,
     commands: CommandFactory | None = command_handler_factory,
-    prepare: Callable[[DeviceSimulator], None] | None = None,
+    units: list[SimulatedUnit] | None = None,
     **device_options: Any,
 ) -> AsyncIterator[CommandSite]:
-    """Start simulator, emulator and daemon; yield once both sub-devices are logged in."""
-    async with DeviceSimulator(still_units(model(), 1, 2)) as sim:
-        if prepare is not None:
-            prepare(sim)
+    """Start simulator, emulator and daemon; yield once both sub-devices are logged in.
+
+    `units` replaces the two still units (ids 1 and 2) of `COMMAND_MODEL`; `device_options`
+    maps a device name to extra config keys, e.g. ``m1={"verify_writes": False}``.
+    """
+    async with DeviceSimulator(units or still_units(model(), 1, 2)) as sim:
         path = write_site(tmp, sim.port, free_port(), **device_options)
         config = load_config(path)
         emulator = EnosEmulator(

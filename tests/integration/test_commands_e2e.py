@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
+from gatewayd.app import Daemon
+from gatewayd.commands import command_handler_factory
 from gatewayd.config.models import Table
 from gatewayd.enos.codes import ReplyCode
-from tests.integration.commands_site import CommandSite, running_site
+from gatewayd.sim.device import SimulatedUnit
+from gatewayd.sim.device_motion import Motion
+from gatewayd.uplink.uplink import CommandHandler
+from tests.integration.commands_site import CommandSite, model, running_site
 
 FC_WRITE_COIL, FC_WRITE_REGISTER, FC_WRITE_COILS, FC_WRITE_REGISTERS = 5, 6, 15, 16
 
@@ -237,3 +242,64 @@ async def test_commands_for_unknown_disabled_devices_are_refused(site: CommandSi
     offline = await site.write(1, {"u16": 1})
     assert offline["code"] == ReplyCode.SUB_DEVICE_NOT_LOGGED_IN
     assert site.sim.stats(1).requests[FC_WRITE_REGISTER] == 0
+
+
+class ClampingUnit(SimulatedUnit):
+    """A device that silently limits register 2 (`u16`) to 1000, as drives limit setpoints."""
+
+    def wire_write(self, table: Table, address: int, values: list[int]) -> None:
+        """Store the write, clamping u16."""
+        if table is Table.HOLDING and address == 2:
+            values = [min(v, 1000) for v in values]
+        super().wire_write(table, address, values)
+
+
+def clamping_units() -> list[SimulatedUnit]:
+    motions = dict.fromkeys((p.measurepoint for p in model().points), Motion.FIXED)
+    return [ClampingUnit(unit, model(), motions=motions) for unit in (1, 2)]
+
+
+async def test_read_back_mismatch_is_reported(tmp_path: Path) -> None:
+    """verify_writes: a value the device does not hold after the write is an error."""
+    async with running_site(tmp_path, units=clamping_units(), m2={"verify_writes": False}) as site:
+        reply = await site.write(1, {"u16": 5000, "i16": 3})
+        assert reply["code"] == ReplyCode.PARTIAL_FAILURE, reply
+        assert reply["data"]["written"] == ["i16"]
+        assert reply["data"]["failed"] == {"u16": "wrote 5000 but the device reads back 1000"}
+        only = await site.write(1, {"u16": 4000})
+        assert only["code"] == ReplyCode.WRITE_NOT_VERIFIED
+        # Without verification the same device answers 200: the write was acknowledged.
+        unverified = await site.write(2, {"u16": 5000})
+        assert unverified["code"] == 200
+        assert site.sim.get_value(2, "u16") == 1000
+
+
+async def test_busy_bus_answers_timeout_without_writing(tmp_path: Path) -> None:
+    """A deadline shorter than a worst-case request: COMMAND_TIMEOUT, nothing written."""
+
+    def factory(daemon: Daemon) -> CommandHandler:
+        return command_handler_factory(daemon, deadline=0.05, reply_by=0.05)
+
+    async with running_site(tmp_path, commands=factory) as site:
+        site.sim.set_value(1, "u16", 0)
+        site.sim.faults(2).turnaround = 0.25  # the other device keeps the bus busy
+        site.sim.stats(1).reset()
+        reply = await site.write(1, {"u16": 5, "i16": 6})
+        assert reply["code"] == ReplyCode.COMMAND_TIMEOUT, reply
+        assert reply["data"]["written"] == []
+        assert set(reply["data"]["failed"]) == {"u16", "i16"}
+        assert "deadline" in reply["data"]["failed"]["u16"]
+        read = await site.command(1, "thing.service.measurepoint.get", ["u16"])
+        assert read["code"] == ReplyCode.COMMAND_TIMEOUT
+        assert site.sim.stats(1).requests[FC_WRITE_REGISTER] == 0
+        assert site.sim.get_value(1, "u16") == 0
+
+
+async def test_get_of_a_non_finite_value(site: CommandSite) -> None:
+    """A float register holding NaN cannot go out as JSON: the point is named, null in data."""
+    site.sim.unit(1).wire_write(Table.HOLDING, 15, [0x7FC0, 0x0000])  # float32 NaN
+    site.sim.set_value(1, "u16", 8)
+    reply = await site.command(1, "thing.service.measurepoint.get", ["f32", "u16"])
+    assert reply["code"] == ReplyCode.DEVICE_READ_FAILED, reply
+    assert reply["data"] == {"f32": None, "u16": 8}
+    assert "f32: the device reports nan" in reply["message"]
