@@ -321,3 +321,15 @@ async def test_cached_command_expires(enos_emulator_factory: EmulatorFactory) ->
             await command
         assert gw.inbox.empty()
     assert emu.stats.commands_sent == 0
+
+
+async def test_stop_does_not_wait_for_delayed_replies(enos_emulator: EnosEmulator) -> None:
+    """A reply delayed by minutes is cancelled at stop, not waited for."""
+    enos_emulator.faults.delay_replies(600)
+    async with connect_gateway(enos_emulator) as gw:
+        request = _post(gw, 1.0)
+        await gw.subscribe(request.reply_topic)
+        await gw.publish(request.topic, request.payload)
+        await async_wait_until(lambda: len(enos_emulator.records.points) == 1)
+        await asyncio.wait_for(enos_emulator.stop(), 10)
+    assert not enos_emulator.is_connected(GW_PK, GW_DK)

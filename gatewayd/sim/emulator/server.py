@@ -131,6 +131,7 @@ class EnosEmulator:
         self._broker: EnosBroker | None = None
         self._runner: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -187,9 +188,9 @@ class EnosEmulator:
             self._group = group
             ready.set()
             await self._stopping.wait()
-            for link in self._links.values():
-                if link.worker is not None:
-                    link.worker.cancel()
+            # Workers, delayed replies, publishes in flight: nothing outlives the emulator.
+            for task in list(self._tasks):
+                task.cancel()
             self._links.clear()
         self._group = None
 
@@ -204,7 +205,10 @@ class EnosEmulator:
         if self._group is None or self._stopping.is_set():
             coro.close()
             return None
-        return self._group.create_task(coro)
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- broker hooks (called by the amqtt plugins) -------------------------------------------
 
