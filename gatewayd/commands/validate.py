@@ -20,6 +20,7 @@ float32 narrowed from a float64 still verifies exactly.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,18 @@ __all__ = [
 SHOW_LIMIT = 64
 #: Relative tolerance of a float read-back (the expectation is already register-exact).
 FLOAT_TOLERANCE = 1e-9
+
+
+def _bounded_repr() -> reprlib.Repr:
+    bounded = reprlib.Repr()
+    bounded.maxlevel = 2
+    bounded.maxlist = bounded.maxdict = bounded.maxtuple = 4
+    bounded.maxstring = bounded.maxother = bounded.maxlong = SHOW_LIMIT
+    return bounded
+
+
+#: repr for cloud-supplied values: never deep (a nested value cannot exhaust the stack).
+_BOUNDED = _bounded_repr()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +128,8 @@ def show(value: object, limit: int = SHOW_LIMIT) -> str:
 
     Cloud-supplied names may hold control characters, lone surrogates or megabytes.
     """
-    # repr escapes control characters and lone surrogates.
-    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    # repr escapes control characters and lone surrogates; reprlib bounds depth and size.
+    text = value if isinstance(value, str) and value.isprintable() else _BOUNDED.repr(value)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
@@ -127,7 +140,7 @@ def show(value: object, limit: int = SHOW_LIMIT) -> str:
 
 def _shown(value: object) -> str:
     """A cloud-supplied value for a message: strings quoted, everything bounded."""
-    return show(repr(value))
+    return show(_BOUNDED.repr(value))
 
 
 def _json_kind(value: object) -> str:
