@@ -471,6 +471,8 @@ def _load_object(payload: bytes | str) -> dict[str, Any]:
         obj = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedMessage(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. "[[[[…" thousands deep: bad input, not a crash
+        raise MalformedMessage("payload nests too deeply to be a command or reply") from None
     if not isinstance(obj, dict):
         raise MalformedMessage(f"payload is a JSON {type(obj).__name__}, not an object")
     return obj
