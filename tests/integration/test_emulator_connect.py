@@ -18,13 +18,8 @@ from tests.integration.emulator_fixtures import (
     connect_code,
     connect_device,
     default_emulator_config,
-    enos_emulator,
-    enos_emulator_config,
-    enos_emulator_factory,
 )
 from tests.support import async_wait_until
-
-__all__ = ["enos_emulator", "enos_emulator_config", "enos_emulator_factory"]
 
 
 def _password(content: str, algo: str) -> str:

@@ -21,13 +21,8 @@ from tests.integration.emulator_fixtures import (
     connect_device,
     connect_gateway,
     default_emulator_config,
-    enos_emulator,
-    enos_emulator_config,
-    enos_emulator_factory,
 )
 from tests.support import async_wait_until
-
-__all__ = ["enos_emulator", "enos_emulator_config", "enos_emulator_factory"]
 
 T0 = 1_700_000_000_000
 

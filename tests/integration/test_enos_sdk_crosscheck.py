@@ -45,13 +45,8 @@ from tests.integration.emulator_fixtures import (
     GW_SECRET,
     METERS,
     SUB_PK,
-    enos_emulator,
-    enos_emulator_config,
-    enos_emulator_factory,
 )
 from tests.support import async_wait_until
-
-__all__ = ["enos_emulator", "enos_emulator_config", "enos_emulator_factory"]
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
