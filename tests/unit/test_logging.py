@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from gatewayd.config.models import LogFormat, LogLevel
 from gatewayd.logging import (
+    LIBRARY_LOGGERS,
     SECRETS,
     OnceUntilRecovered,
     configure_logging,
@@ -43,11 +44,16 @@ def _restore_logging() -> Iterator[None]:
     """Each test configures logging afresh; put the process back afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    named = [logging.getLogger(name) for name in ("gatewayd", *LIBRARY_LOGGERS)]
+    levels = [logger.level for logger in named]
     yield
-    for handler in root.handlers:
+    for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+    for logger, saved in zip(named, levels, strict=True):
+        logger.setLevel(saved)
+    logging.captureWarnings(False)
     SECRETS.clear()
     structlog.reset_defaults()
 
