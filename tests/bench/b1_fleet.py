@@ -250,9 +250,11 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
-    log = json.loads(stats_path.read_text())["cycles"] if stats_path.exists() else []
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    log = stats.get("cycles", [])
     in_window = [c for c in log if c[0] in ticks]
-    offered = sum(c[4] for c in in_window)
+    # Offered: good samples whose read time falls in the window (what the cloud can check).
+    offered = sum(n for s, n in stats.get("per_second", {}).items() if int(s) * 1000 in ticks)
     window = [r for r in emulator.records.points if r.time - r.time % step in ticks]
     keys = [(r.device_key, r.point, r.time) for r in window]
     fresh = [r.received_at - r.time for r in window]

@@ -5,8 +5,9 @@
 Exactly what `gatewayd run` runs (the same `Daemon`), plus an observer that keeps one
 small tuple per committed cycle; on SIGTERM the daemon stops as usual and the tuples are
 written to STATS.json: ``{"cycles": [[tick_ms, duration_s, requests, failed, good, total,
-committed_ms], ...], "ready_ms": ...}``. The observer costs a tuple per cycle, so the
-process's CPU is the daemon's.
+committed_ms], ...], "ready_ms": ..., "per_second": {second: good samples}}``. The
+observer costs a tuple and a counter update per sample, so the process's CPU is the
+daemon's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from gatewayd.app import Daemon
@@ -28,9 +30,16 @@ async def run(config_path: Path, stats_path: Path) -> int:
     """Run the daemon until SIGTERM, then write the cycle log."""
     config = load_config(config_path)
     cycles: list[tuple[int, float, int, int, int, int, int]] = []
+    # Good samples per second of their read time: a slow cycle's samples can fall in the
+    # next second, and the cloud only sees sample times.
+    per_second: Counter[int] = Counter()
 
     def observe(result: CycleResult) -> None:
-        good = sum(1 for s in result.samples if s.quality is Quality.GOOD)
+        good = 0
+        for s in result.samples:
+            if s.quality is Quality.GOOD:
+                good += 1
+                per_second[s.ts_ms // 1000] += 1
         cycles.append((result.tick_ms, result.duration, result.requests, result.failed_requests,
                        good, len(result.samples), int(time.time() * 1000)))  # fmt: skip
 
@@ -40,7 +49,9 @@ async def run(config_path: Path, stats_path: Path) -> int:
     ready_ms = int(time.time() * 1000)
     Path(f"{stats_path}.ready").write_text(str(ready_ms))  # noqa: ASYNC240 - once
     status = await task
-    stats_path.write_text(json.dumps({"cycles": cycles, "ready_ms": ready_ms}))  # noqa: ASYNC240
+    stats_path.write_text(  # noqa: ASYNC240 - at exit
+        json.dumps({"cycles": cycles, "ready_ms": ready_ms, "per_second": per_second})
+    )
     return status
 
 
