@@ -668,3 +668,25 @@ async def test_device_register_then_topology_and_login(enos_emulator: EnosEmulat
         add = messages.topo_add(GW_PK, GW_DK, id="t", devices=[creds], timestamp=TIMESTAMP)
         assert (await gw.send(add))["code"] == 200
         assert (await gw.login("newMeter", secret))["code"] == 200
+
+
+async def test_lone_surrogates_get_error_replies(enos_emulator: EnosEmulator) -> None:
+    """JSON escapes of lone surrogates (not encodable as UTF-8) still get proper replies."""
+    async with connect_gateway(enos_emulator) as gw:
+        login = (
+            b'{"id":"s1","version":"1.0","method":"combine.login","params":{"productKey":"subPK",'
+            b'"deviceKey":"meter1","clientId":"\\ud800","timestamp":"1","signMethod":"sha256",'
+            b'"sign":"00"}}'
+        )
+        reply = await gw.request_raw(topics.combine_login(GW_PK, GW_DK), login, "s1")
+        assert reply["code"] == 742
+        post = (
+            b'{"id":"s2","version":"1.0","method":"thing.measurepoint.post",'
+            b'"params":{"measurepoints":{"\\ud800":1},"time":1}}'
+        )
+        reply = await gw.request_raw(topics.measurepoint_post(GW_PK, GW_DK), post, "s2")
+        assert reply["code"] == 1204
+        odd_id = b'{"id":"\\ud800x","version":"1.0","method":"nope","params":{}}'
+        reply = await gw.request_raw(topics.measurepoint_post(GW_PK, GW_DK), odd_id, "\ud800x")
+        assert reply["code"] == 1260
+        assert (await gw.send(messages.topo_get(GW_PK, GW_DK, id="s3")))["code"] == 200

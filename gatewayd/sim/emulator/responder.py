@@ -150,7 +150,21 @@ def _message(code: int, detail: str) -> str:
 
 def _reply(msg_id: str | None, code: int, message: str = "", data: Any = None) -> bytes:
     # An unreadable request has no id to echo: answer with an empty one.
-    return messages.encode_reply(msg_id or "", code, data, message)
+    try:
+        return messages.encode_reply(msg_id or "", code, data, message)
+    except UnicodeEncodeError:
+        # JSON "\ud800" escapes decode to lone surrogates that UTF-8 cannot carry; echo
+        # them back as ASCII escapes rather than failing to answer.
+        body = {"id": msg_id or "", "code": code, "message": message, "data": data or {}}
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
+def _sign_valid(params: dict[str, str], secret: str, method: str, sign: str) -> bool:
+    """`verify_sign` on request fields, which may hold lone surrogates: those never match."""
+    try:
+        return verify_sign(params, secret, method, sign)
+    except UnicodeEncodeError:
+        return False
 
 
 def _flag(value: Any) -> bool:
@@ -361,7 +375,7 @@ class Responder:
             return 742, "Sign check failed, device is not activated"
         else:
             secret = device.secret
-        if not verify_sign(
+        if not _sign_valid(
             login_sign_params(sub[0], sub[1], client_id, timestamp), secret, sign_method, sign
         ):
             return 742, MESSAGES[742]
@@ -518,7 +532,7 @@ class Responder:
                 raise _Reject(1255, f"{pk}/{dk} is itself a gateway")
             if device.gateway not in (None, gateway):
                 raise _Reject(1255, f"{pk}/{dk} is bound to another gateway")
-            if device.secret is None or not verify_sign(
+            if device.secret is None or not _sign_valid(
                 login_sign_params(pk, dk, client_id, timestamp), device.secret, sign_method, sign
             ):
                 raise _Reject(1255, f"sign check failed for {pk}/{dk}")
