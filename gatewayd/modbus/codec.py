@@ -152,8 +152,10 @@ def _unpack_float(type_: DataType, data: bytes) -> float:
     value = struct.unpack(">f", data)[0]
     if not math.isfinite(value):
         return value
-    # The shortest decimal that is still the same float32: what the device meant.
-    for digits in range(1, 10):
+    # The shortest decimal that is still the same float32: what the device meant. A float32
+    # holds 6-9 significant digits, and `g` drops trailing zeros, so `.6g` already gives any
+    # shorter spelling (1.1, not 1.10000): start there (this runs for every float read).
+    for digits in range(6, 10):
         candidate = float(f"{value:.{digits}g}")
         if abs(candidate) <= _FLOAT32_MAX and struct.pack(">f", candidate) == data:
             return candidate
