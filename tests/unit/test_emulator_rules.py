@@ -1,17 +1,22 @@
-"""Pure rules of the EnOS emulator: thing-model value checks, the connect throttle, faults."""
+"""Pure rules of the EnOS emulator: value checks, throttle, faults, responder robustness."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.sim.emulator.auth import ConnectThrottle, check_connect
 from gatewayd.sim.emulator.config import EmulatorConfig, MeasurepointSpec, ThingModel
 from gatewayd.sim.emulator.control import Faults
+from gatewayd.sim.emulator.records import Records
+from gatewayd.sim.emulator.responder import Connection, Responder
 from gatewayd.sim.emulator.state import CloudState
 from gatewayd.sim.emulator.thingmodel import check_measurepoints, event_problem, value_problem
 
@@ -137,3 +142,85 @@ def test_faults_are_counted_and_matched_by_method() -> None:
     assert [faults.refuse_connect(), faults.refuse_connect()] == [4, None]
     with pytest.raises(ValueError, match="probability"):
         faults.drop_replies(probability=1.5)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "productKey",
+        "deviceKey",
+        "measurepoints",
+        "time",
+        "events",
+        "attributes",
+        "subDevices",
+        "clientId",
+        "timestamp",
+        "sign",
+    ]
+)
+_PARAMS = (
+    _JSON
+    | st.dictionaries(_KEYS, _JSON, max_size=6)
+    | st.lists(st.dictionaries(_KEYS, _JSON, max_size=6), max_size=3)
+)
+_TOPICS = [
+    ("/ext/session/pk/gw/combine/login", "combine.login"),
+    ("/ext/session/pk/gw/combine/login/batch", "combine.login.batch"),
+    ("/ext/session/pk/gw/combine/logout", "combine.logout"),
+    ("/sys/pk/gw/thing/topo/add", "thing.topo.add"),
+    ("/sys/pk/gw/thing/topo/delete", "thing.topo.delete"),
+    ("/sys/pk/gw/thing/device/register", "thing.device.register"),
+    ("/sys/pk/gw/thing/measurepoint/post", "thing.measurepoint.post"),
+    ("/sys/pk/gw/thing/measurepoint/resume/batch", "thing.measurepoint.resume.batch"),
+    ("/sys/pk/gw/thing/event/e/post", "thing.event.e.post"),
+    ("/sys/pk/gw/thing/attribute/update", "thing.attribute.update"),
+    ("/sys/pk/gw/thing/attribute/query", "thing.attribute.query"),
+    ("/sys/pk/gw/thing/tag/update", "thing.tag.update"),
+    ("/sys/pk/gw/thing/tag/query", "thing.tag.query"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=st.sampled_from(_TOPICS),
+    params=_PARAMS,
+    flags=st.dictionaries(
+        st.sampled_from(["allowOfflineSubDevice", "skipInvalidMeasurepoints"]), _JSON
+    ),
+)
+def test_malformed_requests_always_get_a_reply(
+    topic: tuple[str, str], params: Any, flags: dict[str, Any]
+) -> None:
+    """Whatever the params, the responder answers with a JSON reply and an int code."""
+    config = EmulatorConfig.model_validate(
+        {
+            "models": {
+                "m": {
+                    "measurepoints": {"p": {"type": "double", "quality": True}},
+                    "events": {"e": {"params": ["a"]}},
+                }
+            },
+            "products": [{"product_key": "pk", "kind": "gateway", "model": "m"}],
+            "devices": [
+                {"product_key": "pk", "device_key": "gw", "device_secret": "s"},
+                {"product_key": "pk", "device_key": "d", "device_secret": "s", "gateway": "pk/gw"},
+            ],
+        }
+    )
+    responder = Responder(CloudState(config), Records())
+    body = {"id": "1", "version": "1.0", "method": topic[1], "params": params, **flags}
+    outcome = responder.handle(
+        Connection("c", ("pk", "gw")), topic[0], json.dumps(body).encode(), 0
+    )
+    assert outcome.reply is not None
+    reply = json.loads(outcome.reply)
+    assert reply["id"] == "1"
+    assert isinstance(reply["code"], int)
+    assert reply["code"] == outcome.code
