@@ -35,6 +35,9 @@ log = structlog.get_logger()
 
 #: Distinct requests whose point layout is kept (far above any real device's plan count).
 _SLOT_CACHE_SIZE = 1024
+#: Bound on probe rounds per poll: each round verifies or rules out every open gap, so the
+#: planner converges in a round or two; the bound only guards against a planner bug.
+MAX_PROBE_ROUNDS = 4
 
 #: Error text of a point whose registers the device refuses (exception 02).
 UNREADABLE = "unreadable: the device answers illegal data address"
@@ -150,7 +153,16 @@ class DeviceReader:
                 outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
         pending = self.planner.plan(due)
         shortened_after_timeout = False
-        while pending:
+        probe_rounds = 0
+        while True:
+            if not pending and probe_rounds < MAX_PROBE_ROUNDS:
+                # Gaps a later plan may read through but no answer has covered yet: read
+                # them now, so the device never answers exception 02 after this cycle.
+                # After the first cycle this is a cached no-op.
+                probe_rounds += 1
+                pending = self.planner.probes()
+            if not pending:
+                break
             request = pending.pop(0)
             if before_request is not None:
                 await before_request()
@@ -174,30 +186,36 @@ class DeviceReader:
                 self._fail_all([request, *pending], outcome, clock, f"bus unavailable: {exc}")
                 return outcome
             except DeviceRejected as exc:
-                outcome.answered = True
-                limits = (self.planner.max_registers, self.planner.max_bits)
-                retry = self.planner.on_rejected(request, exc.code)
-                if limits != (self.planner.max_registers, self.planner.max_bits):
-                    self._log_lowered_limit(request)
-                newly_unreadable = self._learn_holes()
-                if retry or exc.code == ILLEGAL_DATA_ADDRESS:
-                    # Split (or shortened): the parts are read right away; points found
-                    # unreadable fail now and are left out of every later plan.
-                    pending[:0] = retry
-                    for index in newly_unreadable:
-                        outcome.failed.append(
-                            PointReading(index, None, (), _now_ms(clock), UNREADABLE)
-                        )
-                    continue
-                outcome.failed_requests += 1
-                self._log_rejection_once(request, exc.code)
-                self._fail_all(
-                    [request], outcome, clock, f"exception {exc.code} reading {_describe(request)}"
-                )
+                pending[:0] = self._handle_rejection(request, exc, outcome, clock)
                 continue
             outcome.answered = True
-            self._decode_into(request, words, _now_ms(clock), outcome)
+            self.planner.on_success(request)
+            if request.points:
+                self._decode_into(request, words, _now_ms(clock), outcome)
         return outcome
+
+    def _handle_rejection(
+        self, request: ReadRequest, exc: DeviceRejected, outcome: ReadOutcome, clock: Clock
+    ) -> list[ReadRequest]:
+        """React to an exception response; returns the requests to read next."""
+        outcome.answered = True
+        limits = (self.planner.max_registers, self.planner.max_bits)
+        retry = self.planner.on_rejected(request, exc.code)
+        if limits != (self.planner.max_registers, self.planner.max_bits):
+            self._log_lowered_limit(request)
+        newly_unreadable = self._learn_holes()
+        if retry or exc.code == ILLEGAL_DATA_ADDRESS:
+            # Split (or shortened): the parts are read right away; points found
+            # unreadable fail now and are left out of every later plan.
+            for index in newly_unreadable:
+                outcome.failed.append(PointReading(index, None, (), _now_ms(clock), UNREADABLE))
+            return retry
+        outcome.failed_requests += 1
+        self._log_rejection_once(request, exc.code)
+        self._fail_all(
+            [request], outcome, clock, f"exception {exc.code} reading {_describe(request)}"
+        )
+        return []
 
     def _learn_holes(self) -> list[int]:
         """Points that became unreadable since the last call (each logged once)."""
