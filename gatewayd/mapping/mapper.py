@@ -26,7 +26,7 @@ samples only).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from gatewayd.config.models import PointConfig
 from gatewayd.samples import Quality, Sample, Value
@@ -74,6 +74,25 @@ def event_values(samples: Iterable[Sample]) -> dict[str, Value]:
     return {s.measurepoint: s.value for s in samples if s.quality is Quality.GOOD}
 
 
+class _Values(Mapping[int, Value]):
+    """index → value view of a last-good table, so a poll does not copy the table."""
+
+    def __init__(self, table: Mapping[int, tuple[Value, int]]) -> None:
+        self._table = table
+
+    def __getitem__(self, index: int) -> Value:
+        return self._table[index][0]
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._table
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
 class DeviceMapper:
     """One device's mapping state: the last good (value, ts_ms) of each point."""
 
@@ -91,9 +110,9 @@ class DeviceMapper:
 
     def good(self, values_by_index: Mapping[int, Value], ts_ms: int) -> list[Sample]:
         """Samples for freshly decoded values; remembers the finite ones as last good."""
-        previous = {i: value for i, (value, _) in self.last_good.items()}
-        samples = map_values(self.device, self.points, values_by_index, ts_ms,
-                             last_good=previous)
+        samples = map_values(
+            self.device, self.points, values_by_index, ts_ms, last_good=_Values(self.last_good)
+        )
         for index, value in values_by_index.items():
             if is_finite(value):
                 self.last_good[index] = (value, ts_ms)
