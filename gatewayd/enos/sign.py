@@ -98,7 +98,7 @@ def verify_sign(
     """
     try:
         expected = sign(params, secret, method, uppercase=False)
-    except UnknownSignMethod:
+    except (UnknownSignMethod, UnicodeEncodeError):  # a lone surrogate from a JSON escape
         return False
     if not candidate.isascii():
         return False
