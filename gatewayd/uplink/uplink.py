@@ -371,7 +371,13 @@ class Uplink:
             group.create_task(self._handle_inbound(session, inbound))
 
     async def _handle_inbound(self, session: GatewaySession, inbound: Inbound) -> None:
-        answer = await self.answer(inbound)
+        try:
+            answer = await self.answer(inbound)
+        except Exception:
+            # `answer` handles bad input itself; anything escaping it is a bug, and one
+            # command's bug must not end the session that carries every other message.
+            log.exception("cloud command failed", topic=inbound.topic)
+            return
         if answer is not None:
             await session.publish(*answer)
 
