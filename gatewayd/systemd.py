@@ -154,6 +154,9 @@ class Notifier:
             if self._libsystemd is not None:
                 return bool(self._libsystemd(message))
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never block the event loop on a manager that stopped reading: a full
+                # queue drops this message (BlockingIOError) instead.
+                sock.setblocking(False)
                 sock.connect(_socket_address(self._notify_socket))
                 sock.sendall(message.encode())
         except OSError as exc:

@@ -160,6 +160,19 @@ def test_vanished_manager_does_not_raise(tmp_path: os.PathLike[str]) -> None:
     assert notifier.status("still fine") is False
 
 
+def test_a_manager_that_stops_reading_never_blocks_the_sender(
+    notify_socket: NotifyListener,
+) -> None:
+    """When the manager's queue is full the datagram is dropped (False) instead of blocking."""
+    notifier = Notifier(backend="socket")
+    results = [notifier.watchdog() for _ in range(5000)]  # nobody reads: the queue fills
+    assert results[0] is True
+    assert results[-1] is False
+    sent = results.index(False)
+    assert notify_socket.drain() == ["WATCHDOG=1"] * sent
+    assert notifier.watchdog() is True  # room again once the manager has read
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
