@@ -41,8 +41,9 @@ log = structlog.get_logger(__name__)
 
 #: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin for safety.
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
-#: Rows taken from the spool per round (a message may carry fewer: see the size split).
-TAKE_ROWS = 5000
+#: Rows (points) taken from the spool per round; they go out in as many messages as the
+#: 512 KiB limit and `uplink.batch_size` (records per message) ask for.
+TAKE_ROWS = 20000
 #: How long an idle stream waits for the poller's "new data" signal before looking again.
 IDLE_WAIT_S = 1.0
 #: Backoff after a reply timeout or a retryable error code, doubled per failure.
@@ -71,10 +72,10 @@ class NeedsLogin(Exception):
     """EnOS says a sub-device is not logged in (1212/1009): the caller re-logs it in."""
 
 
-def pack(bundles: Sequence[Bundle], budget: int) -> list[list[Bundle]]:
-    """Split bundles, in order, into groups whose batch payload stays under `budget` bytes.
+def pack(bundles: Sequence[Bundle], budget: int, max_records: int) -> list[list[Bundle]]:
+    """Split bundles, in order, into groups of at most `max_records` whose batch payload
+    stays under `budget` bytes (what is left of a message after the envelope).
 
-    `budget` is what is left of the message size for the records (envelope subtracted).
     A single bundle over the budget is split into its points first.
     """
     groups: list[list[Bundle]] = []
@@ -84,7 +85,7 @@ def pack(bundles: Sequence[Bundle], budget: int) -> list[list[Bundle]]:
         parts = [bundle] if len(bundle.encoded) < budget else bundle.split_points()
         for part in parts:
             extra = len(part.encoded) + 1  # the comma between records
-            if current and size + extra > budget:
+            if current and (size + extra > budget or len(current) >= max_records):
                 groups.append(current)
                 current, size = [], 0
             current.append(part)
@@ -123,7 +124,7 @@ class Delivery:
         self._events_ready = asyncio.Event()
         self.stats = stats
         self._live_window_ms = int(config.uplink.live_window * 1000)
-        self._take_rows = min(TAKE_ROWS, config.uplink.batch_size * 10)
+        self._batch_records = config.uplink.batch_size
         self._points = TokenBucket(
             rate=config.uplink.backlog_points_per_second,
             burst=config.uplink.backlog_points_per_second,
@@ -171,7 +172,7 @@ class Delivery:
     async def _live_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(self._take_rows, newer_than_ms=cutoff)
+            rows = await self._spool.take_samples(TAKE_ROWS, newer_than_ms=cutoff)
             if not rows:
                 await self._idle(self._samples_ready)
                 continue
@@ -180,7 +181,7 @@ class Delivery:
     async def _backlog_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(self._take_rows, older_than_ms=cutoff)
+            rows = await self._spool.take_samples(TAKE_ROWS, older_than_ms=cutoff)
             if not rows:
                 await self._clock.sleep(IDLE_WAIT_S)
                 continue
@@ -252,7 +253,7 @@ class Delivery:
             return
         _, _, head, tail = messages.batch_envelope(*self._gw, id="0" * 12, resume=resume)
         budget = MAX_MESSAGE_BYTES - len(head) - len(tail)
-        groups = pack(bundles, budget)
+        groups = pack(bundles, budget, self._batch_records)
         for index, group in enumerate(groups):
             try:
                 await self._send_group(group, resume=resume)

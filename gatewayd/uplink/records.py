@@ -59,11 +59,15 @@ def bundle_samples(
     """
     groups: dict[tuple[str, int, int], tuple[dict[str, object], list[int]]] = {}
     unsendable: list[int] = []
+    known: dict[str, tuple[str, str] | None] = {}  # one look-up per device, not per row
     for row in rows:
-        if keys(row.device) is None:
+        device = row.device
+        if device not in known:
+            known[device] = keys(device)
+        if known[device] is None:
             unsendable.append(row.id)
             continue
-        with_quality = (row.device, row.measurepoint) in quality_points
+        with_quality = bool(quality_points) and (device, row.measurepoint) in quality_points
         if row.quality != Quality.GOOD and not with_quality:
             unsendable.append(row.id)
             continue
@@ -78,7 +82,7 @@ def bundle_samples(
         ids.append(row.id)
     bundles = []
     for (device, time_ms, _), (points, ids) in groups.items():
-        product_key, device_key = keys(device) or ("", "")
+        product_key, device_key = known[device] or ("", "")
         record = MeasurepointRecord(product_key, device_key, time_ms, points)
         bundles.append(Bundle(device, time_ms, record, encode_record(record), tuple(ids)))
     return bundles, unsendable
