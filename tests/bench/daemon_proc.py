@@ -13,7 +13,9 @@ daemon's.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -56,7 +58,14 @@ async def run(config_path: Path, stats_path: Path) -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run(Path(sys.argv[1]), Path(sys.argv[2]))))
+    """Run; with $GWBENCH_PROFILE set, write a cProfile of the whole run to that path."""
+    profile_path = os.environ.get("GWBENCH_PROFILE")
+    if not profile_path:
+        sys.exit(asyncio.run(run(Path(sys.argv[1]), Path(sys.argv[2]))))
+    with cProfile.Profile() as profile:
+        status = asyncio.run(run(Path(sys.argv[1]), Path(sys.argv[2])))
+    profile.dump_stats(profile_path)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

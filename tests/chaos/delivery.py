@@ -181,7 +181,8 @@ def tally(counts: dict[str, int], keys: list[Key]) -> Outcome:
 @contextlib.asynccontextmanager
 async def chaos_site(devices: int = 50, **site_args: Any) -> AsyncIterator[Site]:
     """A B1-like site, EnOS' connect throttle off (the daemon reconnects on purpose here)."""
-    async with fleet_site(devices, uplink={"reply_timeout": "5s"}, **site_args) as site:
+    uplink = {"reply_timeout": "5s", **site_args.pop("uplink", {})}
+    async with fleet_site(devices, uplink=uplink, **site_args) as site:
         site.cloud.emulator.throttle.enabled = False
         yield site
 
