@@ -164,9 +164,7 @@ async def real(seconds: float) -> dict[str, Any]:
         "requests_per_cycle": sum(stats["requests"].values()) / round(elapsed),
         "optimum_per_cycle": 4
         * optimum(points, max_registers=125, max_bits=2000, gap_fill=fill, holes=set(holes))
-        + optimum(
-            points, max_registers=28, max_bits=2000, gap_fill=fill, holes=set(holes)
-        ),
+        + optimum(points, max_registers=28, max_bits=2000, gap_fill=fill, holes=set(holes)),
         "requests_per_unit_cycle": {u: n / round(elapsed) for u, n in stats["requests"].items()},
         "optimum_per_unit": optimum(
             points, max_registers=125, max_bits=2000, gap_fill=fill, holes=set(holes)
