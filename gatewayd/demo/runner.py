@@ -39,7 +39,13 @@ from gatewayd.demo.render import (
 )
 from gatewayd.demo.serial import SocatPair, socat_path
 from gatewayd.demo.site import METER_BUS, PLANT_BUS, SiteFiles, write_site
-from gatewayd.demo.tally import CloudTally, Ledger, OutageTimeline, account
+from gatewayd.demo.tally import (
+    CloudTally,
+    Ledger,
+    OutageTimeline,
+    ReconnectCountdown,
+    account,
+)
 from gatewayd.logging import configure_logging
 from gatewayd.sim.device import DeviceSimulator
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
@@ -111,6 +117,7 @@ class DemoRunner:
         self._warnings = WarningCounter()
         self._t0 = 0.0
         self._summary_text = ""
+        self._countdown = ReconnectCountdown()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,6 +283,8 @@ class DemoRunner:
 
     def _snapshot(self, now: float, report: StatusReport, watch: _Watch) -> Snapshot:
         tally, timeline, links = watch.tally, watch.timeline, watch.links
+        uplink = watch.daemon.uplink
+        attempts = uplink.status.connects if uplink is not None else 0
         states = {str(d["device"]): str(d["state"]) for d in report.devices}
         rows = tuple(
             DeviceRow(
@@ -297,7 +306,7 @@ class DemoRunner:
             events=tally.events,
             backlog_rows=report.backlog_rows,
             dead_letters=report.dead_letters,
-            uplink=report.uplink,
+            uplink=self._countdown.text(now, report.uplink, attempts),
             outage=timeline.describe(now) if timeline is not None else "",
             warnings=self._warnings.count,
             last_warning=self._warnings.last[-1] if self._warnings.last else "",

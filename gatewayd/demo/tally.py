@@ -12,6 +12,7 @@ Time always comes in as an argument (seconds on the demo's monotonic clock).
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,15 @@ from gatewayd.modbus.poller import CycleResult
 from gatewayd.samples import Quality, Value
 from gatewayd.sim.emulator.records import EventRecord, PointRecord, Records
 
-__all__ = ["Accounting", "CloudTally", "DeviceTally", "Ledger", "OutageTimeline", "account"]
+__all__ = [
+    "Accounting",
+    "CloudTally",
+    "DeviceTally",
+    "Ledger",
+    "OutageTimeline",
+    "ReconnectCountdown",
+    "account",
+]
 
 #: Seconds over which points/s is averaged.
 RATE_WINDOW_S = 5.0
@@ -192,6 +201,36 @@ class OutageTimeline:
             f"outage over: {self.resume_after} points backfilled, peak backlog "
             f"{self.backlog_peak} rows"
         )
+
+
+_RECONNECTING = re.compile(r"^reconnecting in (\d+)s$")
+#: A wait longer than plain backoff reaches this early means EnOS' connect throttle holds it.
+_THROTTLE_HINT_S = 60
+
+
+class ReconnectCountdown:
+    """Turns the uplink's "reconnecting in Ns" (set once per wait) into a live countdown."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[str, int] | None = None
+        self._due = 0.0
+
+    def text(self, now: float, state: str, attempts: int) -> str:
+        """The uplink state to show; `attempts` tells one wait from the next with equal text."""
+        match = _RECONNECTING.match(state)
+        if match is None:
+            self._seen = None
+            return state
+        if self._seen != (state, attempts):
+            self._seen = (state, attempts)
+            self._due = now + int(match.group(1))
+        left = max(0.0, self._due - now)
+        hint = (
+            " (EnOS connect throttle: at most 4 CONNECTs in 120 s)"
+            if int(match.group(1)) >= _THROTTLE_HINT_S
+            else ""
+        )
+        return f"reconnecting in {left:.0f}s{hint}"
 
 
 @dataclass(frozen=True, slots=True)

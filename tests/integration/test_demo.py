@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +74,9 @@ async def test_outage_fills_the_spool_then_drains_via_resume_losing_nothing(tmp_
     assert "lost 0." in out
 
 
-async def test_sigint_stops_everything_cleanly(tmp_path: Path) -> None:
-    """Ctrl-C once data flows: exit 0, a summary with nothing lost, no traceback."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_signal_stops_everything_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM once data flows: exit 0, a summary with nothing lost, no traceback."""
     process = await asyncio.create_subprocess_exec(
         *DEMO, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -87,7 +91,7 @@ async def test_sigint_stops_everything_cleanly(tmp_path: Path) -> None:
             counts = dict(re.findall(r"(\S+)=[\d.]+/s,(\d+)pts", line))
             if set(counts) == DEVICES and all(int(n) > 0 for n in counts.values()):
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = await asyncio.wait_for(process.communicate(), 30)
     finally:
         if process.returncode is None:
@@ -97,3 +101,41 @@ async def test_sigint_stops_everything_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert "Traceback" not in text
     assert re.search(r"The daemon committed \d+ samples and \d+ events: lost 0", text), text
+
+
+def test_demo_runs_from_the_built_wheel_alone(tmp_path: Path) -> None:
+    """The wheel ships the demo and its models: it runs unpacked, away from the repository."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "gatewayd", source / "gatewayd",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
+         str(source)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("gatewayd-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(site)
+    for model in ("generic_plc.yaml", "sdm630.yaml", "sunspec_inverter.yaml"):
+        assert f"gatewayd/data/demo/models/{model}" in names
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gatewayd; "
+        "assert gatewayd.__file__.startswith(sys.argv[1]), gatewayd.__file__; "
+        "from gatewayd.cli import main; sys.exit(main(sys.argv[2:]))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(site), "demo", "--duration", "4s", "--no-socat",
+         "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = summary_of(run.stdout)
+    assert summary["meter_link"] == "on RTU over TCP"
+    assert {name for name, f in summary["devices"].items() if f["points"] > 0} == DEVICES
+    assert summary["lost"] == 0

@@ -15,7 +15,7 @@ from gatewayd.demo.render import (
     render_table,
 )
 from gatewayd.demo.site import MODEL_FILES, shipped_models
-from gatewayd.demo.tally import CloudTally, Ledger, OutageTimeline, account
+from gatewayd.demo.tally import CloudTally, Ledger, OutageTimeline, ReconnectCountdown, account
 from gatewayd.modbus.poller import CycleResult
 from gatewayd.samples import Event, Quality, Sample
 from gatewayd.sim.emulator.records import EventRecord, PointRecord, Records
@@ -175,3 +175,17 @@ def test_shipped_models_equal_the_example_models() -> None:
     assert set(shipped) == set(MODEL_FILES)
     for name, text in shipped.items():
         assert text == (REPO / "config" / "models" / name).read_text(encoding="utf-8"), name
+
+
+def test_reconnect_countdown_counts_down_each_wait() -> None:
+    """The once-set "reconnecting in Ns" counts down; a new attempt restarts it; hint on long."""
+    countdown = ReconnectCountdown()
+    assert countdown.text(0.0, "connected", 1) == "connected"
+    assert countdown.text(1.0, "reconnecting in 4s", 2) == "reconnecting in 4s"
+    assert countdown.text(3.0, "reconnecting in 4s", 2) == "reconnecting in 2s"
+    assert countdown.text(9.0, "reconnecting in 4s", 2) == "reconnecting in 0s"
+    assert countdown.text(9.5, "reconnecting in 4s", 3) == "reconnecting in 4s"  # next wait
+    assert countdown.text(10.0, "reconnecting in 107s", 4) == (
+        "reconnecting in 107s (EnOS connect throttle: at most 4 CONNECTs in 120 s)"
+    )
+    assert countdown.text(50.0, "reconnecting in 107s", 4).startswith("reconnecting in 67s ")
