@@ -41,7 +41,7 @@ def summary_of(out: str) -> dict[str, Any]:
 async def test_outage_fills_the_spool_then_drains_via_resume_losing_nothing(tmp_path: Path) -> None:
     """A 3 s uplink cut: backlog grows, resume drains it to 0, every device arrives, none lost."""
     code, out, err = await run_demo(
-        "--duration", "12s", "--outage-after", "2s", "--outage", "3s", "--json", cwd=tmp_path
+        "--duration", "14s", "--outage-after", "2s", "--outage", "3s", "--json", cwd=tmp_path
     )  # fmt: skip
     assert code == 0, out + err
     assert "Traceback" not in out + err
