@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # System packages the tests use as real parts: a broker, a serial pty pair, journald, libsystemd.
-APT_PACKAGES := python3-venv python3-dev gcc mosquitto socat systemd libsystemd-dev pkg-config
+APT_PACKAGES := python3-venv python3-dev gcc mosquitto socat systemd libsystemd-dev pkg-config \
+                openssl shellcheck util-linux
 
 .PHONY: setup system-packages test unit lint demo check-example bench chaos deb clean
 
@@ -22,7 +23,7 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip>=25.1'
-	$(PY) -m pip install -q -e '.[systemd]' --group test --group lint
+	$(PY) -m pip install -q -e '.[systemd]' --group test --group lint --group deploy
 	touch $(STAMP)
 
 test: setup
