@@ -18,6 +18,12 @@ THROTTLE_ATTEMPTS = 4
 THROTTLE_WINDOW_S = 120.0
 #: Seconds kept clear of the window edge, against clock skew between us and the broker.
 THROTTLE_MARGIN_S = 2.0
+#: Quick retries (1 s, then 2 s, jittered) catch a blip or a broker restart. After them,
+#: attempts are at least `SPREAD_S` apart: the 4 attempts EnOS allows per 120 s then span
+#: the window instead of being spent in the first seconds of an outage, so a cloud that
+#: comes back is reached within ~40 s, not after the throttle's 2-minute wait.
+QUICK_RETRIES = 2
+SPREAD_S = THROTTLE_WINDOW_S / 3
 
 
 @dataclass
@@ -57,6 +63,8 @@ class ReconnectPolicy:
     # After the broker refused CONNECT (bad credentials, disabled device, lock-out) retrying
     # quickly cannot help and may extend a lock-out: wait at least this long.
     refused_floor_s: float = 60.0
+    quick_retries: int = QUICK_RETRIES
+    spread_s: float = SPREAD_S
     throttle: ConnectThrottle = field(default_factory=ConnectThrottle)
     failures: int = 0
     _refused: bool = False
@@ -67,9 +75,14 @@ class ReconnectPolicy:
             delay = 0.0
         else:
             ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+            spread = self.failures > self.quick_retries
+            if spread:
+                ceiling = max(ceiling, self.spread_s)
             # "Equal jitter": keep half the backoff, randomise the other half, so a fleet
             # that lost the same uplink does not reconnect in lockstep.
             delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+            if spread:
+                delay = max(delay, self.spread_s)
             if self._refused:
                 delay = max(delay, self.refused_floor_s)
         return self.throttle.earliest(now + delay)

@@ -35,7 +35,7 @@ from gatewayd.spool.rows import Kind, SpooledEvent, SpooledSample
 from gatewayd.uplink.ports import SessionPort, SpoolPort
 from gatewayd.uplink.ratelimit import TokenBucket
 from gatewayd.uplink.records import Bundle, bundle_samples, row_ids
-from gatewayd.uplink.subdevices import SubDeviceRegistry
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,8 @@ IDLE_WAIT_S = 1.0
 #: Backoff after a reply timeout or a retryable error code, doubled per failure.
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0
+#: Event posts in flight at once (each is its own message and reply).
+EVENTS_IN_FLIGHT = 16
 #: How long a point EnOS rejected as invalid is dead-lettered without asking again.
 INVALID_TTL_S = 600.0
 
@@ -189,7 +191,7 @@ class Delivery:
 
     async def _event_loop(self) -> None:
         while True:
-            events = await self._spool.take_events(100)
+            events = await self._spool.take_events(EVENTS_IN_FLIGHT * 8)
             if not events:
                 await self._idle(self._events_ready)
                 continue
@@ -344,38 +346,53 @@ class Delivery:
     # ------------------------------------------------------------------ events
 
     async def _deliver_events(self, events: Sequence[SpooledEvent]) -> int:
-        """Post each event on its sub-device's topic; returns how many must wait for login."""
+        """Post events on their sub-devices' topics, several in flight; returns how many
+        must wait (sub-device not logged in, no reply, retryable code)."""
         waiting: list[int] = []
-        for index, event in enumerate(events):
+        gone: list[int] = []
+        sendable: list[tuple[SpooledEvent, SubDevice]] = []
+        for event in events:
             sub = self._registry.get(event.device)
             if sub is None or sub.deleted:
-                await self._spool.ack(Kind.EVENTS, [event.id])
-                continue
-            if not sub.publishable:
+                gone.append(event.id)  # the device left the configuration or the cloud
+            elif sub.publishable:
+                sendable.append((event, sub))
+            else:
                 waiting.append(event.id)
-                continue
-            request = messages.event_post(
-                sub.product_key,
-                sub.device_key,
-                id=self._ids.next_id(),
-                event_id=event.event_id,
-                params=event.params,
-                time_ms=event.ts_ms,
-            )
-            try:
-                reply = await self._request(request)
-            except BaseException:
-                await self._spool.release(
-                    Kind.EVENTS, [event.id, *waiting, *(e.id for e in events[index + 1 :])]
+        if gone:
+            await self._spool.ack(Kind.EVENTS, gone)
+        slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
+
+        async def post(event: SpooledEvent, sub: SubDevice) -> messages.Reply | None:
+            async with slots:
+                return await self._request(
+                    messages.event_post(
+                        sub.product_key,
+                        sub.device_key,
+                        id=self._ids.next_id(),
+                        event_id=event.event_id,
+                        params=event.params,
+                        time_ms=event.ts_ms,
+                    )
                 )
-                raise
-            if reply is None:
+
+        try:
+            results = await asyncio.gather(
+                *(post(event, sub) for event, sub in sendable), return_exceptions=True
+            )
+        except BaseException:
+            await self._spool.release(Kind.EVENTS, [e.id for e, _ in sendable] + waiting)
+            raise
+        accepted: list[int] = []
+        failure: BaseException | None = None
+        for (event, sub), result in zip(sendable, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
                 waiting.append(event.id)
                 continue
-            disposition = classify(reply.code)
+            disposition = Disposition.RETRY if result is None else classify(result.code)
             if disposition is Disposition.SUCCESS:
-                self.stats.events += 1
-                await self._spool.ack(Kind.EVENTS, [event.id])
+                accepted.append(event.id)
             elif disposition is Disposition.RELOGIN:
                 sub.online = False
                 self._request_login()
@@ -383,16 +400,22 @@ class Delivery:
             elif disposition is Disposition.RETRY:
                 waiting.append(event.id)
             else:
+                assert result is not None
                 log.error(
                     "EnOS rejected an event; dead-lettered",
                     device=event.device,
                     event_id=event.event_id,
-                    code=describe(reply.code),
-                    message=reply.message,
+                    code=describe(result.code),
+                    message=result.message,
                 )
-                await self._dead_letter(Kind.EVENTS, [event.id], reply.code, reply.message)
+                await self._dead_letter(Kind.EVENTS, [event.id], result.code, result.message)
+        if accepted:
+            self.stats.events += len(accepted)
+            await self._spool.ack(Kind.EVENTS, accepted)
         if waiting:
             await self._spool.release(Kind.EVENTS, waiting)
+        if failure is not None:
+            raise failure
         return len(waiting)
 
     # ------------------------------------------------------------------ plumbing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -17,14 +18,36 @@ def test_first_attempt_is_immediate() -> None:
 
 
 def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
-    """After n failures the delay lies in [c/2, c] with c = min(cap, base * 2**(n-1))."""
+    """Two quick retries, then spread attempts: delays in [max(c/2, spread), max(c, spread)]."""
     policy = ReconnectPolicy(rng=random.Random(7), base_s=1.0, cap_s=300.0)
     policy.throttle = ConnectThrottle(max_attempts=10**6)  # isolate the backoff
-    for failures in range(1, 15):
+    policy.failed()
+    assert 0.5 <= policy.next_attempt(0.0) <= 1.0
+    policy.failed()
+    assert 1.0 <= policy.next_attempt(0.0) <= 2.0
+    for failures in range(3, 15):
         policy.failed()
-        ceiling = min(300.0, 2.0 ** (failures - 1))
+        ceiling = max(40.0, min(300.0, 2.0 ** (failures - 1)))
         delay = policy.next_attempt(0.0)
-        assert ceiling / 2 <= delay <= ceiling
+        assert max(40.0, ceiling / 2) <= delay <= ceiling
+
+
+def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
+    """Outage long after the first connect: two quick retries, then one every 40-50 s."""
+    policy = ReconnectPolicy(rng=random.Random(5))
+    policy.attempted(0.0)
+    policy.succeeded()
+    now = 1000.0  # the link drops long after the first connect
+    attempts = []
+    for _ in range(5):
+        policy.failed()
+        now = policy.next_attempt(now)
+        policy.attempted(now)
+        attempts.append(now - 1000.0)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert attempts[0] <= 1.0
+    assert 1.0 <= gaps[0] <= 2.0
+    assert all(40.0 <= gap <= 50.0 for gap in gaps[1:]), gaps
 
 
 def test_refused_connect_waits_at_least_the_floor() -> None:
