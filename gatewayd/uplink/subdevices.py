@@ -20,6 +20,9 @@ class SubDevice:
     deleted: bool = False  # True after combine.delete: never published again
     online: bool = False  # logged in on the current MQTT session
     last_error: str = ""  # why the last login failed, for status and logs
+    # When (clock.monotonic) EnOS last refused this device's login: it is asked again only
+    # after the re-login interval, not on every wake-up (None: not refused).
+    refused_at: float | None = None
 
     @property
     def keys(self) -> tuple[str, str]:

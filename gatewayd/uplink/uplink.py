@@ -253,8 +253,17 @@ class Uplink:
             await self._login_pending(session)
 
     async def _login_pending(self, session: GatewaySession) -> None:
+        now = self._clock.monotonic()
+        # A refused login (740 without auto_topo, 742, 705, ...) is asked again only after
+        # the re-login interval: delivery asks for logins on every 1212, and retrying a
+        # refusal at that rate cannot help (the cloud must change first).
         pending = [
-            d for d in self.registry if d.wanted and not d.online and d.last_error != "disabled"
+            d
+            for d in self.registry
+            if d.wanted
+            and not d.online
+            and d.last_error != "disabled"
+            and (d.refused_at is None or now - d.refused_at >= RELOGIN_INTERVAL_S)
         ]
         size = self._config.uplink.login_batch_size
         for start in range(0, len(pending), size):
@@ -294,6 +303,7 @@ class Uplink:
             if device is not None:
                 device.online = True
                 device.last_error = ""
+                device.refused_at = None
         if result.whole_request_failed:
             log.error(
                 "sub-device batch login failed", code=describe(reply.code), message=reply.message
@@ -325,6 +335,7 @@ class Uplink:
         if reply.ok:
             device.online = True
             device.last_error = ""
+            device.refused_at = None
             return
         if reply.code == NOT_IN_TOPOLOGY and topo_retry:
             topo = messages.topo_add(
@@ -341,6 +352,7 @@ class Uplink:
                 await self._login_one(session, device, topo_retry=False)
                 return
         device.last_error = "disabled" if reply.code == DISABLED else describe(reply.code)
+        device.refused_at = self._clock.monotonic()
         log.error(
             "sub-device login refused",
             device=device.name,
@@ -457,6 +469,7 @@ class Uplink:
             elif command.kind is messages.CommandKind.COMBINE_ENABLE:
                 device.enabled = True
                 device.last_error = ""
+                device.refused_at = None
                 self._login_wanted.set()
             else:
                 device.deleted = True
