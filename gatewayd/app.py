@@ -352,7 +352,14 @@ class Daemon:
         while True:
             report = await self.report(spool)
             self.notifier.status(report.line())
-            await asyncio.to_thread(_write_atomic, path, json.dumps(asdict(report), default=str))
+            try:
+                await asyncio.to_thread(
+                    _write_atomic, path, json.dumps(asdict(report), default=str)
+                )
+            except OSError as exc:
+                # A full or read-only disk must not stop acquisition: the spool copes with
+                # it, and the status file is only a convenience for `gatewayd status`.
+                log.warning("cannot write the status file", path=str(path), error=str(exc))
             await self.clock.sleep(STATUS_INTERVAL_S)
 
 
