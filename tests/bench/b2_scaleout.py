@@ -46,7 +46,8 @@ async def bench(report: Report, quick: bool) -> None:
               f"floor cpu {floor.process.cpu_percent:5.1f} % cycle p99 "
               f"{floor.cycle_p99_ms:7.1f} ms", flush=True)  # fmt: skip
         if not sustained(ours):
-            failed = (f"{rate} points/s: {ours.missed_deadlines} cycles over 1 s (p99 "
+            failed = (f"{rate} points/s: {ours.cycles} of {round(seconds)} cycles in time, "
+                      f"{ours.missed_deadlines} over 1 s (p99 "
                       f"{ours.cycle_p99_ms:.0f} ms, floor p99 {floor.cycle_p99_ms:.0f} ms), "
                       f"completeness {100 * ours.completeness:.2f} %")  # fmt: skip
             break

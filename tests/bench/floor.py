@@ -3,7 +3,7 @@
     python -m tests.bench.floor CONFIG STATS.json
 
 Reads the same gatewayd config as the daemon and, on the same aligned grid, for every
-device of its first TCP bus: block reads with pymodbus (the optimal plan, computed once),
+device of its first bus (TCP; RTU for B4): block reads with pymodbus (optimal plan),
 decode float32 registers with one `struct` call, one `thing.measurepoint.post.batch` JSON
 per cycle (split only to stay under 512 KiB), published with paho at QoS 1 to the same
 broker (the EnOS emulator, so sub-devices go out with ``allowOfflineSubDevice``). No
@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from gatewayd.config.loader import load_config
-from gatewayd.config.models import Config, TcpBus
+from gatewayd.config.models import Config, SerialBus, TcpBus
 from gatewayd.enos import topics
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.modbus.planner import plan_reads
@@ -72,14 +72,20 @@ def payloads(gw_pk: str, gw_dk: str, records: list[str], msg_id: int) -> list[by
 async def run(config_path: Path, stats_path: Path) -> None:
     """Poll and publish until SIGTERM, then write the cycle log."""
     config = load_config(config_path)
-    bus = next(b for b in config.buses if isinstance(b, TcpBus))
+    bus = config.buses[0]
     devices = [d for d in config.devices if d.bus == bus.name]
     interval = devices[0].poll_interval
     model = config.models[devices[0].model]
     names = [p.measurepoint for p in model.points]
     blocks = [(r.start, r.count, r.points) for r in plan_reads(
         model.points, max_registers=125, max_bits=2000, gap_fill=124)]  # fmt: skip
-    modbus = AsyncModbusTcpClient(bus.host, port=bus.port, timeout=bus.timeout, retries=0)
+    modbus: AsyncModbusTcpClient | AsyncModbusSerialClient
+    if isinstance(bus, SerialBus):  # B4: the same line, bare pymodbus RTU
+        modbus = AsyncModbusSerialClient(bus.device, baudrate=bus.baudrate,
+                                         timeout=bus.timeout, retries=0)  # fmt: skip
+    else:
+        assert isinstance(bus, TcpBus)
+        modbus = AsyncModbusTcpClient(bus.host, port=bus.port, timeout=bus.timeout, retries=0)
     await modbus.connect()
     client = connect_mqtt(config)
     topic = topics.measurepoint_post_batch(config.gateway.product_key, config.gateway.device_key)

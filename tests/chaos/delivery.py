@@ -172,7 +172,7 @@ def tally(counts: dict[str, int], keys: list[Key]) -> Outcome:
         offered=counts["committed"],
         delivered=len(distinct),
         duplicated=len(keys) - len(distinct),
-        lost=max(0, lost) + counts["pending"],
+        lost=max(0, lost),  # rows still pending are part of it (committed, not accepted)
         dropped=counts["dropped"],
         extra={"spool": counts, "excess_delivered": max(0, -lost)},
     )
