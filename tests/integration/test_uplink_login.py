@@ -7,18 +7,27 @@ another secret (742). meter1 is always fine and must never suffer for meter2.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import contextlib
+import itertools
+import random
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 
 import pytest
 import structlog
 import yaml
 
 from gatewayd.config.loader import load_config
+from gatewayd.config.models import Config
 from gatewayd.enos.reconnect import THROTTLE_ATTEMPTS
-from gatewayd.uplink.subdevices import SubDevice
+from gatewayd.modbus.clock import VirtualClock
+from gatewayd.sim.emulator.auth import ConnectThrottle
+from gatewayd.spool.worker import Spool
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import Uplink
 from tests.integration.test_run_e2e import Site, produced, received, running, site
-from tests.support import async_wait_until
+from tests.support import async_wait_until, free_port
 
 __all__ = ["site"]
 
@@ -225,3 +234,82 @@ async def test_refused_connects_respect_the_floor_and_throttle(site: Site) -> No
         assert int(status.state.split()[2].rstrip("s")) >= 55
         assert status.last_error == "EnOS refused CONNECT (return code 5)"
     assert stats.refused_connects <= THROTTLE_ATTEMPTS
+
+
+@contextlib.asynccontextmanager
+async def virtual_uplink(tmp_path: Path, port: int) -> AsyncIterator[tuple[Uplink, VirtualClock]]:
+    """An Uplink on a virtual clock (its backoff sleeps), with real CONNECTs to `port`."""
+    config = Config.model_validate(
+        {
+            "gateway": {
+                "product_key": "gwPK",
+                "device_key": "gwDK",
+                "device_secret": "gwSecret",
+                "broker": {"host": "127.0.0.1", "port": port, "connect_timeout": "5s"},
+            },
+            "spool": {"path": str(tmp_path / "spool.db"), "synchronous": "normal"},
+        }
+    )
+    clock = VirtualClock()
+    async with await Spool.open(config.spool) as spool:
+        uplink = Uplink(
+            config, spool, SubDeviceRegistry([]), clock=clock, rng=random.Random(20261122)
+        )
+        task = asyncio.create_task(uplink.run())
+        try:
+            yield uplink, clock
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def attempt_times(uplink: Uplink, clock: VirtualClock, span_s: float) -> list[float]:
+    """Virtual times of the CONNECT attempts the uplink makes over `span_s` virtual seconds.
+
+    Time moves in 0.25 s steps; after each, the test waits (really) until the attempt that
+    step started has failed and the uplink sleeps again, so attempts are timed to a step.
+    """
+    status = uplink.status
+    start, times, seen = clock.monotonic(), [], 0
+    while clock.monotonic() - start < span_s:
+        await async_wait_until(lambda: status.state.startswith("reconnecting in"), 10, "backoff")
+        if status.connects > seen:
+            times += [clock.monotonic() - start] * (status.connects - seen)
+            seen = status.connects
+        await clock.advance(0.25)
+    return times
+
+
+def assert_within_enos_throttle(times: list[float]) -> None:
+    """EnOS' own rule (the emulator's throttle) admits every attempt: ≤ 4 in any 120 s."""
+    throttle = ConnectThrottle(max_connects=4, window=120.0, block=300.0)
+    assert all(throttle.admit(GW, t) for t in times), times
+    assert max(sum(1 for t in times if s <= t < s + 120.0) for s in times) <= THROTTLE_ATTEMPTS
+
+
+async def test_refused_storm_on_a_virtual_clock(site: Site, tmp_path: Path) -> None:
+    """CONNACK 5 for 10 virtual minutes: every retry ≥ 60 s after the last, within the throttle."""
+    site.emulator.faults.refuse_connects(None)
+    async with virtual_uplink(tmp_path, site.emulator.port) as (uplink, clock):
+        times = await attempt_times(uplink, clock, 600.0)
+    assert times[0] == 0.0
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 60.0 for gap in gaps), gaps
+    assert len(times) >= 4  # it keeps trying: at most 300 s apart (cap), here ~60-128 s
+    assert site.emulator.stats.refused_connects == len(times) == uplink.status.refused
+    assert site.emulator.stats.connects == 0
+    assert_within_enos_throttle(times)
+
+
+async def test_unreachable_broker_storm_on_a_virtual_clock(tmp_path: Path) -> None:
+    """Nothing listens for 10 virtual minutes: two quick retries, then spread out, in budget."""
+    async with virtual_uplink(tmp_path, free_port()) as (uplink, clock):
+        times = await attempt_times(uplink, clock, 600.0)
+    assert times[0] == 0.0
+    assert times[2] <= 3.0  # the quick retries catch a blip
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 40.0 for gap in gaps[2:]), gaps
+    assert uplink.status.refused == 0
+    assert uplink.status.last_error.startswith("EnOS connection lost")
+    assert_within_enos_throttle(times)
