@@ -1,0 +1,173 @@
+"""Uplink sub-device login pacing and activation, against the emulator's sans-IO responder.
+
+The "session" hands each request straight to `Responder.handle` (the emulator's EnOS rules,
+no broker), and a `VirtualClock` stands in for time, so the re-login interval is exercised
+exactly: a refused login is asked again only after `RELOGIN_INTERVAL_S`, at once after
+combine.enable or a reload that changed the device.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.config.models import Config
+from gatewayd.enos import topics
+from gatewayd.enos.messages import encode_request_payload
+from gatewayd.enos.session import Inbound, RawReply
+from gatewayd.modbus.clock import VirtualClock
+from gatewayd.sim.emulator import EmulatorConfig, Records
+from gatewayd.sim.emulator.responder import Connection, Responder
+from gatewayd.sim.emulator.state import CloudState
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.uplink import RELOGIN_INTERVAL_S, Uplink
+
+GW = ("gwPK", "gwDK")
+
+CLOUD = {
+    "products": [
+        {"product_key": "gwPK", "kind": "gateway"},
+        {"product_key": "subPK", "kind": "sub_device"},
+    ],
+    "devices": [
+        {"product_key": "gwPK", "device_key": "gwDK", "device_secret": "gwSecret"},
+        {"product_key": "subPK", "device_key": "good", "device_secret": "goodSecret",
+         "gateway": "gwPK/gwDK"},
+        {"product_key": "subPK", "device_key": "bad", "device_secret": "cloudSecret",
+         "gateway": "gwPK/gwDK"},
+    ],
+}  # fmt: skip
+
+
+class ResponderSession:
+    """A SessionPort whose broker is the emulator's responder, called in-process."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.state = CloudState(EmulatorConfig.model_validate(CLOUD))
+        self.records = Records()
+        self.responder = Responder(self.state, self.records)
+        self.clock = clock
+        self.methods: list[str] = []
+
+    async def request(
+        self, topic: str, msg_id: str, payload: bytes, *, timeout: float | None = None
+    ) -> RawReply:
+        outcome = self.responder.handle(
+            Connection("gw", GW), topic, payload, int(self.clock.time() * 1000)
+        )
+        assert outcome.reply is not None
+        assert outcome.reply_topic is not None
+        self.methods.append(str(outcome.method))
+        return RawReply(outcome.reply_topic, outcome.reply)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        raise AssertionError("the login path only sends requests")
+
+    def login_codes(self, device_key: str) -> list[int]:
+        return [r.code for r in self.records.logins if r.device_key == device_key]
+
+
+def make_uplink(tmp_path: Path, clock: VirtualClock) -> Uplink:
+    config = Config.model_validate(
+        {
+            "gateway": {
+                "product_key": "gwPK",
+                "device_key": "gwDK",
+                "device_secret": "gwSecret",
+                "broker": {"host": "127.0.0.1"},
+            },
+            "spool": {"path": str(tmp_path / "spool.db")},
+        }
+    )
+    registry = SubDeviceRegistry(
+        [SubDevice("good", "subPK", "good", "goodSecret"), SubDevice("bad", "subPK", "bad", "x")]
+    )
+    spool: Any = None  # the login path never touches the spool
+    return Uplink(
+        config, spool, registry, clock=clock, secret_path=tmp_path / "state" / "gateway.secret"
+    )
+
+
+async def login_pending(uplink: Uplink, session: ResponderSession) -> None:
+    await uplink._login_pending(session)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+async def test_refused_login_waits_for_the_relogin_interval(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """742: asked in the batch and alone, then not again until the interval has passed."""
+    uplink, session = make_uplink(tmp_path, clock), ResponderSession(clock)
+    await login_pending(uplink, session)
+    assert session.login_codes("good") == [200]
+    assert session.login_codes("bad") == [742, 742]
+    bad = uplink.registry.get("bad")
+    assert bad is not None
+    assert (bad.online, bad.refused_at) == (False, clock.monotonic())
+
+    await clock.advance(RELOGIN_INTERVAL_S - 1)
+    await login_pending(uplink, session)  # e.g. delivery saw a 1212 and asked for logins
+    assert session.login_codes("bad") == [742, 742]
+    assert session.methods == ["combine.login.batch", "combine.login"]
+
+    await clock.advance(1)
+    await login_pending(uplink, session)
+    assert session.login_codes("bad") == [742, 742, 742, 742]
+    assert session.login_codes("good") == [200]  # online devices are not asked again
+
+
+async def test_enable_and_a_changed_device_are_asked_at_once(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """combine.enable clears a refusal; a reload's new SubDevice (new secret) is asked at once."""
+    uplink, session = make_uplink(tmp_path, clock), ResponderSession(clock)
+    session.state.set_enabled(("subPK", "good"), False)
+    await login_pending(uplink, session)
+    assert session.login_codes("good") == [723, 723]
+    good = uplink.registry.get("good")
+    assert good is not None
+    assert good.last_error == "disabled"
+
+    session.state.set_enabled(("subPK", "good"), True)
+    params = [{"productKey": "subPK", "deviceKey": "good"}]
+    enable = encode_request_payload("9", "combine.enable", params)
+    answer = await uplink.answer(Inbound(topics.combine_enable(*GW), enable))
+    assert answer is not None
+    assert json.loads(answer[1])["code"] == 200
+    assert good.refused_at is None
+    await login_pending(uplink, session)
+    assert session.login_codes("good") == [723, 723, 200]
+    assert good.online
+
+    uplink.registry.add(SubDevice("bad", "subPK", "bad", "cloudSecret"))  # a reload fixed it
+    await login_pending(uplink, session)
+    assert session.login_codes("bad") == [742, 742, 200]
+
+
+async def test_activation_is_persisted_and_acknowledged(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """thing.activate.info: the secret lands in a 0600 file, exact; the reply is 200."""
+    uplink = make_uplink(tmp_path, clock)
+    params = {"assetId": "a1", "productKey": "gwPK", "deviceKey": "gwDK", "deviceSecret": "s3c"}
+    topic = topics.activate_info(*GW)
+    answer = await uplink.answer(
+        Inbound(topic, encode_request_payload("77", "thing.activate.info", params))
+    )
+    assert answer is not None
+    reply_topic, payload = answer
+    assert reply_topic == topic + "_reply"
+    reply = json.loads(payload)
+    assert (reply["id"], reply["code"], reply["message"]) == ("77", 200, "device activate success")
+    secret = tmp_path / "state" / "gateway.secret"
+    assert secret.read_text() == "s3c"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert sorted(p.name for p in secret.parent.iterdir()) == ["gateway.secret"]
