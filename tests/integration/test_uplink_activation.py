@@ -58,6 +58,7 @@ class Spy:
         return [(cid.split("securemode=")[1].split(",")[0], code) for cid, code in self.connects]
 
     def replies_to(self, topic: str) -> list[dict[str, Any]]:
+        """Decoded payloads the gateway published on `topic`, in order."""
         return [json.loads(p) for t, p in self.published if t == topic]
 
 
