@@ -318,7 +318,11 @@ async def disk_full(report: Report, quick: bool) -> None:
             usage = os.statvfs(mount)
             full = usage.f_bavail * usage.f_frsize < 256 * 1024
             await restart_cloud(site)
-            await asyncio.sleep(3)
+            # Delivery resumes on the full disk once the reconnect backoff allows (≤ ~40 s).
+            with contextlib.suppress(AssertionError):
+                await async_wait_until(lambda: site.cloud.emulator.records.points, 90,
+                                       "delivery after the outage")  # fmt: skip
+            await asyncio.sleep(10)  # let it drain some on the full disk
             status = await stop_gatewayd(proc)
             counts = await drain(site, ledger, spool)
             outcome = tally(counts, ledger.keys(site.cloud))
@@ -329,3 +333,6 @@ async def disk_full(report: Report, quick: bool) -> None:
     add_outcome(report, "disk-full", outcome)
     report.add("disk-full", "daemon alive throughout", str(all(alive_checks)), target="True",
                ok=all(alive_checks), note=f"disk filled: {full}, exit {status}")  # fmt: skip
+    drain_exit = outcome.extra["spool"]["drain_exit"]
+    report.add("disk-full", "restart on the full disk (drain run) exit", drain_exit, target="0",
+               ok=drain_exit == 0, note="Spool.open checkpoint on a full disk")  # fmt: skip
