@@ -255,7 +255,8 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
         await asyncio.to_thread(proc.wait, 30)
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     log = stats.get("cycles", [])
-    in_window = [c for c in log if c[0] in ticks]
+    # Cycles that started in the window (an overrunning poller may start off the grid).
+    in_window = [c for c in log if start * 1000 <= c[0] < end * 1000]
     # Offered: good samples whose read time falls in the window (what the cloud can check).
     offered = sum(n for s, n in stats.get("per_second", {}).items() if int(s) * 1000 in ticks)
     window = [r for r in emulator.records.points if r.time - r.time % step in ticks]
