@@ -164,8 +164,9 @@ class GatewaySession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._fail_pending("session closed")
-        with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._client.__aexit__(None, None, None), timeout=5)
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(5):
+                await self._client.__aexit__(None, None, None)
 
     @property
     def lost(self) -> asyncio.Event:
@@ -209,9 +210,10 @@ class GatewaySession:
         self._pending[key] = future
         try:
             await self.publish(topic, payload)
-            return await asyncio.wait_for(
-                asyncio.shield(future), timeout=timeout or self._reply_timeout
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a reply that
+            # races with a cancellation and swallows the cancellation (shutdown would hang).
+            async with asyncio.timeout(timeout or self._reply_timeout):
+                return await future
         except TimeoutError:
             raise ReplyTimeout(f"no reply to {topic} id {msg_id}") from None
         finally:

@@ -247,8 +247,11 @@ class Uplink:
 
     async def _login_loop(self, session: GatewaySession) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that races with the event, and the loop would outlive the shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._login_wanted.wait(), RELOGIN_INTERVAL_S)
+                async with asyncio.timeout(RELOGIN_INTERVAL_S):
+                    await self._login_wanted.wait()
             self._login_wanted.clear()
             await self._login_pending(session)
 
