@@ -282,3 +282,21 @@ async def test_daemon_with_a_wrong_ca_stays_disconnected(
         assert status.state.startswith(("disconnected", "reconnecting", "connecting"))
         assert "CERTIFICATE_VERIFY_FAILED" in status.last_error
         assert status.refused == 0
+
+
+# ------------------------------------------------------------------ session shutdown
+
+
+async def test_request_cancelled_as_its_reply_arrives_ends_cancelled(tls_broker: TlsBroker) -> None:
+    """Cancel a request in the tick its reply is matched: it ends cancelled (no 3.11 swallow)."""
+    target = Endpoint("127.0.0.1", tls_broker.port, "gw-plain", "gwDK&gwPK", "pw")
+    async with GatewaySession(target, reply_timeout=10) as session:
+        task = asyncio.create_task(session.request(TOPIC, "5", b'{"id":"5"}'))
+        # The exact race needs the reply matched by hand, in the same tick as the cancel.
+        await async_wait_until(lambda: session._pending, 10, "the request waiting")
+        session._resolve(TOPIC + "_reply", b'{"id":"5","code":200,"data":{}}')
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done == {task}
+        assert task.cancelled()
+        assert session._pending == {}

@@ -8,6 +8,7 @@ combine.enable or a reload that changed the device.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
@@ -171,3 +172,22 @@ async def test_activation_is_persisted_and_acknowledged(
     assert secret.read_text() == "s3c"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert sorted(p.name for p in secret.parent.iterdir()) == ["gateway.secret"]
+
+
+async def test_login_loop_ends_when_cancelled_as_a_login_is_requested(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """Cancel in the same tick a login is requested: the loop still ends (shutdown never hangs).
+
+    Python 3.11's `asyncio.wait_for` returns the inner result and swallows a cancellation
+    that races with it; the loop must not wait with it.
+    """
+    uplink, session = make_uplink(tmp_path, clock), ResponderSession(clock)
+    task = asyncio.create_task(uplink._login_loop(session))  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)  # the loop is waiting for a login request
+    uplink.reconfigure(uplink._config)  # "log in the new devices now"
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done == {task}
+    assert task.cancelled()
