@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -85,6 +85,9 @@ class _Sql:
 
     select_after: str
     select_live: str
+    # The same, leaving out held devices (a JSON array of series ids / device names).
+    select_after_excluding: str
+    select_live_excluding: str
     delete_by_id: str
     delete_json_ids: str
     delete_oldest: str
@@ -100,6 +103,14 @@ _SQL = {
         select_live=(
             "SELECT id, series, value, quality, ts_ms FROM samples"
             " WHERE id > ? AND ts_ms >= ? ORDER BY id LIMIT ?"
+        ),
+        select_after_excluding=(
+            "SELECT id, series, value, quality, ts_ms FROM samples WHERE id > ?"
+            " AND series NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
+        ),
+        select_live_excluding=(
+            "SELECT id, series, value, quality, ts_ms FROM samples WHERE id > ? AND ts_ms >= ?"
+            " AND series NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
         ),
         delete_by_id="DELETE FROM samples WHERE id = ?",
         delete_json_ids="DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))",
@@ -126,6 +137,14 @@ _SQL = {
         select_live=(
             "SELECT id, device, event_id, params, ts_ms FROM events"
             " WHERE id > ? AND ts_ms >= ? ORDER BY id LIMIT ?"
+        ),
+        select_after_excluding=(
+            "SELECT id, device, event_id, params, ts_ms FROM events WHERE id > ?"
+            " AND device NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
+        ),
+        select_live_excluding=(
+            "SELECT id, device, event_id, params, ts_ms FROM events WHERE id > ? AND ts_ms >= ?"
+            " AND device NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
         ),
         delete_by_id="DELETE FROM events WHERE id = ?",
         delete_json_ids="DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
@@ -197,6 +216,7 @@ class SpoolStore:
         self._budget = Budget(max_bytes)
         self._series: dict[tuple[str, str], int] = {}
         self._series_names: dict[int, tuple[str, str]] = {}
+        self._excluded: dict[tuple[Kind, _Mode], frozenset[str]] = {}
         self._in_flight: dict[Kind, dict[int, _Mode]] = {kind: {} for kind in Kind}
         self._cursors: dict[tuple[Kind, _Mode], int] = {}
         self._rows: dict[Kind, int] = dict.fromkeys(Kind, 0)
@@ -646,13 +666,16 @@ class SpoolStore:
         *,
         older_than_ms: int | None = None,
         newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledSample]:
         """Begin: the oldest `limit` samples not in flight, which are now in flight.
 
         `newer_than_ms` selects live rows (`ts_ms >= newer_than_ms`), `older_than_ms` the
         backlog (`ts_ms < older_than_ms`); neither selects all rows. Not both.
+        `exclude_devices` holds rows of devices the cloud refuses for now: they stay in
+        the spool, untouched, and come out again once the device is no longer excluded.
         """
-        rows = self._take(Kind.SAMPLES, limit, older_than_ms, newer_than_ms)
+        rows = self._take(Kind.SAMPLES, limit, older_than_ms, newer_than_ms, exclude_devices)
         names = self._series_names
         return [
             SpooledSample(row_id, *names[series], decode_value(value), quality, ts_ms)
@@ -665,16 +688,22 @@ class SpoolStore:
         *,
         older_than_ms: int | None = None,
         newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledEvent]:
         """Begin: the oldest `limit` events not in flight (filters as `take_samples`)."""
-        rows = self._take(Kind.EVENTS, limit, older_than_ms, newer_than_ms)
+        rows = self._take(Kind.EVENTS, limit, older_than_ms, newer_than_ms, exclude_devices)
         return [
             SpooledEvent(row_id, device, event_id, json.loads(params), ts_ms)
             for row_id, device, event_id, params, ts_ms in rows
         ]
 
     def _take(
-        self, kind: Kind, limit: int, older_than_ms: int | None, newer_than_ms: int | None
+        self,
+        kind: Kind,
+        limit: int,
+        older_than_ms: int | None,
+        newer_than_ms: int | None,
+        exclude_devices: Collection[str] = (),
     ) -> list[tuple[Any, ...]]:
         if older_than_ms is not None and newer_than_ms is not None:
             raise ValueError("take: give older_than_ms or newer_than_ms, not both")
@@ -687,15 +716,34 @@ class SpoolStore:
         else:
             mode = _Mode.ALL
         in_flight = self._in_flight[kind]
+        excluded = frozenset(exclude_devices)
+        # Excluded rows are skipped in SQL, so the cursor may pass them: when a device is
+        # no longer excluded, start this mode's scan over so its rows are found again.
+        if self._excluded.get((kind, mode), frozenset()) - excluded:
+            self._cursors.pop((kind, mode), None)
+        self._excluded[(kind, mode)] = excluded
         cursor = self._cursors.get((kind, mode), 0)
         # In-flight rows above the cursor are skipped in Python, so fetch that many more.
         window = limit + len(in_flight)
-        if mode is _Mode.LIVE:
-            rows = self._conn.execute(
-                _SQL[kind].select_live, (cursor, newer_than_ms, window)
-            ).fetchall()
+        sql = _SQL[kind]
+        if excluded:
+            keys: list[int] | list[str]
+            if kind is Kind.SAMPLES:
+                keys = [i for i, (device, _) in self._series_names.items() if device in excluded]
+            else:
+                keys = sorted(excluded)
+            held = json.dumps(keys)
+            if mode is _Mode.LIVE:
+                args: tuple[Any, ...] = (cursor, newer_than_ms, held, window)
+                rows = self._conn.execute(sql.select_live_excluding, args).fetchall()
+            else:
+                rows = self._conn.execute(
+                    sql.select_after_excluding, (cursor, held, window)
+                ).fetchall()
+        elif mode is _Mode.LIVE:
+            rows = self._conn.execute(sql.select_live, (cursor, newer_than_ms, window)).fetchall()
         else:
-            rows = self._conn.execute(_SQL[kind].select_after, (cursor, window)).fetchall()
+            rows = self._conn.execute(sql.select_after, (cursor, window)).fetchall()
         taken: list[tuple[Any, ...]] = []
         # The cursor may pass only rows this mode need never see again: rows in flight
         # and rows handed out now; a backlog take must not pass a (not yet old) live row.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -91,7 +91,12 @@ class Spool:
         await self._call(self._store.append, samples, events, now_ms)
 
     async def take_samples(
-        self, limit: int, *, older_than_ms: int | None = None, newer_than_ms: int | None = None
+        self,
+        limit: int,
+        *,
+        older_than_ms: int | None = None,
+        newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledSample]:
         """Begin: see `SpoolStore.take_samples`."""
         func = functools.partial(
@@ -99,11 +104,17 @@ class Spool:
             limit,
             older_than_ms=older_than_ms,
             newer_than_ms=newer_than_ms,
+            exclude_devices=exclude_devices,
         )
         return await self._take(Kind.SAMPLES, func)
 
     async def take_events(
-        self, limit: int, *, older_than_ms: int | None = None, newer_than_ms: int | None = None
+        self,
+        limit: int,
+        *,
+        older_than_ms: int | None = None,
+        newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledEvent]:
         """Begin: see `SpoolStore.take_events`."""
         func = functools.partial(
@@ -111,6 +122,7 @@ class Spool:
             limit,
             older_than_ms=older_than_ms,
             newer_than_ms=newer_than_ms,
+            exclude_devices=exclude_devices,
         )
         return await self._take(Kind.EVENTS, func)
 

@@ -49,6 +49,8 @@ IDLE_WAIT_S = 1.0
 #: Backoff after a reply timeout or a retryable error code, doubled per failure.
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0
+#: How long a refused sub-device's rows wait before one more try (if no login came first).
+HOLD_S = 60.0
 #: Event posts in flight at once (each is its own message and reply).
 EVENTS_IN_FLIGHT = 16
 #: How long a point EnOS rejected as invalid is dead-lettered without asking again.
@@ -145,6 +147,8 @@ class Delivery:
         # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
         # point are dead-lettered at once instead of bisected again every cycle.
         self._invalid: dict[tuple[str, str], tuple[int, str, float]] = {}
+        # Sub-devices EnOS refused (1212/1009) → until when their rows stay in the spool.
+        self._held: dict[str, float] = {}
         self._failures = 0
 
     # ------------------------------------------------------------------ streams
@@ -174,7 +178,9 @@ class Delivery:
     async def _live_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(TAKE_ROWS, newer_than_ms=cutoff)
+            rows = await self._spool.take_samples(
+                TAKE_ROWS, newer_than_ms=cutoff, exclude_devices=self._excluded()
+            )
             if not rows:
                 await self._idle(self._samples_ready)
                 continue
@@ -183,7 +189,9 @@ class Delivery:
     async def _backlog_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(TAKE_ROWS, older_than_ms=cutoff)
+            rows = await self._spool.take_samples(
+                TAKE_ROWS, older_than_ms=cutoff, exclude_devices=self._excluded()
+            )
             if not rows:
                 await self._clock.sleep(IDLE_WAIT_S)
                 continue
@@ -191,7 +199,9 @@ class Delivery:
 
     async def _event_loop(self) -> None:
         while True:
-            events = await self._spool.take_events(EVENTS_IN_FLIGHT * 8)
+            events = await self._spool.take_events(
+                EVENTS_IN_FLIGHT * 8, exclude_devices=self._excluded()
+            )
             if not events:
                 await self._idle(self._events_ready)
                 continue
@@ -298,12 +308,14 @@ class Delivery:
             return
         self.stats.rejected_messages += 1
         if disposition is Disposition.RELOGIN:
-            log.warning("sub-device not logged in; logging in again", code=describe(reply.code))
-            for device in {b.device for b in group}:
-                sub = self._registry.get(device)
-                if sub is not None:
-                    sub.online = False
-            self._request_login()
+            devices = list(dict.fromkeys(b.device for b in group))
+            if len(devices) > 1:
+                # One refused sub-device refuses the whole message: send each device's
+                # records on their own, so only the refused one waits.
+                parts = [[b for b in group if b.device == device] for device in devices]
+                await self._send_parts(parts, resume=resume)
+                return
+            self._hold(devices[0], reply)
             await self._spool.release(Kind.SAMPLES, ids)
             return
         if disposition is Disposition.RETRY:
@@ -334,14 +346,44 @@ class Delivery:
             )
             await self._dead_letter(Kind.SAMPLES, list(bundle.row_ids), reply.code, reply.message)
             return
-        for index, half in enumerate(halves):
+        await self._send_parts(halves, resume=resume)
+
+    async def _send_parts(self, parts: list[list[Bundle]], *, resume: bool) -> None:
+        """Send the parts one after another; whatever ends that returns the rest."""
+        for index, part in enumerate(parts):
             try:
-                await self._send_group(half, resume=resume)
+                await self._send_group(part, resume=resume)
             except BaseException:
                 await self._spool.release(
-                    Kind.SAMPLES, row_ids([b for h in halves[index + 1 :] for b in h])
+                    Kind.SAMPLES, row_ids([b for p in parts[index + 1 :] for b in p])
                 )
                 raise
+
+    def _hold(self, device: str, reply: messages.Reply) -> None:
+        """EnOS refuses `device` (not logged in, disabled): keep its rows in the spool until
+        it is logged in again, or until the hold expires and one more try is due."""
+        sub = self._registry.get(device)
+        if sub is not None:
+            sub.online = False
+        if device not in self._held:
+            log.warning(
+                "EnOS refuses a sub-device's data; holding it until it is logged in",
+                device=device,
+                code=describe(reply.code),
+                message=reply.message,
+            )
+        self._held[device] = self._clock.monotonic() + HOLD_S
+        self._request_login()
+
+    def _excluded(self) -> frozenset[str]:
+        """Devices whose rows stay in the spool for now: held, or disabled by the cloud."""
+        now = self._clock.monotonic()
+        for device, until in list(self._held.items()):
+            sub = self._registry.get(device)
+            if until <= now or (sub is not None and sub.online):
+                del self._held[device]
+        disabled = {d.name for d in self._registry if not d.enabled and not d.deleted}
+        return frozenset(self._held) | disabled
 
     # ------------------------------------------------------------------ events
 
@@ -385,7 +427,7 @@ class Delivery:
             raise
         accepted: list[int] = []
         failure: BaseException | None = None
-        for (event, sub), result in zip(sendable, results, strict=True):
+        for (event, _), result in zip(sendable, results, strict=True):
             if isinstance(result, BaseException):
                 failure = failure or result
                 waiting.append(event.id)
@@ -394,8 +436,8 @@ class Delivery:
             if disposition is Disposition.SUCCESS:
                 accepted.append(event.id)
             elif disposition is Disposition.RELOGIN:
-                sub.online = False
-                self._request_login()
+                assert result is not None
+                self._hold(event.device, result)
                 waiting.append(event.id)
             elif disposition is Disposition.RETRY:
                 waiting.append(event.id)

@@ -6,7 +6,7 @@ the real spool and a real broker in integration tests, and the seams stay one me
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from gatewayd.enos.session import RawReply
@@ -17,11 +17,21 @@ class SpoolPort(Protocol):
     """The spool's begin/commit API, awaited (the SQLite work runs off the event loop)."""
 
     async def take_samples(
-        self, limit: int, *, older_than_ms: int | None = None, newer_than_ms: int | None = None
+        self,
+        limit: int,
+        *,
+        older_than_ms: int | None = None,
+        newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledSample]: ...
 
     async def take_events(
-        self, limit: int, *, older_than_ms: int | None = None, newer_than_ms: int | None = None
+        self,
+        limit: int,
+        *,
+        older_than_ms: int | None = None,
+        newer_than_ms: int | None = None,
+        exclude_devices: Collection[str] = (),
     ) -> list[SpooledEvent]: ...
 
     async def ack(self, kind: Kind, ids: Sequence[int]) -> int: ...

@@ -14,7 +14,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
-import pytest
 import structlog
 import yaml
 
@@ -170,12 +169,6 @@ async def precondition(waiting: Awaitable[None]) -> None:
         raise RuntimeError(f"test setup failed: {exc}") from exc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="delivery resends a refused sub-device's rows as resume at once after each 1212 "
-    "(no pause): a hot loop of rejected requests (reported to the lead; delivery.py)",
-)
 async def test_refused_sub_device_rows_are_not_resent_in_a_tight_loop(site: Site) -> None:
     """A disabled meter2 costs at most a few rejected resume requests, not one per wake-up."""
     site.emulator.state.set_enabled(METER2, False)
@@ -187,12 +180,6 @@ async def test_refused_sub_device_rows_are_not_resent_in_a_tight_loop(site: Site
     assert site.emulator.stats.replies_by_code[1212] <= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a resume batch mixing a refused sub-device with others is refused whole (1212) "
-    "and retried forever: the others' backlog never drains (reported; delivery.py)",
-)
 async def test_refused_sub_device_does_not_block_the_others_backlog(site: Site) -> None:
     """After an outage, meter1's backlog arrives although meter2 is disabled in the cloud."""
     site.emulator.state.set_enabled(METER2, False)

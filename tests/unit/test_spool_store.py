@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatewayd.config.models import SyncMode
 from gatewayd.samples import Event, Quality, Sample
 from gatewayd.spool.rows import Kind, SpooledSample
 from gatewayd.spool.store import SpoolStore
@@ -356,3 +357,23 @@ def test_cursors_never_lose_or_duplicate_rows(
     assert len({r.id for r in rest}) == len(rest)
     assert not acked & {r.id for r in rest}
     store.close()
+
+
+def test_excluded_devices_stay_put_and_come_back(tmp_path: Path) -> None:
+    """Rows of an excluded device are not taken; once it is included again they are."""
+    store = SpoolStore.open(tmp_path / "s.db", max_bytes=64 << 20, synchronous=SyncMode.NORMAL)
+    try:
+        store.append([Sample("held", "p", 1, 1000), Sample("ok", "p", 2, 1001)], [])
+        store.append([Sample("held", "p", 3, 2000), Sample("ok", "p", 4, 2001)], [])
+        first = store.take_samples(10, older_than_ms=5000, exclude_devices={"held"})
+        assert [(r.device, r.value) for r in first] == [("ok", 2), ("ok", 4)]
+        store.ack(Kind.SAMPLES, [r.id for r in first])
+        assert store.take_samples(10, older_than_ms=5000, exclude_devices={"held"}) == []
+        again = store.take_samples(10, older_than_ms=5000)
+        assert [(r.device, r.value) for r in again] == [("held", 1), ("held", 3)]
+        store.append([], [Event("held", "e", 10), Event("ok", "e", 11)])
+        events = store.take_events(10, exclude_devices={"held"})
+        assert [e.device for e in events] == ["ok"]
+        assert [e.device for e in store.take_events(10)] == ["held"]
+    finally:
+        store.close()
