@@ -168,8 +168,7 @@ class Daemon:
             log.info("stopping: flushing the spool")
             await self._stop_pollers()
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await asyncio.wait({writer})  # never raises: a cancel of run() itself still ends it
             await self._flush_results(spool)
             for task in (status, uplink_task, watchdog):
                 if task is not None:
@@ -250,7 +249,9 @@ class Daemon:
     async def _spool_writer(self, spool: Spool) -> None:
         while True:
             try:
-                result = await asyncio.wait_for(self.results.get(), 1.0)
+                # asyncio.timeout, not wait_for: wait_for can swallow a cancellation on 3.11.
+                async with asyncio.timeout(1.0):
+                    result = await self.results.get()
             except TimeoutError:
                 self.heartbeat.beat("spool-writer")
                 continue

@@ -161,8 +161,7 @@ class GatewaySession:
     ) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait({self._reader})
         self._fail_pending("session closed")
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(5):

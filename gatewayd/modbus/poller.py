@@ -27,7 +27,6 @@ good value: a point that never read emits nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 from collections import deque
@@ -308,10 +307,10 @@ class BusPoller:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (sleeper, waker):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                task.cancel()
+            # asyncio.wait never raises, so a cancellation of the bus task itself is not
+            # swallowed here while the helpers wind down.
+            await asyncio.wait({sleeper, waker})
 
     def _take_due(self, now: float) -> list[tuple[_Device, tuple[int, ...]]]:
         due: list[tuple[_Device, tuple[int, ...]]] = []

@@ -171,8 +171,11 @@ class Delivery:
     @staticmethod
     async def _idle(ready: asyncio.Event) -> None:
         """Wait for the spool writer's signal (or a tick), so idle streams cost nothing."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the event is set, and shutdown would hang on this task.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), IDLE_WAIT_S)
+            async with asyncio.timeout(IDLE_WAIT_S):
+                await ready.wait()
         ready.clear()
 
     async def _live_loop(self) -> None:
