@@ -28,6 +28,7 @@ from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.enos.messages import CommandKind
+from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
@@ -101,8 +102,10 @@ class Daemon:
         notifier: Notifier | None = None,
         commands: CommandFactory | None = None,
         observer: Callable[[CycleResult], None] | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
-        """`observer` sees every poll cycle as it is committed (tests, the demo)."""
+        """`observer` sees every poll cycle as it is committed (tests, the demo);
+        `reconnect` replaces the EnOS reconnect schedule (tests with a private broker)."""
         self.config_path = config_path
         self.config = config
         self.clock = clock or SystemClock()
@@ -113,6 +116,7 @@ class Daemon:
         self._poller_tasks: dict[str, asyncio.Task[None]] = {}
         self._commands = commands
         self._observer = observer
+        self._reconnect = reconnect
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.spool: Spool | None = None
@@ -204,6 +208,7 @@ class Daemon:
             commands=self._command_handler(),
             on_lifecycle=self._on_lifecycle,
             secret_path=state_dir(self.config) / SECRET_FILE,
+            policy=self._reconnect,
         )
 
     def _command_handler(self) -> CommandHandler | None:

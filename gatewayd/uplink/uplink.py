@@ -99,13 +99,14 @@ class Uplink:
         commands: CommandHandler | None = None,
         on_lifecycle: LifecycleHook | None = None,
         secret_path: Path | None = None,
+        policy: ReconnectPolicy | None = None,
     ) -> None:
         self._config = config
         self._spool = spool
         self.registry = registry
         self._clock = clock
         self._rng = rng or random.Random()
-        self._policy = ReconnectPolicy(rng=self._rng)
+        self._policy = policy or ReconnectPolicy(rng=self._rng)
         self._ids = IdGenerator.from_time_ms(int(clock.time() * 1000))
         self._commands = commands
         self._on_lifecycle = on_lifecycle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from gatewayd.app import Daemon
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
+from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
 from gatewayd.modbus.poller import CycleResult
 from gatewayd.samples import Quality
 from gatewayd.sim.device import DeviceSimulator
@@ -104,9 +106,26 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 @contextlib.asynccontextmanager
-async def running(site: Site) -> AsyncIterator[Daemon]:
+async def running(site: Site, *, quick_reconnect: bool = False) -> AsyncIterator[Daemon]:
+    """The daemon on `site`; `quick_reconnect` retries the cloud every ~0.2 s (no EnOS
+    spread), for outage tests whose cloud comes back within seconds."""
+    policy = None
+    if quick_reconnect:
+        policy = ReconnectPolicy(
+            rng=random.Random(1),
+            base_s=0.2,
+            cap_s=0.4,
+            spread_s=0.4,
+            quick_retries=100,
+            throttle=ConnectThrottle(max_attempts=1000),
+        )
+        site.emulator.throttle.enabled = False
     daemon = Daemon(
-        site.config_path, site.config, notifier=Notifier(environ={}), observer=site.committed.append
+        site.config_path,
+        site.config,
+        notifier=Notifier(environ={}),
+        observer=site.committed.append,
+        reconnect=policy,
     )
     task = asyncio.create_task(daemon.run())
     try:
@@ -176,7 +195,7 @@ async def test_event_fires_once_per_transition(site: Site) -> None:
 
 async def test_outage_backfills_with_resume_and_loses_nothing(site: Site) -> None:
     """Cloud down for a while: live data before/after via post, the gap via resume, none lost."""
-    async with running(site):
+    async with running(site, quick_reconnect=True):
         await async_wait_until(lambda: len(site.emulator.records.points) >= 8, 15, "live data")
         site.archived.extend(site.emulator.records.points)
         await site.emulator.stop()
@@ -184,6 +203,7 @@ async def test_outage_backfills_with_resume_and_loses_nothing(site: Site) -> Non
         # Keep the cloud away for several live windows' worth of poll cycles.
         await async_wait_until(lambda: len(site.committed) >= down_from + 15, 20, "cycles")
         site.emulator = EnosEmulator(site.emulator.config, port=site.config.gateway.broker.port)
+        site.emulator.throttle.enabled = False
         await site.emulator.start()
         await async_wait_until(
             lambda: produced(site) <= received(site), 60, "every committed sample in the cloud"
