@@ -13,8 +13,10 @@
    points) is extrapolated from that rate (the outage is compressed: quick 20 s, full
    5 min of real polling), and said so.
 2. Capped drain: the emulator back with a 1 MB/s upstream cap and the daemon's default
-   pacing (800 KiB/s for backlog, live first): upstream bytes/s over the drain ÷ the cap,
-   live freshness p99 (accepted − sample time of `post` values during the drain).
+   pacing (800 KiB/s for backlog, live first): upstream bytes/s while the backlog drains
+   ÷ the cap, and live freshness p99 (accepted − sample time of `post` values sampled
+   after the cloud came back; younger outage values also go out as `post`, but they are
+   backlog, not live).
 
 Zero loss is counted as in the chaos suite (spool sequence vs distinct accepted values,
 after a final drain with polling stopped); the spool file's peak size is sampled against
@@ -123,14 +125,17 @@ async def bench(report: Report, quick: bool) -> None:
             await restart_cloud(site)
             site.cloud.emulator.faults.limit_rate(CAP)
             reconnect2_s = await _reconnected(site)
-            window = 20.0 if quick else 120.0
             emulator = site.cloud.emulator
             bytes_before = emulator.stats.bytes_in
             started = time.time()
-            await asyncio.sleep(window)  # a measurement window
+            # Throughput while there is a backlog to send: until the spool is back to live
+            # size (the cap, not the backlog's size, must be what limits it).
+            window = await _watch_drain(site, 600, peak)
             throughput = (emulator.stats.bytes_in - bytes_before) / window
+            # Live freshness of values measured after the cloud came back: outage values
+            # younger than `live_window` also go out as `post`, but they are backlog.
             fresh = [r.received_at - r.time for r in emulator.records.points
-                     if r.channel == "post" and r.received_at >= started * 1000]  # fmt: skip
+                     if r.channel == "post" and r.time >= started * 1000]  # fmt: skip
             left = await _pending(site)
             peak[0] = max(peak[0], _file_bytes(site))
             site.cloud.emulator.faults.limit_rate(None)
@@ -156,8 +161,8 @@ async def bench(report: Report, quick: bool) -> None:
     ratio = figures["capped_bytes_per_s"] / CAP
     report.add("B7", "capped drain throughput ÷ 1 MB/s cap", ratio, "", target="≥ 0.9",
                ok=ratio >= 0.9,
-               note=f"{figures['capped_bytes_per_s'] / 1000:.0f} kB/s incl. live; "
-                    f"{figures['capped_left_rows']} rows left after {window:g} s")  # fmt: skip
+               note=f"{figures['capped_bytes_per_s'] / 1000:.0f} kB/s incl. live over the "
+                    f"{window:.1f} s drain of {backlog2} rows")  # fmt: skip
     fresh_p99 = figures["capped_fresh_p99_ms"] / 1000
     report.add("B7", "live freshness p99 during capped drain", fresh_p99, "s", target="≤ 5 s",
                ok=fresh_p99 <= 5)  # fmt: skip
