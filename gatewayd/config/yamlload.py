@@ -158,6 +158,13 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[ConfigIs
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             return None, [_syntax_issue(file, exc, text)]
+        except yaml.reader.ReaderError as exc:
+            # A control character (e.g. NUL): the reader knows only its offset in the text.
+            line = text.count("\n", 0, exc.position) + 1
+            column = exc.position - text.rfind("\n", 0, exc.position)
+            code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            message = f"control character #x{code:04x} is not allowed in YAML"
+            return None, [ConfigIssue(file, line, column, (), message)]
         except yaml.YAMLError as exc:
             return None, [ConfigIssue(file, None, None, (), _first_line(str(exc)))]
         if root is None:

@@ -129,3 +129,17 @@ def test_proc_figures_of_this_process(tmp_path: Path) -> None:
     assert body["rows"][0]["value"] == 1.2346
     assert "cpu_steal_percent" in body["environment"]
     assert "ratio" in report.table()
+
+
+def test_control_character_error_has_a_position(tmp_path: Path) -> None:
+    """A NUL byte in a config (found by the config fuzzer) is reported at file:line:col."""
+    from gatewayd.config.errors import ConfigError
+    from gatewayd.config.loader import load_config
+
+    path = tmp_path / "gatewayd.yaml"
+    path.write_text("gateway:\n  product_key: a\x00b\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert [i.render() for i in caught.value.issues] == [
+        f"{path}:2:17: control character #x0000 is not allowed in YAML"
+    ]
