@@ -18,11 +18,11 @@ THROTTLE_ATTEMPTS = 4
 THROTTLE_WINDOW_S = 120.0
 #: Seconds kept clear of the window edge, against clock skew between us and the broker.
 THROTTLE_MARGIN_S = 2.0
-#: Quick retries (1 s, then 2 s, jittered) catch a blip or a broker restart. After them,
+#: Quick retries (1 s, 2 s, 4 s, jittered) catch a blip or a broker restart. After them,
 #: attempts are at least `SPREAD_S` apart: the 4 attempts EnOS allows per 120 s then span
 #: the window instead of being spent in the first seconds of an outage, so a cloud that
 #: comes back is reached within ~40 s, not after the throttle's 2-minute wait.
-QUICK_RETRIES = 2
+QUICK_RETRIES = 3
 SPREAD_S = THROTTLE_WINDOW_S / 3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,14 +19,16 @@ def test_first_attempt_is_immediate() -> None:
 
 
 def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
-    """Two quick retries, then spread attempts: delays in [max(c/2, spread), max(c, spread)]."""
+    """Three quick retries, then spread attempts: delays in [max(c/2, spread), max(c, spread)]."""
     policy = ReconnectPolicy(rng=random.Random(7), base_s=1.0, cap_s=300.0)
     policy.throttle = ConnectThrottle(max_attempts=10**6)  # isolate the backoff
     policy.failed()
     assert 0.5 <= policy.next_attempt(0.0) <= 1.0
     policy.failed()
     assert 1.0 <= policy.next_attempt(0.0) <= 2.0
-    for failures in range(3, 15):
+    policy.failed()
+    assert 2.0 <= policy.next_attempt(0.0) <= 4.0
+    for failures in range(4, 15):
         policy.failed()
         ceiling = max(40.0, min(300.0, 2.0 ** (failures - 1)))
         delay = policy.next_attempt(0.0)
@@ -33,13 +36,13 @@ def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
 
 
 def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
-    """Outage long after the first connect: two quick retries, then one every 40-50 s."""
+    """Outage long after the first connect: quick retries, then within the EnOS budget."""
     policy = ReconnectPolicy(rng=random.Random(5))
     policy.attempted(0.0)
     policy.succeeded()
     now = 1000.0  # the link drops long after the first connect
     attempts = []
-    for _ in range(5):
+    for _ in range(8):
         policy.failed()
         now = policy.next_attempt(now)
         policy.attempted(now)
@@ -47,7 +50,11 @@ def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert attempts[0] <= 1.0
     assert 1.0 <= gaps[0] <= 2.0
-    assert all(40.0 <= gap <= 50.0 for gap in gaps[1:]), gaps
+    assert 2.0 <= gaps[1] <= 4.0
+    assert 40.0 - 1e-9 <= gaps[2] <= 50.0
+    # The 5th attempt waits for the 1st to leave the 120 s window; later ones are spread.
+    assert attempts[4] == pytest.approx(attempts[0] + 122.0)
+    assert all(40.0 - 1e-9 <= gap <= 80.0 for gap in gaps[4:]), gaps
 
 
 def test_refused_connect_waits_at_least_the_floor() -> None:
