@@ -336,10 +336,11 @@ class Daemon:
             for state in poller.device_states().values()
         ]
         uplink = self.uplink
+        now_ms = int(self.clock.time() * 1000)
         return StatusReport(
             pid=os.getpid(),
-            updated_ms=int(self.clock.time() * 1000),
-            uplink=uplink.status.state if uplink else "starting",
+            updated_ms=now_ms,
+            uplink=uplink.status.describe(now_ms) if uplink else "starting",
             devices_up=sum(1 for d in devices if d["state"] == "up"),
             devices_total=len(devices),
             points_per_second=sum(float(d["points_per_second"]) for d in devices),

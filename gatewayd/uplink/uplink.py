@@ -64,9 +64,16 @@ class UplinkStatus:
     """What `STATUS=` and `gatewayd status` show about the uplink."""
 
     state: str = "starting"
+    retry_at_ms: int | None = None  # wall time of the next CONNECT while reconnecting
     connects: int = 0
     refused: int = 0
     last_error: str = ""
+
+    def describe(self, now_ms: int) -> str:
+        """The state as of `now_ms`: a reconnect countdown stays current between reports."""
+        if self.retry_at_ms is not None and self.state.startswith("reconnecting"):
+            return f"reconnecting in {max(0, self.retry_at_ms - now_ms) / 1000:.0f}s"
+        return self.state
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -139,9 +146,11 @@ class Uplink:
             wait = attempt_at - self._clock.monotonic()
             if wait > 0:
                 self.status.state = f"reconnecting in {wait:.0f}s"
+                self.status.retry_at_ms = int((self._clock.time() + wait) * 1000)
                 await self._clock.sleep(wait)
             self._policy.attempted(self._clock.monotonic())
             self.status.state = "connecting"
+            self.status.retry_at_ms = None
             self.status.connects += 1
             try:
                 await self._connect_and_serve()

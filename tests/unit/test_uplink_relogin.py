@@ -191,3 +191,14 @@ async def test_login_loop_ends_when_cancelled_as_a_login_is_requested(
     done, _ = await asyncio.wait({task}, timeout=2)
     assert done == {task}
     assert task.cancelled()
+
+
+def test_reconnect_countdown_stays_current() -> None:
+    """The status counts down to the next CONNECT instead of freezing at the first figure."""
+    from gatewayd.uplink.uplink import UplinkStatus
+
+    status = UplinkStatus(state="reconnecting in 40s", retry_at_ms=100_000)
+    assert status.describe(60_000) == "reconnecting in 40s"
+    assert status.describe(90_000) == "reconnecting in 10s"
+    assert status.describe(120_000) == "reconnecting in 0s"
+    assert UplinkStatus(state="connected").describe(0) == "connected"
