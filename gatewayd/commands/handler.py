@@ -105,7 +105,7 @@ class CloudCommands:
             "cloud command answered",
             method=command.method,
             device=target.device.name,
-            id=command.id,
+            id=show(command.id),  # cloud text: may hold anything, even lone surrogates
             code=int(reply[0]),
             detail=reply[2] or None,
         )
