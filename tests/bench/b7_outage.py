@@ -76,8 +76,9 @@ async def _watch_drain(site: Site, timeout: float, peak: list[int]) -> float:
 
 
 async def _reconnected(site: Site) -> float:
-    """Seconds until the restored cloud accepts a first value (the daemon's reconnect
-    backoff spreads attempts over EnOS' 4-per-120 s throttle, so up to ~40 s)."""
+    """Seconds until the restored cloud accepts a first value. The daemon's reconnect
+    backoff keeps to EnOS' 4 attempts per 120 s, counting its first connect at start-up,
+    so a short outage early in a run can take up to ~2 minutes to recover from."""
     started = time.monotonic()
     await async_wait_until(lambda: site.cloud.emulator.records.points, 150, "a reconnect")
     return time.monotonic() - started
@@ -102,6 +103,7 @@ async def bench(report: Report, quick: bool) -> None:
             backlog = await _outage(site, ledger, outage)
             await restart_cloud(site)
             reconnect_s = await _reconnected(site)
+            backlog = await _pending(site)  # it grew while the daemon reconnected
             meter = ProcessMeter(proc.pid)
             meter.start()
             own = time.process_time()
@@ -125,6 +127,7 @@ async def bench(report: Report, quick: bool) -> None:
             await restart_cloud(site)
             site.cloud.emulator.faults.limit_rate(CAP)
             reconnect2_s = await _reconnected(site)
+            backlog2 = await _pending(site)
             emulator = site.cloud.emulator
             bytes_before = emulator.stats.bytes_in
             started = time.time()
