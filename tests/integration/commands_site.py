@@ -130,9 +130,12 @@ class CommandSite:
     committed: list[CycleResult] = field(default_factory=list)
 
     async def command(
-        self, unit: int, method: str, params: Any, timeout: float = 29.0
+        self, unit: int, method: str, params: Any, timeout: float = 15.0
     ) -> dict[str, Any]:
-        """Send `method` to sub-device `unit` through the cloud; the device's reply."""
+        """Send `method` to sub-device `unit` through the cloud; the device's reply.
+
+        Replies take milliseconds here: a missing one fails fast with `CommandTimeout`.
+        """
         return await self.emulator.send_command(PK, device_key(unit), method, params, timeout)
 
     async def write(self, unit: int, params: dict[str, Any]) -> dict[str, Any]:
