@@ -232,7 +232,9 @@ class Daemon:
                 heartbeat=lambda name=name: self.heartbeat.beat(name),  # type: ignore[misc]
             )
             self.pollers[bus.name] = poller
-            self._poller_tasks[bus.name] = asyncio.create_task(poller.run(), name=name)
+            task = asyncio.create_task(poller.run(), name=name)
+            task.add_done_callback(_report_crash)
+            self._poller_tasks[bus.name] = task
 
     async def _stop_pollers(self) -> None:
         tasks = list(self._poller_tasks.values())
@@ -368,6 +370,13 @@ class Daemon:
                 # it, and the status file is only a convenience for `gatewayd status`.
                 log.warning("cannot write the status file", path=str(path), error=str(exc))
             await self.clock.sleep(STATUS_INTERVAL_S)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A bus task must never end by itself: say so loudly. Its heartbeat stops, so the
+    systemd watchdog restarts the daemon; the spool keeps everything already read."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("bus task crashed", task=task.get_name(), error=repr(error), exc_info=error)
 
 
 def _write_atomic(path: Path, text: str) -> None:
