@@ -630,12 +630,25 @@ class SpoolStore:
             log.info(message, dropped_rows=self._episodes.pop(name))
 
     def _enforce_cap_at_open(self) -> None:
-        """A file over its budget (e.g. the cap was lowered) is trimmed and shrunk at once."""
-        if self._used_bytes() > self._budget.data_high:
-            with self._transaction():
-                self._enforce_cap()
-                self._persist_dropped()
-        self.reclaim(max_pages=None)
+        """A file over its budget (e.g. the cap was lowered) is trimmed and shrunk at once.
+
+        On a full disk trimming or shrinking can fail; the spool still opens (the rows are
+        intact) so the daemon can run and drain it, instead of failing in a restart loop.
+        """
+        try:
+            if self._used_bytes() > self._budget.data_high:
+                with self._transaction():
+                    self._enforce_cap()
+                    self._persist_dropped()
+            self.reclaim(max_pages=None)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            log.warning(
+                "disk full: spool opened without trimming or shrinking it",
+                path=str(self._path),
+                error=str(exc),
+            )
 
     def reclaim(self, max_pages: int | None = 0) -> int:
         """Give free pages back to the disk when there are many; returns pages freed.

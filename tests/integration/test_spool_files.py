@@ -164,6 +164,27 @@ def test_full_disk_drops_oldest_and_keeps_going(small_disk: Path) -> None:
     assert file_bytes(path) < 2 << 20
 
 
+def test_reopens_on_a_full_disk(small_disk: Path) -> None:
+    """A restart on a full disk opens the spool with its rows (no crash, no restart loop)."""
+    path = small_disk / "spool.db"
+    store = SpoolStore.open(path, max_bytes=CAP)
+    for start in range(0, 9000, 500):
+        store.append([Sample("m", "P", float(i), i) for i in range(start, start + 500)])
+    # Most rows delivered: their pages are free, so opening wants to vacuum and checkpoint.
+    assert store.ack(Kind.SAMPLES, [r.id for r in store.take_samples(8000)]) == 8000
+    store.close()
+    reserve_path(path).unlink(missing_ok=True)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    # Room for SQLite's shared-memory file, none for a checkpoint or vacuum.
+    (small_disk / "ballast").write_bytes(b"\0" * (free - 64 * 1024))
+    store = SpoolStore.open(path, max_bytes=CAP)
+    try:
+        rows = store.take_samples(5000)
+        assert [r.value for r in rows] == [float(i) for i in range(8000, 9000)]
+    finally:
+        store.close()
+
+
 # -- kill -9 while appending -----------------------------------------------------------
 
 _WRITER = textwrap.dedent(
