@@ -359,8 +359,10 @@ class UplinkConfig(Strict):
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 500  # records per message
     # A sample older than this when it is sent goes out as resume (backfill), not post.
     live_window: Annotated[Duration, Field(gt=0)] = 30.0
-    backlog_points_per_second: Annotated[int, Field(ge=1)] = 20000
-    backlog_bytes_per_second: Annotated[Size, Field(ge=1024)] = 800 * 1024  # under 1 MB/s
+    # Backlog pacing. The byte budget covers all uplink traffic: live data spends it first
+    # and never waits; the backlog drains with what is left (EnOS: about 1 MB/s a device).
+    backlog_points_per_second: Annotated[int, Field(ge=1)] = 100_000
+    backlog_bytes_per_second: Annotated[Size, Field(ge=1024)] = 900 * 1024
     reply_timeout: Annotated[Duration, Field(gt=0, le=60)] = 30.0
     login_batch_size: Annotated[int, Field(ge=1, le=200)] = 50
     auto_topo: bool = False  # add sub-devices answering 740 to the topology

@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 #: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin for safety.
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
+#: Largest resume (backlog) message; live posts may use the whole 512 KiB.
+BACKLOG_MESSAGE_BYTES = 128 * 1024
 #: Rows (points) taken from the spool per round; they go out in as many messages as the
 #: 512 KiB limit and `uplink.batch_size` (records per message) ask for.
 TAKE_ROWS = 20000
@@ -267,7 +269,10 @@ class Delivery:
         if not bundles:
             return
         _, _, head, tail = messages.batch_envelope(*self._gw, id="0" * 12, resume=resume)
-        budget = MAX_MESSAGE_BYTES - len(head) - len(tail)
+        # Backlog messages stay small: a live post queued behind one waits for it on a
+        # rate-capped link, so a 512 KiB resume would cost live data half a second.
+        limit = BACKLOG_MESSAGE_BYTES if resume else MAX_MESSAGE_BYTES
+        budget = limit - len(head) - len(tail)
         groups = pack(bundles, budget, self._batch_records)
         for index, group in enumerate(groups):
             try:
@@ -291,6 +296,10 @@ class Delivery:
         )
         if resume:
             await self._pace(len(ids), len(request.payload))
+        else:
+            # Live data never waits, but it spends the shared byte budget: the backlog
+            # gets what live traffic leaves of the link.
+            self._bytes.reserve(len(request.payload), self._clock.monotonic())
         try:
             reply = await self._request(request)
         except BaseException:
