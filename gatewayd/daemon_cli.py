@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config.errors import ConfigError
-from gatewayd.config.loader import load_config
+from gatewayd.config.cli import load_or_report
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
@@ -46,21 +45,13 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=run_status)
 
 
-def _load(path: Path) -> Any:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        return None
-
-
 def run_run(args: argparse.Namespace) -> int:
     """Start the daemon on `args.config`."""
     from gatewayd.app import Daemon  # noqa: PLC0415 (keep `gatewayd check` light)
     from gatewayd.commands import command_handler_factory  # noqa: PLC0415
     from gatewayd.logging import configure_logging  # noqa: PLC0415
 
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
     configure_logging(config.logging.level, config.logging.format)
@@ -72,7 +63,7 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the daemon's last status report."""
     from gatewayd.app import STATUS_FILE, state_dir  # noqa: PLC0415
 
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
     path = state_dir(config) / STATUS_FILE

@@ -17,6 +17,7 @@ import yaml
 
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
+from gatewayd.config.models import Config
 from gatewayd.config.render import render_config
 from gatewayd.config.schema import schema_text
 
@@ -53,12 +54,20 @@ def register(subparsers: Any) -> None:
     schema.set_defaults(func=run_schema)
 
 
-def run_check(args: argparse.Namespace) -> int:
-    """Validate `args.config`; print the resolved config or the errors."""
+def load_or_report(path: Path) -> Config | None:
+    """The config at `path` for a command; None after printing every error on stderr
+    (the caller exits with `EX_CONFIG`)."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
+        return None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Validate `args.config`; print the resolved config or the errors."""
+    config = load_or_report(args.config)
+    if config is None:
         return EX_CONFIG
     text = yaml.safe_dump(
         render_config(config), sort_keys=False, default_flow_style=False, allow_unicode=True

@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config.errors import ConfigError
-from gatewayd.config.loader import load_config
+from gatewayd.config.cli import load_or_report
 from gatewayd.config.models import BusConfig, Config, DeviceConfig, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
@@ -96,14 +95,6 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load(path: Path) -> Config | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        return None
-
-
 def _find_device(config: Config, name: str) -> DeviceConfig | None:
     device = next((d for d in config.devices if d.name == name), None)
     if device is None:
@@ -124,7 +115,7 @@ def _bus_of(config: Config, device: DeviceConfig) -> BusConfig:
 
 def run_plan(args: argparse.Namespace) -> int:
     """Print the plan of every bus (or of `--device`'s bus, that device only)."""
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
     buses: list[tuple[BusConfig, list[DeviceConfig]]]
@@ -246,7 +237,7 @@ def _plan_json(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity
 
 def run_read(args: argparse.Namespace) -> int:
     """Poll `--device` `--count` times and print what it answered."""
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
     device = _find_device(config, args.device)

@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config.errors import ConfigError
-from gatewayd.config.loader import load_config
+from gatewayd.config.cli import load_or_report
 from gatewayd.spool import files, stats
 from gatewayd.spool.rows import DeadLetter
 from gatewayd.spool.stats import SpoolStats
@@ -54,10 +53,8 @@ def register(subparsers: Any) -> None:
 
 def _open(config_path: Path) -> tuple[sqlite3.Connection, Path, int] | int:
     """The read-only connection, spool path and cap; or an exit status (message printed)."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+    config = load_or_report(config_path)
+    if config is None:
         return EX_CONFIG
     path = config.spool.path
     if not path.exists():
