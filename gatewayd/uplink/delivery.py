@@ -5,15 +5,17 @@ A row leaves the spool only when EnOS answered 200 to the message that carried i
     rows = take(...)                # begin: rows are in flight
     reply = request(batch(rows))
     200          -> ack(rows)       # commit: deleted
-    1212 / 1009  -> release(rows)   # sub-device not logged in: re-login, send again
+    1212 / 1009  -> release(rows)   # sub-device refused: split by device, hold its rows
+                                    # in the spool until it is logged in again
     1204 / 12xx  -> bisect          # isolate the rejected values, dead-letter only those
     timeout, 5xx -> release(rows)   # retry with backoff
     transport    -> release(rows), then the session ends and the uplink reconnects
 
 Live rows (younger than the live window) go out with `post.batch` for logged-in
 sub-devices; everything older - an outage, a restart, a backlog - goes out oldest first
-with `resume.batch` and `allowOfflineSubDevice=true`, paced by token buckets in points/s
-and bytes/s so the backlog never starves live data nor exceeds EnOS' per-device rate.
+with `resume.batch` and `allowOfflineSubDevice=true`, in messages of at most 128 KiB, paced
+by token buckets in points/s and bytes/s. Live traffic spends the same byte budget without
+waiting, so the backlog gets what live data leaves and the link stays under EnOS' rate.
 """
 
 from __future__ import annotations
