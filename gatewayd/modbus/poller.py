@@ -389,7 +389,12 @@ class BusPoller:
                 outcome = None
             else:
                 outcome = await entry.reader.read(
-                    self._client, points, self._clock, before_request=self._between_requests
+                    self._client,
+                    points,
+                    self._clock,
+                    before_request=self._between_requests,
+                    # Probing a device that stopped answering: one attempt, one timeout.
+                    retries=0 if health.consecutive_failures else None,
                 )
                 requests += outcome.requests
                 failed_requests += outcome.failed_requests

@@ -137,8 +137,12 @@ class DeviceReader:
         clock: Clock,
         *,
         before_request: Callable[[], Awaitable[None]] | None = None,
+        retries: int | None = None,
     ) -> ReadOutcome:
         """Read the points `due` (model indices) with the fewest requests the device allows.
+
+        `retries` overrides the bus's retries for this poll (the poller probes a device
+        that stopped answering with a single attempt, so a dead device costs one timeout).
 
         A timeout (after retries) ends the poll: the remaining points fail without being
         tried, so a dead device costs one timeout per poll. An exception 02 on a merged
@@ -167,7 +171,9 @@ class DeviceReader:
             if before_request is not None:
                 await before_request()
             try:
-                words = await self._read_with_retries(client, request, outcome)
+                words = await self._read_with_retries(
+                    client, request, outcome, self.retries if retries is None else retries
+                )
             except DeviceTimeout as exc:
                 # A device that answered earlier in this poll may choke on long reads: let
                 # the planner shorten once; a second timeout means it stopped answering.
@@ -244,9 +250,9 @@ class DeviceReader:
         )
 
     async def _read_with_retries(
-        self, client: ModbusClient, request: ReadRequest, outcome: ReadOutcome
+        self, client: ModbusClient, request: ReadRequest, outcome: ReadOutcome, retries: int
     ) -> list[int]:
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             outcome.requests += 1
             try:
                 return await client.read(
@@ -259,7 +265,7 @@ class DeviceReader:
             except DeviceTimeout as exc:
                 outcome.failed_requests += 1
                 outcome.last_error = f"no answer to {_describe(request)}: {exc}"
-                if attempt == self.retries:
+                if attempt == retries:
                     raise
         raise AssertionError("unreachable: the loop returns or raises")
 
