@@ -31,7 +31,14 @@ from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
 from gatewayd.modbus.timing import resolve_gap_fill
 from tests.bench.b1_fleet import fleet_site, start_pipeline, wait_ready
 from tests.bench.common import Report
-from tests.bench.planner import FakeDevice, Hole, optimum, run_cycle, sparse_site
+from tests.bench.planner import (
+    FakeDevice,
+    Hole,
+    optimum,
+    readable_spans,
+    run_cycle,
+    sparse_site,
+)
 
 REQUEST_BYTES = 12  # MBAP 7 + function 1 + address 2 + count 2
 REPLY_OVERHEAD = 9  # MBAP 7 + function 1 + byte count 1
@@ -48,12 +55,7 @@ def optimum_bytes(
     """Fewest TCP wire bytes reading every readable point: DP over consecutive groups."""
     total = 0
     for table in Table:
-        spans = sorted(
-            (p.address, p.address + p.register_count)
-            for p in points
-            if p.table is table
-            and not any((table, a) in holes for a in range(p.address, p.address + p.register_count))
-        )
+        spans = readable_spans(points, table, holes)
         limit = min(2000, max_bits) if table.is_bit else min(125, max_registers)
         best = [0] + [1 << 40] * len(spans)
         for i in range(1, len(spans) + 1):

@@ -85,6 +85,18 @@ def run_cycle(planner: DeviceReadPlanner, device: FakeDevice, due: Sequence[int]
     return sent
 
 
+def readable_spans(
+    points: Sequence[PointConfig], table: Table, holes: Collection[Hole]
+) -> list[tuple[int, int]]:
+    """(start, end) of the points of `table` that cover no hole, sorted by address."""
+    return sorted(
+        (p.address, p.address + p.register_count)
+        for p in points
+        if p.table is table
+        and not any((table, a) in holes for a in range(p.address, p.address + p.register_count))
+    )
+
+
 def optimum(
     points: Sequence[PointConfig],
     *,
@@ -96,12 +108,7 @@ def optimum(
     """Fewest requests by DP over consecutive groups of address-sorted readable points."""
     total = 0
     for table in Table:
-        spans = sorted(
-            (p.address, p.address + p.register_count)
-            for p in points
-            if p.table is table
-            and not any((table, a) in holes for a in range(p.address, p.address + p.register_count))
-        )
+        spans = readable_spans(points, table, holes)
         limit = min(2000, max_bits) if table.is_bit else min(125, max_registers)
         fill = gap_fill * 16 if table.is_bit else gap_fill
         best = [0] + [1 << 30] * len(spans)
