@@ -12,9 +12,12 @@ silence (3.5 characters, 1.75 ms above 19200 baud) after the last character on t
 
 The timing core (`LineTiming`) is pure and takes arrival times as arguments; `LineEmulator`
 does the I/O on the event loop (reader callbacks on the pty fds, one writer task per
-direction sleeping until each byte's release time: timing, not synchronisation). Release
-times are honoured to the event loop's resolution (~1 ms), so at 115200 baud bytes go out
-in small batches rather than one by one.
+direction sleeping until each byte's release time: timing, not synchronisation). Sleeps go
+through `FineTimer` (timerfd, microseconds): asyncio's own timers round up to whole
+milliseconds, which released the last byte of each frame up to 1 ms late and charged
+that to every master that keeps the inter-frame silence. Bytes inside a burst go out in
+batches of at most `BATCH` seconds (fewer wake-ups at 115200 baud); the last byte received
+so far is always released on time.
 
 Run standalone to get a line for manual experiments::
 
@@ -36,12 +39,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatewayd.modbus.finetimer import FineTimer
 from tests.integration.modbus_fixtures import SocatPair
 
 #: Bits per RTU character on the wire (start, 8 data, parity or 2nd stop, stop).
 BITS_PER_CHAR = 11
 #: A pause longer than this many characters inside a burst ends the frame (Modbus t1.5).
 INTER_CHAR_LIMIT = 1.5
+#: Longest a byte inside a burst may wait for the batch it goes out with (seconds).
+BATCH = 0.001
 
 
 def frame_gap(baudrate: int) -> float:
@@ -84,6 +90,7 @@ class _Direction:
     out_fd: int
     pending: deque[tuple[float, int]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: FineTimer = field(default_factory=FineTimer)
     delivered: int = 0
 
 
@@ -129,6 +136,9 @@ class LineEmulator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for direction in (self._to_device, self._to_gateway):
+            if direction is not None:
+                direction.timer.close()
         for fd in self._fds:
             loop.remove_reader(fd)
             os.close(fd)
@@ -158,9 +168,8 @@ class LineEmulator:
             await direction.wake.wait()
             direction.wake.clear()
             while direction.pending:
-                delay = direction.pending[0][0] - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)  # wire timing, not synchronisation
+                due = min(direction.pending[0][0] + BATCH, direction.pending[-1][0])
+                await direction.timer.sleep_until(due)  # wire timing, not synchronisation
                 now = time.monotonic()
                 batch = bytearray()
                 while direction.pending and direction.pending[0][0] <= now:
