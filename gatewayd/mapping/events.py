@@ -140,6 +140,8 @@ class EventEngine:
     def __init__(self, rules: Iterable[EventRule], *, device: str = "") -> None:
         self.device = device
         self._rules = [(rule, _state_for(rule)) for rule in rules]
+        #: The measurepoints some rule watches: the only values `update` looks at.
+        self.points: frozenset[str] = frozenset(rule.point for rule, _ in self._rules)
 
     def update(self, values: Mapping[str, Value], ts_ms: int) -> list[Event]:
         """Feed one cycle's good values (measurepoint → value); return the events that fire.

@@ -48,7 +48,16 @@ from collections.abc import Sequence
 from gatewayd.config.models import DataType, DeviceConfig, DeviceModel, Order, PointConfig
 from gatewayd.samples import Value
 
-__all__ = ["CodecError", "decode", "encode", "point_orders", "register_range"]
+__all__ = [
+    "FLOAT32_MAX",
+    "CodecError",
+    "convert_raw",
+    "decode",
+    "encode",
+    "point_orders",
+    "register_range",
+    "shortest_float32",
+]
 
 
 class CodecError(ValueError):
@@ -69,7 +78,9 @@ _INT_RANGES: dict[DataType, tuple[int, int]] = {
 
 _SIGNED = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
 _FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
-_FLOAT32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+#: The largest finite float32.
+FLOAT32_MAX: float = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+_FLOAT32 = struct.Struct(">f")
 
 
 def point_orders(
@@ -112,6 +123,15 @@ def decode(
     else:
         raw = int.from_bytes(data, "big", signed=point.type in _SIGNED)
 
+    return convert_raw(point, raw)
+
+
+def convert_raw(point: PointConfig, raw: int | float) -> Value:
+    """A numeric point's value from its raw number: the enum label, else scaled/offset.
+
+    This is what `decode` does after the raw decode (a float32 raw is already the
+    shortest decimal); the block decoder calls it for the points that need it.
+    """
     if point.enum is not None:
         code = _enum_code(raw)
         if code is not None:
@@ -149,15 +169,23 @@ def _unpack_float(type_: DataType, data: bytes) -> float:
     if type_ is DataType.FLOAT64:
         value: float = struct.unpack(">d", data)[0]
         return value
-    value = struct.unpack(">f", data)[0]
+    return shortest_float32(struct.unpack(">f", data)[0])
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal (6-9 significant digits) that is still the float32 `value`.
+
+    `value` is a float32 held in a float (e.g. from ``struct.unpack(">f", ...)``); NaN and
+    ±inf come back unchanged. This is what the device meant: 1.1f gives ``1.1``.
+    """
     if not math.isfinite(value):
         return value
-    # The shortest decimal that is still the same float32: what the device meant. A float32
-    # holds 6-9 significant digits, and `g` drops trailing zeros, so `.6g` already gives any
-    # shorter spelling (1.1, not 1.10000): start there (this runs for every float read).
+    data = _FLOAT32.pack(value)
+    # A float32 holds 6-9 significant digits, and `g` drops trailing zeros, so `.6g` already
+    # gives any shorter spelling (1.1, not 1.10000): start there (this runs for every float).
     for digits in range(6, 10):
         candidate = float(f"{value:.{digits}g}")
-        if abs(candidate) <= _FLOAT32_MAX and struct.pack(">f", candidate) == data:
+        if abs(candidate) <= FLOAT32_MAX and _FLOAT32.pack(candidate) == data:
             return candidate
     return value  # pragma: no cover - 9 significant digits always round-trip a float32
 
@@ -295,7 +323,7 @@ def _float_words(
     if not math.isfinite(raw):
         raise CodecError(f"{point.measurepoint}: value is not finite after scaling")
     if point.type is DataType.FLOAT32:
-        if abs(raw) > _FLOAT32_MAX:
+        if abs(raw) > FLOAT32_MAX:
             raise CodecError(f"{point.measurepoint}: {raw!r} out of float32 range")
         data = struct.pack(">f", raw)
     else:

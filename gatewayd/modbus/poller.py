@@ -32,19 +32,20 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
 from gatewayd.mapping.events import EventEngine
-from gatewayd.mapping.mapper import DeviceMapper, event_values
+from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
-from gatewayd.modbus.reader import DeviceReader, ReadOutcome
+from gatewayd.modbus.reader import DecodedBlock, DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
 from gatewayd.modbus.timing import resolve_gap_fill
 from gatewayd.samples import Event, Quality, Sample, Value
@@ -109,6 +110,13 @@ class DeviceHandle:
         are the command layer's job. Raises `CodecError` or the write's Modbus failure.
         """
         await self._reader.write(self._client, measurepoint, value)
+
+
+def _in_point_order(blocks: Sequence[DecodedBlock]) -> bool:
+    """Whether the blocks' points, one block after the other, are in strictly ascending order."""
+    if not all(block.ascending for block in blocks):
+        return False
+    return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
 
 
 def _value(value: Value | None) -> Value:
@@ -432,22 +440,40 @@ class BusPoller:
         if outcome is None:  # not attempted: stale where the last good value is too old
             return mapper.stale(due, round(self._clock.time() * 1000)), []
         samples: list[Sample] = []
-        # One `good` call per response, so each sample keeps its own response's timestamp.
-        by_ts: dict[int, dict[int, Value]] = {}
-        for reading in outcome.good:
-            by_ts.setdefault(reading.ts_ms, {})[reading.index] = _value(reading.value)
-        for ts_ms, values in by_ts.items():
-            samples.extend(mapper.good(values, ts_ms))
+        # Good readings sharing a timestamp come out in point order, each group stamped
+        # with its response's time; blocks already in point order skip the per-point work.
+        by_ts: dict[int, list[DecodedBlock]] = {}
+        for block in outcome.blocks:
+            by_ts.setdefault(block.ts_ms, []).append(block)
+        for ts_ms, blocks in by_ts.items():
+            if _in_point_order(blocks):
+                for b in blocks:
+                    samples.extend(
+                        mapper.good_block(b.indices, b.measurepoints, b.values, ts_ms, b.nonfinite)
+                    )
+            else:
+                values: dict[int, Value] = {}
+                for block in blocks:
+                    values.update(zip(block.indices, block.values, strict=True))
+                samples.extend(mapper.good(values, ts_ms))
         failed_by_ts: dict[int, list[int]] = {}
         for reading in outcome.failed:
             failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
         for ts_ms, indices in failed_by_ts.items():
             samples.extend(mapper.failed(indices, ts_ms))
         self._update_health(entry, outcome, now)
-        good_values = event_values(samples)
+        watched = entry.events.points
+        if not watched:  # no event rules: nothing to feed
+            return samples, []
+        good = Quality.GOOD
+        good_values = {
+            s.measurepoint: s.value
+            for s in samples
+            if s.quality is good and s.measurepoint in watched
+        }
         if not good_values:
             return samples, []
-        event_ts = max(s.ts_ms for s in samples if s.quality is Quality.GOOD)
+        event_ts = max(s.ts_ms for s in samples if s.quality is good)
         return samples, entry.events.update(good_values, event_ts)
 
     def _update_health(self, entry: _Device, outcome: ReadOutcome, now: float) -> None:
@@ -478,4 +504,4 @@ class BusPoller:
             health.last_success_ms = round(self._clock.time() * 1000)
             if outcome.failed:
                 health.last_error = outcome.last_error
-        health.count_points(now, len(outcome.good))
+        health.count_points(now, outcome.good_count)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import structlog
 
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, PointConfig, Table
 from gatewayd.modbus import codec
+from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
 from gatewayd.modbus.clock import Clock
 from gatewayd.modbus.errors import (
     ILLEGAL_DATA_ADDRESS,
@@ -33,8 +35,8 @@ if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not neede
 
 log = structlog.get_logger()
 
-#: Distinct requests whose point layout is kept (far above any real device's plan count).
-_SLOT_CACHE_SIZE = 1024
+#: Distinct requests whose compiled decoder is kept (far above any real device's plan count).
+_DECODER_CACHE_SIZE = 1024
 #: Bound on probe rounds per poll: each round verifies or rules out every open gap, so the
 #: planner converges in a round or two; the bound only guards against a planner bug.
 MAX_PROBE_ROUNDS = 4
@@ -62,11 +64,39 @@ class PointReading:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DecodedBlock:
+    """The good readings of one response: points (model indices) with their values.
+
+    One block per answered request keeps the hot path free of per-point objects; `good`
+    of `ReadOutcome` expands blocks into `PointReading`s for callers that want those.
+    """
+
+    indices: tuple[int, ...]  # model indices, in request (address) order
+    measurepoints: tuple[str, ...]  # the points' measurepoint ids, same order
+    values: list[Value]  # shared with later cycles while the registers stay the same: read-only
+    nonfinite: tuple[int, ...]  # positions in `values` holding NaN or ±inf
+    ts_ms: int  # wall time of the response, Unix ms
+    words: Sequence[int]  # the response
+    spans: tuple[tuple[int, int], ...]  # (first, end) word of each point in `words`
+    ascending: bool  # `indices` strictly ascending (the mapper's sample order for free)
+
+    def readings(self) -> list[PointReading]:
+        """One `PointReading` per point, with its raw registers."""
+        words = self.words
+        return [
+            PointReading(index, value, tuple(words[begin:end]), self.ts_ms)
+            for index, value, (begin, end) in zip(
+                self.indices, self.values, self.spans, strict=True
+            )
+        ]
+
+
 @dataclass(slots=True)
 class ReadOutcome:
     """Everything one poll of one device produced."""
 
-    good: list[PointReading] = field(default_factory=list)
+    blocks: list[DecodedBlock] = field(default_factory=list)  # the good readings
     failed: list[PointReading] = field(default_factory=list)
     requests: int = 0  # requests put on the wire (retries included)
     failed_requests: int = 0
@@ -76,6 +106,16 @@ class ReadOutcome:
     bus_lost: bool = False
     last_error: str | None = None
     answered: bool = False  # at least one request got an answer (data or exception)
+
+    @property
+    def good(self) -> list[PointReading]:
+        """The good readings, one per point, in the order they were read."""
+        return [reading for block in self.blocks for reading in block.readings()]
+
+    @property
+    def good_count(self) -> int:
+        """How many points read fine (without building the readings)."""
+        return sum(len(block.indices) for block in self.blocks)
 
 
 class DeviceReader:
@@ -102,9 +142,8 @@ class DeviceReader:
         self._holes_seen = self.planner.holes
         self._unreadable: frozenset[int] = frozenset()
         self._logged_rejections: set[tuple[Table, int, int, int]] = set()
-        # Decoding caches: where each point sits in a response, and its last raw → value.
-        self._slots: dict[ReadRequest, tuple[tuple[int, int, int], ...]] = {}
-        self._last_decoded: dict[int, tuple[tuple[int, ...], Value]] = {}
+        # Per request: its compiled decoder and its last response with what it decoded to.
+        self._decoders: dict[ReadRequest, _RequestDecoder] = {}
         self._log = log.bind(bus=bus.name, device=device.name, unit_id=device.unit_id)
 
     # ------------------------------------------------------------------ lookup
@@ -272,40 +311,87 @@ class DeviceReader:
     def _decode_into(
         self, request: ReadRequest, words: list[int], ts_ms: int, outcome: ReadOutcome
     ) -> None:
-        slots = self._slots.get(request)
-        if slots is None:
-            slots = self._slots_of(request)
-        last = self._last_decoded
-        for index, begin, end in slots:
-            raw = tuple(words[begin:end])
-            # Registers that did not change decode to the value they gave last time: most
-            # plant values are steady between polls, and decoding is the hot path.
-            previous = last.get(index)
-            if previous is not None and previous[0] == raw:
-                outcome.good.append(PointReading(index, previous[1], raw, ts_ms))
-                continue
-            point = self.points[index]
-            byte_order, word_order = self._orders[index]
-            try:
-                value = codec.decode(point, raw, byte_order=byte_order, word_order=word_order)
-            except codec.CodecError as exc:
-                last.pop(index, None)
-                outcome.failed.append(PointReading(index, None, raw, ts_ms, str(exc)))
-                continue
-            last[index] = (raw, value)
-            outcome.good.append(PointReading(index, value, raw, ts_ms))
+        decoder = self._decoders.get(request)
+        if decoder is None:
+            decoder = self._compile(request)
+        # Registers that did not change decode to the values they gave last time: most plant
+        # values are steady between polls, and one list comparison costs next to nothing.
+        if decoder.last_words != words:
+            decoder.last_words = list(words)
+            decoder.last = decoder.block.decode(words)
+        decoded = decoder.last
+        assert decoded is not None
+        if not decoded.errors:
+            outcome.blocks.append(
+                DecodedBlock(
+                    decoder.indices,
+                    decoder.measurepoints,
+                    decoded.values,  # type: ignore[arg-type]  # no errors: no None in it
+                    decoded.nonfinite,
+                    ts_ms,
+                    words,
+                    decoder.block.spans,
+                    decoder.ascending,
+                )
+            )
+            return
+        self._decode_with_errors(decoder, decoded, words, ts_ms, outcome)
 
-    def _slots_of(self, request: ReadRequest) -> tuple[tuple[int, int, int], ...]:
-        """(point index, first word, end word) of each point in a response to `request`."""
-        if len(self._slots) >= _SLOT_CACHE_SIZE:
-            self._slots.clear()  # plans are few and stable; this only bounds a pathology
-        slots = []
-        for index in request.points:
-            point = self.points[index]
-            begin = point.address - request.start
-            slots.append((index, begin, begin + point.register_count))
-        self._slots[request] = result = tuple(slots)
-        return result
+    def _decode_with_errors(
+        self,
+        decoder: _RequestDecoder,
+        decoded: BlockValues,
+        words: list[int],
+        ts_ms: int,
+        outcome: ReadOutcome,
+    ) -> None:
+        """The rare path: some points did not decode; they fail, the others are good."""
+        spans = decoder.block.spans
+        errors = dict(decoded.errors)
+        for position, error in decoded.errors:
+            begin, end = spans[position]
+            outcome.failed.append(
+                PointReading(decoder.indices[position], None, tuple(words[begin:end]), ts_ms, error)
+            )
+        keep = [p for p in range(len(decoder.indices)) if p not in errors]
+        if not keep:
+            return
+        renumber = {p: n for n, p in enumerate(keep)}
+        indices = tuple(decoder.indices[p] for p in keep)
+        values: list[Value] = []
+        for p in keep:
+            value = decoded.values[p]
+            assert value is not None  # only failed positions hold None
+            values.append(value)
+        outcome.blocks.append(
+            DecodedBlock(
+                indices,
+                tuple(decoder.measurepoints[p] for p in keep),
+                values,
+                tuple(renumber[p] for p in decoded.nonfinite),
+                ts_ms,
+                words,
+                tuple(spans[p] for p in keep),
+                _ascending(indices),
+            )
+        )
+
+    def _compile(self, request: ReadRequest) -> _RequestDecoder:
+        """The decoder of `request`'s responses (compiled once, cached with the plan)."""
+        if len(self._decoders) >= _DECODER_CACHE_SIZE:
+            self._decoders.clear()  # plans are few and stable; this only bounds a pathology
+        decoder = _RequestDecoder(
+            BlockDecoder(
+                [self.points[i] for i in request.points],
+                [self._orders[i] for i in request.points],
+                start=request.start,
+                count=request.count,
+            ),
+            request.points,
+            tuple(self.points[i].measurepoint for i in request.points),
+        )
+        self._decoders[request] = decoder
+        return decoder
 
     def _fail_all(
         self, requests: Sequence[ReadRequest], outcome: ReadOutcome, clock: Clock, error: str
@@ -394,6 +480,26 @@ async def _write(
 ) -> list[int]:
     await client.write(unit, point.table, point.address, words, timeout=timeout, multiple=multiple)
     return words
+
+
+class _RequestDecoder:
+    """One request's compiled decoder, its points and its last response (a decode cache)."""
+
+    __slots__ = ("ascending", "block", "indices", "last", "last_words", "measurepoints")
+
+    def __init__(
+        self, block: BlockDecoder, indices: tuple[int, ...], measurepoints: tuple[str, ...]
+    ) -> None:
+        self.block = block
+        self.indices = indices
+        self.measurepoints = measurepoints
+        self.ascending = _ascending(indices)
+        self.last_words: list[int] | None = None
+        self.last: BlockValues | None = None
+
+
+def _ascending(indices: Sequence[int]) -> bool:
+    return all(a < b for a, b in pairwise(indices))
 
 
 def _describe(request: ReadRequest) -> str:
