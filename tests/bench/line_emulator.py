@@ -34,7 +34,7 @@ import tempfile
 import termios
 import time
 import tty
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,9 @@ class LineTiming:
     gap: float = 0.0
     idle_at: float = float("-inf")  # when the last character on the line ended
     frames: int = 0
+    #: Sizes (bytes) of the frames finished so far; the current one is `frame_bytes`.
+    frame_sizes: Counter[int] = field(default_factory=Counter)
+    frame_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.char_time = BITS_PER_CHAR / self.baudrate
@@ -78,6 +81,10 @@ class LineTiming:
         else:
             start = max(arrival, self.idle_at + self.gap)  # a new frame: keep the silence
             self.frames += 1
+            if self.frame_bytes:
+                self.frame_sizes[self.frame_bytes] += 1
+            self.frame_bytes = 0
+        self.frame_bytes += count
         times = [start + (i + 1) * self.char_time for i in range(count)]
         self.idle_at = times[-1]
         return times

@@ -35,6 +35,19 @@ def test_new_frame_keeps_the_silence() -> None:
     assert line.frames == 3
 
 
+def test_frame_sizes_are_counted_per_frame() -> None:
+    """Chunks of one burst add up to one frame; a pause starts the next frame's count."""
+    line = LineTiming(9600)
+    char = 11 / 9600
+    line.release_times(0.0, 5)
+    line.release_times(5 * char, 3)  # the same burst: one 8-byte frame so far
+    [end] = line.release_times(1.0, 1)[-1:]
+    line.release_times(end + 0.5, 2)
+    assert dict(line.frame_sizes) == {8: 1, 1: 1}  # finished frames
+    assert line.frame_bytes == 2  # the frame still open
+    assert line.frames == 3
+
+
 def test_frame_gap_values() -> None:
     """3.5 characters up to 19200 baud, a fixed 1.75 ms above."""
     assert frame_gap(9600) == pytest.approx(3.5 * 11 / 9600)
