@@ -2,8 +2,10 @@
 
     python -m tests.bench [--quick|--full] [--only B1,B3] [--json out.json]
 
-Quick mode (the default) keeps the whole suite under 10 minutes on a 2-core machine; full
-mode runs more and longer repeats. Each benchmark is a module with an async
+Quick mode (the default) takes about 6 minutes on a 2-core machine (with `python -m
+tests.chaos` about 2.5 minutes: both suites together stay under 10 minutes); full mode runs
+more and longer repeats for release figures. Each benchmark's duration is printed as it
+ends, and all of them with the total at the end. Each benchmark is a module with an async
 `bench(report, quick)` that adds rows (figure, value, target, verdict) to one `Report`.
 The older single-purpose benchmarks (`python -m tests.bench.planner`, `enos_batching`,
 `config_load`, `poll_cpu`, `spool`, `line_emulator`) stay runnable on their own, and
@@ -76,10 +78,13 @@ def main() -> None:
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
             report.add(bench_id, "run", f"FAILED: {exc!r}"[:200], ok=False)
-        report.details.setdefault("durations_s", {})[bench_id] = round(
-            time.monotonic() - started, 1
-        )
+        took = round(time.monotonic() - started, 1)
+        report.details.setdefault("durations_s", {})[bench_id] = took
+        print(f"=== {bench_id} done in {took:.1f} s", flush=True)
+    durations = report.details.get("durations_s", {})
+    durations["total"] = round(sum(durations.values()), 1)
     report.write(args.json)
+    print("durations: " + ", ".join(f"{k} {v:.1f} s" for k, v in durations.items()))
 
 
 if __name__ == "__main__":
