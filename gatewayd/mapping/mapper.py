@@ -77,23 +77,28 @@ def event_values(samples: Iterable[Sample]) -> dict[str, Value]:
     return {s.measurepoint: s.value for s in samples if s.quality is Quality.GOOD}
 
 
-class _Values(Mapping[int, Value]):
-    """index → value view of a last-good table, so a poll does not copy the table."""
+class _LastGood(Mapping[int, tuple[Value, int]]):
+    """index → (value, ts_ms) view over the mapper's two last-good tables.
 
-    def __init__(self, table: Mapping[int, tuple[Value, int]]) -> None:
-        self._table = table
+    Values and times live in two dicts so a poll stores two ints/refs per point instead of
+    allocating a (value, ts_ms) tuple per point (the hot path); this view keeps the pair API.
+    """
 
-    def __getitem__(self, index: int) -> Value:
-        return self._table[index][0]
+    def __init__(self, values: Mapping[int, Value], times: Mapping[int, int]) -> None:
+        self._values = values
+        self._times = times
+
+    def __getitem__(self, index: int) -> tuple[Value, int]:
+        return self._values[index], self._times[index]
 
     def __contains__(self, index: object) -> bool:
-        return index in self._table
+        return index in self._values
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._table)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._values)
 
 
 class DeviceMapper:
@@ -105,7 +110,12 @@ class DeviceMapper:
         self.device = device
         self.points = tuple(points)
         self.default_interval = default_interval
-        self.last_good: dict[int, tuple[Value, int]] = {}
+        self._last_value: dict[int, Value] = {}
+        self._last_ts: dict[int, int] = {}
+        #: index → (value, ts_ms) of each point's last good reading (read-only view).
+        self.last_good: Mapping[int, tuple[Value, int]] = _LastGood(
+            self._last_value, self._last_ts
+        )
 
     def interval_of(self, index: int) -> float:
         """The poll interval of point `index` in seconds (its own, else the device's)."""
@@ -114,11 +124,12 @@ class DeviceMapper:
     def good(self, values_by_index: Mapping[int, Value], ts_ms: int) -> list[Sample]:
         """Samples for freshly decoded values; remembers the finite ones as last good."""
         samples = map_values(
-            self.device, self.points, values_by_index, ts_ms, last_good=_Values(self.last_good)
+            self.device, self.points, values_by_index, ts_ms, last_good=self._last_value
         )
         for index, value in values_by_index.items():
             if is_finite(value):
-                self.last_good[index] = (value, ts_ms)
+                self._last_value[index] = value
+                self._last_ts[index] = ts_ms
         return samples
 
     def good_block(
@@ -137,7 +148,8 @@ class DeviceMapper:
         """
         if nonfinite:
             return self.good(dict(zip(indices, values, strict=True)), ts_ms)
-        self.last_good.update(zip(indices, zip(values, repeat(ts_ms))))  # noqa: B905
+        self._last_value.update(zip(indices, values, strict=True))
+        self._last_ts.update(zip(indices, repeat(ts_ms)))
         return good_samples(self.device, measurepoints, values, ts_ms)
 
     def failed(self, indices: Iterable[int], ts_ms: int) -> list[Sample]:
@@ -149,14 +161,13 @@ class DeviceMapper:
         old = [
             i
             for i in sorted(set(indices))
-            if i in self.last_good
-            and is_stale(self.last_good[i][1], now_ms, self.interval_of(i))
+            if i in self._last_ts and is_stale(self._last_ts[i], now_ms, self.interval_of(i))
         ]
         return self._degraded(old, now_ms, Quality.STALE)
 
     def _degraded(self, indices: Sequence[int], ts_ms: int, quality: Quality) -> list[Sample]:
         return [
-            Sample(self.device, self.points[i].measurepoint, self.last_good[i][0], ts_ms, quality)
+            Sample(self.device, self.points[i].measurepoint, self._last_value[i], ts_ms, quality)
             for i in indices
-            if self.points[i].quality and i in self.last_good
+            if self.points[i].quality and i in self._last_value
         ]

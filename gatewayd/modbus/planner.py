@@ -65,6 +65,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gatewayd.config.models import PointConfig, Table
 
@@ -240,6 +241,15 @@ def select_due(
     return due
 
 
+class _LastPlan(NamedTuple):
+    """The last plan a `DeviceReadPlanner` made, with what it was made for."""
+
+    due: tuple[int, ...]
+    holes: frozenset[Hole]
+    limits: tuple[int, int]  # (max_registers, max_bits)
+    requests: tuple[ReadRequest, ...]
+
+
 class PlanCache:
     """Plans for one device's point list, memoised by (due set, holes, limits).
 
@@ -408,6 +418,7 @@ class DeviceReadPlanner:
         self._quiet_for: tuple[frozenset[Hole], int, int] | None = None  # probes() == []
         self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        self._last_plan: _LastPlan | None = None
         self._widest_registers = max(
             (p.register_count for p in self.points if not p.table.is_bit), default=1
         )
@@ -427,9 +438,24 @@ class DeviceReadPlanner:
     def plan(self, due: Iterable[int] | None = None) -> list[ReadRequest]:
         """Requests for the `due` point indices (all points if None), honouring what was learnt."""
         indices = range(len(self.points)) if due is None else due
-        return self._cache.plan(
+        # A steady schedule asks for the same tuple every cycle: one comparison answers it
+        # (the cache key would build and hash a frozenset of every due index).
+        last = self._last_plan
+        if (
+            last is not None
+            and last.due == indices
+            and last.holes is self.holes
+            and last.limits == (self.max_registers, self.max_bits)
+        ):
+            return list(last.requests)
+        plan = self._cache.plan(
             indices, holes=self.holes, max_registers=self.max_registers, max_bits=self.max_bits
         )
+        if isinstance(indices, tuple):
+            self._last_plan = _LastPlan(
+                indices, self.holes, (self.max_registers, self.max_bits), tuple(plan)
+            )
+        return plan
 
     def on_success(self, request: ReadRequest) -> None:
         """`request` was answered: its addresses are known readable."""

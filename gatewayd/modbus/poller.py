@@ -476,11 +476,17 @@ class BusPoller:
         event_ts = max(s.ts_ms for s in samples if s.quality is good)
         return samples, entry.events.update(good_values, event_ts)
 
+    def _device_log(self, entry: _Device) -> structlog.typing.FilteringBoundLogger:
+        # Bound only when there is something to say: binding costs more than the rest of
+        # a healthy device's bookkeeping.
+        device = entry.reader.device
+        return cast(
+            "structlog.typing.FilteringBoundLogger",
+            self._log.bind(device=device.name, unit_id=device.unit_id),
+        )
+
     def _update_health(self, entry: _Device, outcome: ReadOutcome, now: float) -> None:
         health = entry.health
-        device_log = self._log.bind(
-            device=entry.reader.device.name, unit_id=entry.reader.device.unit_id
-        )
         if outcome.timed_out:
             health.consecutive_failures += 1
             health.last_error = outcome.last_error
@@ -489,15 +495,18 @@ class BusPoller:
                 health.consecutive_failures, self._rng
             )
             if health.state is not DeviceState.BACKOFF:
-                device_log.warning("device not answering; retrying with backoff",
-                                   error=outcome.last_error)
+                self._device_log(entry).warning(
+                    "device not answering; retrying with backoff", error=outcome.last_error
+                )
             health.state = DeviceState.BACKOFF
             return
         if outcome.bus_lost:
             return  # `_bus_down` marked every device
         if outcome.answered:
             if health.state is DeviceState.BACKOFF:
-                device_log.info("device recovered", after_failures=health.consecutive_failures)
+                self._device_log(entry).info(
+                    "device recovered", after_failures=health.consecutive_failures
+                )
             health.state = DeviceState.UP
             health.consecutive_failures = 0
             health.retry_at = None

@@ -64,7 +64,7 @@ class PointReading:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per response, and frozen __init__ is slow
 class DecodedBlock:
     """The good readings of one response: points (model indices) with their values.
 

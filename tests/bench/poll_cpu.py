@@ -8,7 +8,7 @@ nothing. Three processes, so each CPU figure belongs to one job only:
   planning, decoding, mapping, events or health);
 - the gatewayd `BusPoller` (planner, reader, codec, mapper, event engine, CycleResults on a
   queue drained by a consumer, as the daemon's spool writer would);
-- a diagnostic run of the same poller with `codec.decode` replaced by a constant, which
+- a diagnostic run of the same poller with `BlockDecoder.decode` answering constants, which
   attributes the poller's CPU between value decoding and everything else.
 
 CPU is utime+stime of the measuring process (`resource.getrusage`) over N cycles after two
@@ -116,11 +116,15 @@ async def baseline(port: int, devices: int, cycles: int) -> None:
 
 async def poller(port: int, devices: int, cycles: int, *, decode: bool = True) -> None:
     """gatewayd's BusPoller, its CycleResults drained by a consumer like the spool writer."""
-    from gatewayd.modbus import codec
+    from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
     from gatewayd.modbus.poller import BusPoller, CycleResult
 
     if not decode:  # diagnostic only: how much of the poller's CPU is value decoding
-        codec.decode = lambda *_args, **_kwargs: 1.0
+
+        def constant(self: BlockDecoder, _words: object) -> BlockValues:
+            return BlockValues([1.0] * len(self.points), (), ())
+
+        setattr(BlockDecoder, "decode", constant)  # noqa: B010 - a diagnostic patch
 
     model = bench_model()
     configs = [
