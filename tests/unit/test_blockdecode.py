@@ -195,3 +195,26 @@ def test_shortest_float32s_on_finite_values(values: list[float]) -> None:
 
 def _swap(word: int) -> int:
     return ((word & 0xFF) << 8) | (word >> 8)
+
+
+MODERATE = st.floats(min_value=2.0**-17, max_value=2.0**24, width=32, exclude_max=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MODERATE | MODERATE.map(lambda v: -v), min_size=1, max_size=70))
+def test_seven_digits_first_path_equals_the_codec(values: list[float]) -> None:
+    """Moderate values (the 7-digits-first path, powers of two included) spell like codec."""
+    assert [repr(v) for v in shortest_float32s(values)] == [
+        repr(codec.shortest_float32(v)) for v in values
+    ]
+
+
+def test_short_spellings_powers_of_two_and_zero_in_one_block() -> None:
+    """6-digit values, powers of two, zero and long spellings mixed keep codec's spelling."""
+    spelled = (229.8, 0.5, 0.0, 1.1, 2.0**-17, 97.19916534423828, 16777215.0, 12.3)
+    values = [struct.unpack(">f", struct.pack(">f", v))[0] for v in spelled]
+    got = shortest_float32s(values)
+    assert got == [codec.shortest_float32(v) for v in values]
+    assert got[0] == 229.8
+    assert got[3] == 1.1
+    assert got[5] == 97.199165

@@ -50,3 +50,25 @@ def test_is_stale_boundary_and_event_values() -> None:
     assert is_stale(0, 5001, 5.0)
     samples = [Sample("d", "a", 1, 0), Sample("d", "b", 2, 0, BAD), Sample("d", "c", 3, 0)]
     assert event_values(samples) == {"a": 1, "c": 3}
+
+
+def test_good_block_equals_good_including_non_finite_values() -> None:
+    """`good_block` gives the samples and last-good table `good` gives, NaN/inf included."""
+    fast = DeviceMapper("d", POINTS, default_interval=5.0)
+    slow = DeviceMapper("d", POINTS, default_interval=5.0)
+    names = ("a", "b", "c")
+    cycles: list[tuple[list[float], tuple[int, ...]]] = [
+        ([1.5, 2.5, 3.5], ()),
+        ([math.nan, 4.0, math.inf], (0, 2)),  # a and c keep 1.5 / 3.5 as last good
+        ([6.0, math.nan, 7.0], (1,)),
+    ]
+    for ts_ms, (values, nonfinite) in enumerate(cycles, start=1):
+        got = fast.good_block((0, 1, 2), names, values, 1000 * ts_ms, nonfinite)
+        want = slow.good(dict(enumerate(values)), 1000 * ts_ms)
+        assert got == want
+        assert dict(fast.last_good) == dict(slow.last_good)
+    assert fast.last_good[0] == (6.0, 3000)
+    assert fast.last_good[1] == (4.0, 2000)  # NaN did not replace it
+    bad = fast.good_block((0,), ("a",), [math.nan], 4000, (0,))
+    assert bad == [Sample("d", "a", 6.0, 4000, BAD)]
+    assert fast.stale([0, 1, 2], 9001) == [Sample("d", "a", 6.0, 9001, STALE)]  # b: no quality
