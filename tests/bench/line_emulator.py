@@ -67,16 +67,25 @@ class LineTiming:
     #: Sizes (bytes) of the frames finished so far; the current one is `frame_bytes`.
     frame_sizes: Counter[int] = field(default_factory=Counter)
     frame_bytes: int = 0
+    last_sender: object = None  # who sent the burst on the line now
 
     def __post_init__(self) -> None:
         self.char_time = BITS_PER_CHAR / self.baudrate
         self.gap = frame_gap(self.baudrate)
 
-    def release_times(self, arrival: float, count: int) -> list[float]:
-        """Release times of `count` bytes handed to the line at `arrival` (seconds)."""
+    def release_times(self, arrival: float, count: int, sender: object = None) -> list[float]:
+        """Release times of `count` bytes `sender` handed to the line at `arrival` (s).
+
+        Bytes continue the current frame only when the same side sends them within 1.5
+        characters of its last one; the other side's bytes always start a new frame (a
+        half-duplex line turns around: a device answering faster than the silence still
+        waits for it, as the spec requires).
+        """
         if count <= 0:
             return []
-        if arrival - self.idle_at <= INTER_CHAR_LIMIT * self.char_time:
+        same_sender = sender == self.last_sender
+        self.last_sender = sender
+        if same_sender and arrival - self.idle_at <= INTER_CHAR_LIMIT * self.char_time:
             start = max(arrival, self.idle_at)  # continues the burst on the line
         else:
             start = max(arrival, self.idle_at + self.gap)  # a new frame: keep the silence
@@ -166,7 +175,7 @@ class LineEmulator:
         except OSError:  # the far side of the pty went away
             asyncio.get_running_loop().remove_reader(fd)
             return
-        times = self.timing.release_times(time.monotonic(), len(data))
+        times = self.timing.release_times(time.monotonic(), len(data), sender=fd)
         direction.pending.extend(zip(times, data, strict=True))
         direction.wake.set()
 

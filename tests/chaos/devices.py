@@ -109,7 +109,7 @@ class NoisyLine(LineEmulator):
         if data and data[0] == self.bad_unit:
             data = self._damage(data)
             self.damaged += 1
-        times = self.timing.release_times(time.monotonic(), len(data))
+        times = self.timing.release_times(time.monotonic(), len(data), sender=fd)
         direction.pending.extend(zip(times, data, strict=True))
         direction.wake.set()
 

@@ -35,6 +35,19 @@ def test_new_frame_keeps_the_silence() -> None:
     assert line.frames == 3
 
 
+def test_the_other_side_always_starts_a_new_frame() -> None:
+    """An answer that comes back faster than 1.5 characters still waits for the silence."""
+    line = LineTiming(9600)
+    char = 11 / 9600
+    [end] = line.release_times(0.0, 8, sender="gateway")[-1:]
+    answer = line.release_times(end + 0.1 * char, 1, sender="device")
+    assert answer == pytest.approx([end + frame_gap(9600) + char])
+    more = line.release_times(end + 0.2 * char, 1, sender="device")  # same burst
+    assert more == pytest.approx([end + frame_gap(9600) + 2 * char])
+    assert line.frames == 2
+    assert line.frame_sizes == {8: 1}
+
+
 def test_frame_sizes_are_counted_per_frame() -> None:
     """Chunks of one burst add up to one frame; a pause starts the next frame's count."""
     line = LineTiming(9600)
