@@ -186,10 +186,10 @@ async def wait_ready(proc: subprocess.Popen[Any], stats_path: Path, timeout: flo
 
     def ready_or_dead() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited {proc.returncode} before it was ready")
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode} before it was ready")
         return ready.exists() and bool(ready.read_text())
 
-    await async_wait_until(ready_or_dead, timeout, f"{proc.args} ready")
+    await async_wait_until(ready_or_dead, timeout, f"{proc.args!r} ready")
     return int(ready.read_text())  # noqa: ASYNC240 - a few bytes, once
 
 
