@@ -32,6 +32,7 @@ from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
+from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
@@ -142,7 +143,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, handler)
         register_secrets(self.config)
-        self.spool = await Spool.open(self.config.spool)
+        self.spool = await Spool.open(self.config.spool, quality_points=quality_points(self.config))
         try:
             await self._run_pipeline(self.spool)
         finally:
@@ -323,6 +324,8 @@ class Daemon:
                 if not any(d.name == name and d.enabled for d in new.devices):
                     registry.remove(name)
             self.uplink.reconfigure(new)
+        # Frames are shaped when written: later cycles follow the new quality settings.
+        await spool.set_quality_points(quality_points(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
         self.notifier.ready()

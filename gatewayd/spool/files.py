@@ -21,6 +21,7 @@ import structlog
 
 from gatewayd.config.models import SyncMode
 from gatewayd.spool import schema
+from gatewayd.spool.frames import FrameEncoder
 
 log = structlog.get_logger()
 
@@ -59,22 +60,31 @@ def file_bytes(path: Path) -> int:
     return total
 
 
-def connect(path: Path, synchronous: SyncMode, *, check: bool) -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: SyncMode, *, check: bool, encoder: FrameEncoder | None = None
+) -> sqlite3.Connection:
     """Open (creating if needed) the spool read-write, in WAL mode, migrated to the latest.
 
     Raises the SQLite error (or `SpoolCorruptError`/`SchemaTooNewError`) when the file is
-    unusable; `is_corruption` tells whether moving it aside would help.
+    unusable; `is_corruption` tells whether moving it aside would help. `encoder` shapes
+    the values an upgrade converts into frames (`schema.migrate`).
     """
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        _prepare(conn, synchronous, check=check)
+        _prepare(conn, synchronous, check=check, encoder=encoder)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _prepare(conn: sqlite3.Connection, synchronous: SyncMode, *, check: bool) -> None:
+def _prepare(
+    conn: sqlite3.Connection,
+    synchronous: SyncMode,
+    *,
+    check: bool,
+    encoder: FrameEncoder | None,
+) -> None:
     is_new = (
         schema.version(conn) == 0
         and not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
@@ -94,7 +104,7 @@ def _prepare(conn: sqlite3.Connection, synchronous: SyncMode, *, check: bool) ->
         verdict = conn.execute("PRAGMA quick_check").fetchall()
         if verdict != [("ok",)]:
             raise SpoolCorruptError("; ".join(str(row[0]) for row in verdict[:5]))
-    schema.migrate(conn)
+    schema.migrate(conn, encoder=encoder)
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
@@ -174,13 +184,15 @@ def move_aside(path: Path, reason: str) -> Path:
     return target
 
 
-def open_or_replace(path: Path, synchronous: SyncMode, *, check: bool) -> sqlite3.Connection:
+def open_or_replace(
+    path: Path, synchronous: SyncMode, *, check: bool, encoder: FrameEncoder | None = None
+) -> sqlite3.Connection:
     """`connect`, but a corrupt or too-new file is moved aside and a fresh one opened."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return connect(path, synchronous, check=check)
+        return connect(path, synchronous, check=check, encoder=encoder)
     except Exception as exc:
         if not is_corruption(exc):
             raise
         move_aside(path, f"{type(exc).__name__}: {exc}")
-    return connect(path, synchronous, check=False)
+    return connect(path, synchronous, check=False, encoder=encoder)

@@ -1,4 +1,4 @@
-"""What the spool hands out and how a point value is stored in one SQLite column.
+"""What the spool hands out and how a dead-lettered point value is stored in one column.
 
 Values are stored natively (INTEGER, REAL, TEXT) so a row stays small and needs no
 parsing. Three values SQLite cannot keep apart or cannot hold go in as short BLOBs:
@@ -23,21 +23,21 @@ _FALSE = b"\x00"
 
 
 class Kind(StrEnum):
-    """The two kinds of spooled rows, one table each."""
+    """The two kinds of spooled rows, one table each (samples live in `frames`)."""
 
     SAMPLES = "samples"
     EVENTS = "events"
 
 
-class SpooledSample(NamedTuple):
-    """A sample as taken from the spool; `id` is what `ack`/`release`/`dead_letter` take."""
+class SpooledFrame(NamedTuple):
+    """A frame as taken from the spool (see `frames.py`); `id` is what `ack`/`release`/
+    `dead_letter`/`rewrite_frame` take."""
 
     id: int
     device: str
-    measurepoint: str
-    value: Value
-    quality: int  # a `gatewayd.samples.Quality` value, as a plain int
     ts_ms: int
+    points: int  # how many measurepoints `body` holds
+    body: str  # the exact JSON text of the EnOS record's `measurepoints` object
 
 
 class SpooledEvent(NamedTuple):

@@ -19,6 +19,7 @@ from gatewayd.spool.rows import DeadLetter, Kind, decode_value
 META_DROPPED = {Kind.SAMPLES: "spool.dropped_samples", Kind.EVENTS: "spool.dropped_events"}
 META_DROPPED_DEAD_LETTERS = "spool.dropped_dead_letters"
 META_LAST_APPEND = "spool.last_append_ms"
+META_UNSENDABLE = schema.META_UNSENDABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class SpoolStats:
 
     path: str
     schema_version: int
-    samples: int
+    samples: int  # points, in `frames` rows
     events: int
     dead_letters: int
     #: Bytes of pages each table occupies (None when SQLite lacks the dbstat table).
@@ -48,6 +49,11 @@ class SpoolStats:
     #: Rows taken but not yet acked; only the owning process knows (None from the CLI).
     in_flight_samples: int | None = None
     in_flight_events: int | None = None
+    #: Rows holding the samples (one per device and poll instant).
+    frames: int = 0
+    #: Values never spooled because EnOS cannot take them (a non-good value of a point
+    #: without the quality indicator, NaN/infinity).
+    unsendable_samples: int = 0
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
@@ -65,7 +71,7 @@ def _table_bytes(conn: sqlite3.Connection) -> dict[str, int] | None:
     try:
         rows = conn.execute(
             "SELECT name, SUM(pgsize) FROM dbstat"
-            " WHERE name IN ('samples', 'events', 'dead_letters') GROUP BY name"
+            " WHERE name IN ('frames', 'events', 'dead_letters') GROUP BY name"
         ).fetchall()
     except sqlite3.OperationalError:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
         return None
@@ -84,22 +90,29 @@ def read_stats(
     conn.execute("BEGIN")
     try:
         sizes = _table_bytes(conn)
+        version = schema.version(conn)
+        if version < 3:
+            # A file the daemon has not upgraded yet (the CLI reads, never migrates).
+            raise sqlite3.DatabaseError(
+                f"spool schema version {version}: start gatewayd once to upgrade it"
+            )
         oldest = {
-            kind: conn.execute(f"SELECT ts_ms FROM {kind} ORDER BY id LIMIT 1").fetchone()  # noqa: S608 (fixed names)
-            for kind in Kind
+            kind: conn.execute(f"SELECT ts_ms FROM {table} ORDER BY id LIMIT 1").fetchone()  # noqa: S608 (fixed names)
+            for kind, table in ((Kind.SAMPLES, "frames"), (Kind.EVENTS, "events"))
         }
         count = {
             table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
-            for table in ("samples", "events", "dead_letters")
+            for table in ("frames", "events", "dead_letters")
         }
+        points = int(conn.execute("SELECT TOTAL(points) FROM frames").fetchone()[0])
         last_append = read_meta(conn, META_LAST_APPEND)
         return SpoolStats(
             path=str(path),
-            schema_version=schema.version(conn),
-            samples=count["samples"],
+            schema_version=version,
+            samples=points,
             events=count["events"],
             dead_letters=count["dead_letters"],
-            sample_bytes=None if sizes is None else sizes.get("samples", 0),
+            sample_bytes=None if sizes is None else sizes.get("frames", 0),
             event_bytes=None if sizes is None else sizes.get("events", 0),
             dead_letter_bytes=None if sizes is None else sizes.get("dead_letters", 0),
             oldest_sample_ts_ms=None if oldest[Kind.SAMPLES] is None else oldest[Kind.SAMPLES][0],
@@ -112,6 +125,8 @@ def read_stats(
             max_bytes=max_bytes,
             in_flight_samples=in_flight_samples,
             in_flight_events=in_flight_events,
+            frames=count["frames"],
+            unsendable_samples=_meta_int(conn, META_UNSENDABLE),
         )
     finally:
         conn.execute("COMMIT")

@@ -4,12 +4,18 @@
 from one thread (the daemon uses `gatewayd.spool.worker.Spool`, tests and the CLI use
 this class directly).
 
+Samples are stored as frames (`frames.py`): one row per (device, poll instant) holding
+the pre-encoded EnOS `measurepoints` JSON of that device's points, so a drain handles
+rows of a hundred points, not points. Counters that operators see (`Counts.samples`,
+dropped samples, dead letters) count POINTS; `Counts.frames` counts rows.
+
 Delivery is begin/commit (Telegraf's buffer idea):
-    rows = store.take_samples(500, newer_than_ms=now_ms - live_window_ms)   # begin
+    frames = store.take_frames(500, newer_than_ms=now_ms - live_window_ms)   # begin
     ... publish, await the EnOS reply ...
     store.ack(Kind.SAMPLES, ids_accepted)           # commit: the rows are deleted
     store.release(Kind.SAMPLES, ids_to_retry)       # or: they go back to the pool
     store.dead_letter(Kind.SAMPLES, ids, code, msg, now_ms)   # or: rejected for good
+    store.rewrite_frame(id, delivered, dead, now_ms)  # or: only some points of a frame
 Rows taken and not yet acked are "in flight" (in memory only): `take_*` skips them, and
 after a restart every row not acked comes back. `ack`/`release`/`dead_letter` act only on
 ids that are in flight, so a stale id (from before a restart or a recovered file) can
@@ -27,8 +33,9 @@ NORMAL: losing one to a power cut only means rows are sent again, and EnOS keys 
 (device, point, time), so a duplicate is harmless; this saves one fsync per message.
 
 Byte cap (see `budget.py`): before an append would take the data pages past the budget,
-the oldest rows are dropped (samples first; events only when no sample is left, because
-an event is one alarm transition that cannot be re-derived), counted in `meta`, logged
+the oldest rows are dropped (frames first, counted as the points they held; events only
+when no sample is left, because an event is one alarm transition that cannot be
+re-derived), counted in `meta`, logged
 once per episode. Rows in flight are never dropped. Free pages are reused before the file
 grows; after the spool drains, `incremental_vacuum` and a TRUNCATE checkpoint give the
 space back to the disk.
@@ -44,7 +51,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -57,14 +64,15 @@ from gatewayd.config.models import SpoolConfig, SyncMode
 from gatewayd.samples import Event, Sample
 from gatewayd.spool import files, stats
 from gatewayd.spool.budget import Budget
-from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledSample, decode_value
+from gatewayd.spool.frames import FrameEncoder, encode_body, parse_body, split_value
+from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.rows import encode_value as _encode
 
 log = structlog.get_logger()
 
 _SQLITE_FULL = 13
 #: Guesses the bytes of a row before the spool holds any, for the byte-cap projection.
-_DEFAULT_ROW_BYTES = 48
+_DEFAULT_ROW_BYTES = 256
 _MAX_DROP_ROUNDS = 8
 #: WAL pages between checkpoints while the disk is full (normally `Budget.wal_limit`).
 _FULL_DISK_WAL_PAGES = 16
@@ -98,36 +106,33 @@ class _Sql:
 _SQL = {
     Kind.SAMPLES: _Sql(
         select_after=(
-            "SELECT id, series, value, quality, ts_ms FROM samples WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT id, device, points, body, ts_ms FROM frames WHERE id > ? ORDER BY id LIMIT ?"
         ),
         select_live=(
-            "SELECT id, series, value, quality, ts_ms FROM samples"
+            "SELECT id, device, points, body, ts_ms FROM frames"
             " WHERE id > ? AND ts_ms >= ? ORDER BY id LIMIT ?"
         ),
         select_after_excluding=(
-            "SELECT id, series, value, quality, ts_ms FROM samples WHERE id > ?"
-            " AND series NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
+            "SELECT id, device, points, body, ts_ms FROM frames WHERE id > ?"
+            " AND device NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
         ),
         select_live_excluding=(
-            "SELECT id, series, value, quality, ts_ms FROM samples WHERE id > ? AND ts_ms >= ?"
-            " AND series NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
+            "SELECT id, device, points, body, ts_ms FROM frames WHERE id > ? AND ts_ms >= ?"
+            " AND device NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
         ),
-        delete_by_id="DELETE FROM samples WHERE id = ?",
-        delete_json_ids="DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))",
+        delete_by_id="DELETE FROM frames WHERE id = ?",
+        delete_json_ids="DELETE FROM frames WHERE id IN (SELECT value FROM json_each(?))",
         delete_oldest=(
-            "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)"
+            "DELETE FROM frames WHERE id IN (SELECT id FROM frames ORDER BY id LIMIT ?)"
+            " RETURNING points"
         ),
         delete_oldest_except=(
-            "DELETE FROM samples WHERE id IN (SELECT id FROM samples"
+            "DELETE FROM frames WHERE id IN (SELECT id FROM frames"
             " WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)"
+            " RETURNING points"
         ),
-        to_dead_letters=(
-            "INSERT INTO dead_letters (kind, row_id, device, name, value, quality, params,"
-            " ts_ms, code, message, failed_ms)"
-            " SELECT 'samples', s.id, r.device, r.measurepoint, s.value, s.quality, NULL,"
-            " s.ts_ms, ?, ?, ? FROM samples AS s JOIN series AS r ON r.id = s.series"
-            " WHERE s.id IN (SELECT value FROM json_each(?)) ORDER BY s.id"
-        ),
+        # Frames are expanded point by point in Python (`_frames_to_dead_letters`).
+        to_dead_letters="",
     ),
     Kind.EVENTS: _Sql(
         select_after=(
@@ -149,11 +154,12 @@ _SQL = {
         delete_by_id="DELETE FROM events WHERE id = ?",
         delete_json_ids="DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
         delete_oldest=(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) RETURNING 1"
         ),
         delete_oldest_except=(
             "DELETE FROM events WHERE id IN (SELECT id FROM events"
             " WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)"
+            " RETURNING 1"
         ),
         to_dead_letters=(
             "INSERT INTO dead_letters (kind, row_id, device, name, value, quality, params,"
@@ -163,9 +169,18 @@ _SQL = {
         ),
     ),
 }
-_INSERT_SAMPLE = "INSERT INTO samples (series, value, quality, ts_ms) VALUES (?, ?, ?, ?)"
+_TABLE = {Kind.SAMPLES: "frames", Kind.EVENTS: "events"}
+_INSERT_FRAME = "INSERT INTO frames (device, ts_ms, points, body) VALUES (?, ?, ?, ?)"
 _INSERT_EVENT = "INSERT INTO events (device, event_id, params, ts_ms) VALUES (?, ?, ?, ?)"
-_INSERT_SERIES = "INSERT OR IGNORE INTO series (device, measurepoint) VALUES (?, ?)"
+_SELECT_FRAMES = (
+    "SELECT id, device, ts_ms, body FROM frames"
+    " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+_INSERT_DEAD_POINT = (
+    "INSERT INTO dead_letters (kind, row_id, device, name, value, quality, params,"
+    " ts_ms, code, message, failed_ms) VALUES ('samples', ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"
+)
+_UPDATE_FRAME = "UPDATE frames SET points = ?, body = ? WHERE id = ?"
 _SET_META = (
     "INSERT INTO meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -178,7 +193,10 @@ _TRIM_DEAD_LETTERS = (
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Cheap figures from memory (no table scan), for status lines and metrics."""
+    """Cheap figures from memory (no table scan), for status lines and metrics.
+
+    Sample figures count points; `frames` and `in_flight_frames` count rows.
+    """
 
     samples: int
     events: int
@@ -188,6 +206,9 @@ class Counts:
     dropped_samples: int
     dropped_events: int
     file_bytes: int
+    frames: int = 0
+    in_flight_frames: int = 0
+    unsendable_samples: int = 0
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -206,20 +227,22 @@ class SpoolStore:
         max_bytes: int,
         synchronous: SyncMode,
         dead_letter_limit: int = DEAD_LETTER_LIMIT,
+        encoder: FrameEncoder | None = None,
     ) -> None:
         self._conn = conn
+        self._encoder = encoder or FrameEncoder()
         self._path = path
         self._synchronous = synchronous
         self._relax_acks = synchronous in (SyncMode.FULL, SyncMode.EXTRA)
         self._dead_letter_limit = dead_letter_limit
         self._max_bytes = max_bytes
         self._budget = Budget(max_bytes)
-        self._series: dict[tuple[str, str], int] = {}
-        self._series_names: dict[int, tuple[str, str]] = {}
         self._excluded: dict[tuple[Kind, _Mode], frozenset[str]] = {}
         self._in_flight: dict[Kind, dict[int, _Mode]] = {kind: {} for kind in Kind}
         self._cursors: dict[tuple[Kind, _Mode], int] = {}
-        self._rows: dict[Kind, int] = dict.fromkeys(Kind, 0)
+        self._rows: dict[Kind, int] = dict.fromkeys(Kind, 0)  # frames and events
+        self._points = 0  # points in all frames
+        self._flight_points: dict[int, int] = {}  # frame id in flight -> its points
         self._dead_letters = 0
         self._dropped: dict[str, int] = {}
         # Rows lost while the file could not be written: counted, persisted when possible.
@@ -245,31 +268,47 @@ class SpoolStore:
         synchronous: SyncMode = SyncMode.FULL,
         check: bool = True,
         dead_letter_limit: int = DEAD_LETTER_LIMIT,
+        quality_points: Collection[tuple[str, str]] = (),
     ) -> SpoolStore:
         """Open or create the spool at `path`; a corrupt file is moved aside first.
 
         `check` runs `PRAGMA quick_check` (reads every page once; about 30 ms per 10 MB
         here) so damage is found at start, not in the middle of a drain.
+        `quality_points` are the (device, measurepoint) pairs whose model enables EnOS'
+        quality indicator (`frames.quality_points(config)`): frames shape values with it.
         """
         path = Path(path)
-        conn = files.open_or_replace(path, synchronous, check=check)
+        encoder = FrameEncoder(quality_points)
+        conn = files.open_or_replace(path, synchronous, check=check, encoder=encoder)
         return cls(
             conn,
             path,
             max_bytes=max_bytes,
             synchronous=synchronous,
             dead_letter_limit=dead_letter_limit,
+            encoder=encoder,
         )
 
     @classmethod
-    def from_config(cls, config: SpoolConfig, *, check: bool = True) -> SpoolStore:
-        """Open the spool the config describes."""
+    def from_config(
+        cls,
+        config: SpoolConfig,
+        *,
+        check: bool = True,
+        quality_points: Collection[tuple[str, str]] = (),
+    ) -> SpoolStore:
+        """Open the spool the config describes (see `open` for `quality_points`)."""
         return cls.open(
             config.path,
             max_bytes=config.max_bytes,
             synchronous=config.synchronous,
             check=check,
+            quality_points=quality_points,
         )
+
+    def set_quality_points(self, quality_points: Collection[tuple[str, str]]) -> None:
+        """Shape the values of later appends with new quality settings (config reload)."""
+        self._encoder = FrameEncoder(quality_points)
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints and removes the WAL)."""
@@ -295,21 +334,20 @@ class SpoolStore:
     def _load_state(self) -> None:
         """(Re)build the in-memory mirrors from the file; in-flight state starts empty."""
         conn = self._conn
-        self._series = {
-            (device, point): series_id
-            for series_id, device, point in conn.execute(
-                "SELECT id, device, measurepoint FROM series"
-            )
-        }
-        self._series_names = {series_id: key for key, series_id in self._series.items()}
         self._in_flight = {kind: {} for kind in Kind}
+        self._flight_points = {}
         self._cursors = {}
-        for kind in Kind:
-            self._rows[kind] = conn.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0]  # noqa: S608 (fixed names)
+        self._rows[Kind.EVENTS] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        frames, points = conn.execute("SELECT COUNT(*), TOTAL(points) FROM frames").fetchone()
+        self._rows[Kind.SAMPLES], self._points = frames, int(points)
         self._dead_letters = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         self._dropped = {
             key: int(stats.read_meta(conn, key) or 0) + self._unpersisted.get(key, 0)
-            for key in (*stats.META_DROPPED.values(), stats.META_DROPPED_DEAD_LETTERS)
+            for key in (
+                *stats.META_DROPPED.values(),
+                stats.META_DROPPED_DEAD_LETTERS,
+                stats.META_UNSENDABLE,
+            )
         }
         self._dropped_dirty = bool(self._unpersisted)
 
@@ -320,7 +358,9 @@ class SpoolStore:
         except sqlite3.Error:
             log.debug("closing the corrupt spool failed", exc_info=True)
         files.move_aside(self._path, f"{type(exc).__name__}: {exc}")
-        self._conn = files.connect(self._path, self._synchronous, check=False)
+        self._conn = files.connect(
+            self._path, self._synchronous, check=False, encoder=self._encoder
+        )
         self._configure()
         self._load_state()
 
@@ -409,15 +449,15 @@ class SpoolStore:
     def _load_state_after_rollback(self) -> None:
         # Counters moved inside the failed transaction; the file is the truth. Keep the
         # in-flight set: those rows were not touched by the rolled-back append.
-        in_flight, cursors = self._in_flight, self._cursors
+        in_flight, cursors, flight = self._in_flight, self._cursors, self._flight_points
         try:
             self._load_state()
         except sqlite3.Error:
             log.debug("reloading spool state failed", exc_info=True)
-        self._in_flight, self._cursors = in_flight, cursors
+        self._in_flight, self._cursors, self._flight_points = in_flight, cursors, flight
 
     def _count_lost(self, samples: Sequence[Sample], events: Sequence[Event]) -> None:
-        """Rows that could not be written at all count as dropped (persisted later)."""
+        """Values that could not be written at all count as dropped (persisted later)."""
         for kind, lost in ((Kind.SAMPLES, len(samples)), (Kind.EVENTS, len(events))):
             key = stats.META_DROPPED[kind]
             self._dropped[key] += lost
@@ -488,46 +528,27 @@ class SpoolStore:
         self._configure()  # the normal WAL limits again
         return True
 
-    def _sample_rows(self, samples: Sequence[Sample]) -> list[tuple[int, Any, int, int]]:
-        series = self._series
-        try:
-            return [
-                (series[s.device, s.measurepoint], _encode(s.value), s.quality, s.ts_ms)
-                for s in samples
-            ]
-        except KeyError:
-            self._register_series(samples)
-            return [
-                (series[s.device, s.measurepoint], _encode(s.value), s.quality, s.ts_ms)
-                for s in samples
-            ]
-
-    def _register_series(self, samples: Iterable[Sample]) -> None:
-        """Intern new (device, measurepoint) pairs in their own small transaction."""
-        new = {(s.device, s.measurepoint) for s in samples} - self._series.keys()
-        with self._transaction():
-            self._conn.executemany(_INSERT_SERIES, sorted(new))
-            found = self._conn.execute("SELECT id, device, measurepoint FROM series").fetchall()
-        for series_id, device, point in found:
-            self._series[device, point] = series_id
-            self._series_names[series_id] = (device, point)
-
     def _append_once(
         self, samples: Sequence[Sample], events: Sequence[Event], now_ms: int | None
     ) -> None:
-        sample_rows = self._sample_rows(samples) if samples else []
+        frames, unsendable = self._encoder.encode(samples) if samples else ([], 0)
         event_rows = [
             (e.device, e.event_id, json.dumps(e.params, separators=(",", ":")), e.ts_ms)
             for e in events
         ]
+        points = sum(frame.points for frame in frames)
         with self._transaction():
-            self._make_room(len(sample_rows) + len(event_rows))
-            if sample_rows:
-                self._conn.executemany(_INSERT_SAMPLE, sample_rows)
+            self._make_room(len(frames) + len(event_rows))
+            if frames:
+                self._conn.executemany(_INSERT_FRAME, frames)
             if event_rows:
                 self._conn.executemany(_INSERT_EVENT, event_rows)
-            self._rows[Kind.SAMPLES] += len(sample_rows)
+            self._rows[Kind.SAMPLES] += len(frames)
+            self._points += points
             self._rows[Kind.EVENTS] += len(event_rows)
+            if unsendable:
+                self._dropped[stats.META_UNSENDABLE] += unsendable
+                self._dropped_dirty = True
             self._enforce_cap()
             if now_ms is not None:
                 self._conn.execute(_SET_META, (stats.META_LAST_APPEND, str(now_ms)))
@@ -587,8 +608,8 @@ class SpoolStore:
                 return  # nothing droppable is left (all in flight)
 
     def _drop_rows(self, count: int, reason: str) -> int:
-        """Delete up to `count` oldest rows not in flight, samples first; count them."""
-        dropped = 0
+        """Delete up to `count` oldest rows not in flight, frames first; count their points."""
+        dropped = lost = 0
         for kind in Kind:  # samples, then events
             if dropped >= count:
                 break
@@ -600,9 +621,14 @@ class SpoolStore:
                 )
             else:
                 cursor = self._conn.execute(sql.delete_oldest, (count - dropped,))
-            self._rows[kind] -= cursor.rowcount
-            self._dropped[stats.META_DROPPED[kind]] += cursor.rowcount
-            dropped += cursor.rowcount
+            # Each deleted row returns its points (frames) or 1 (events).
+            weights = [weight for (weight,) in cursor.fetchall()]
+            lost += sum(weights)
+            self._rows[kind] -= len(weights)
+            if kind is Kind.SAMPLES:
+                self._points -= sum(weights)
+            self._dropped[stats.META_DROPPED[kind]] += sum(weights)
+            dropped += len(weights)
         if dropped:
             self._dropped_dirty = True
             if reason == "cap":
@@ -612,7 +638,7 @@ class SpoolStore:
                     max_bytes=self._max_bytes,
                     path=str(self._path),
                 )
-            self._episodes[reason] = self._episodes.get(reason, 0) + dropped
+            self._episodes[reason] = self._episodes.get(reason, 0) + lost
         return dropped
 
     def _persist_dropped(self) -> None:
@@ -673,15 +699,15 @@ class SpoolStore:
 
     # -- delivery: take, ack, release, dead-letter -------------------------------------
 
-    def take_samples(
+    def take_frames(
         self,
         limit: int,
         *,
         older_than_ms: int | None = None,
         newer_than_ms: int | None = None,
         exclude_devices: Collection[str] = (),
-    ) -> list[SpooledSample]:
-        """Begin: the oldest `limit` samples not in flight, which are now in flight.
+    ) -> list[SpooledFrame]:
+        """Begin: the oldest `limit` frames not in flight, which are now in flight.
 
         `newer_than_ms` selects live rows (`ts_ms >= newer_than_ms`), `older_than_ms` the
         backlog (`ts_ms < older_than_ms`); neither selects all rows. Not both.
@@ -689,11 +715,12 @@ class SpoolStore:
         the spool, untouched, and come out again once the device is no longer excluded.
         """
         rows = self._take(Kind.SAMPLES, limit, older_than_ms, newer_than_ms, exclude_devices)
-        names = self._series_names
-        return [
-            SpooledSample(row_id, *names[series], decode_value(value), quality, ts_ms)
-            for row_id, series, value, quality, ts_ms in rows
-        ]
+        flight = self._flight_points
+        frames = []
+        for row_id, device, points, body, ts_ms in rows:
+            flight[row_id] = points
+            frames.append(SpooledFrame(row_id, device, ts_ms, points, body))
+        return frames
 
     def take_events(
         self,
@@ -740,12 +767,7 @@ class SpoolStore:
         window = limit + len(in_flight)
         sql = _SQL[kind]
         if excluded:
-            keys: list[int] | list[str]
-            if kind is Kind.SAMPLES:
-                keys = [i for i, (device, _) in self._series_names.items() if device in excluded]
-            else:
-                keys = sorted(excluded)
-            held = json.dumps(keys)
+            held = json.dumps(sorted(excluded))
             if mode is _Mode.LIVE:
                 args: tuple[Any, ...] = (cursor, newer_than_ms, held, window)
                 rows = self._conn.execute(sql.select_live_excluding, args).fetchall()
@@ -805,17 +827,35 @@ class SpoolStore:
                 self._start_episode("disk_full", "disk full: cannot delete delivered rows")
                 return 0
             raise
-        in_flight = self._in_flight[kind]
-        for row_id in mine:
-            del in_flight[row_id]
+        points = self._land(kind, mine)
+        if kind is Kind.SAMPLES:
+            self._points -= points
         self._rows[kind] -= deleted
         self._after_delete()
         return deleted
+
+    def _land(self, kind: Kind, ids: Iterable[int]) -> int:
+        """Rows leave the in-flight set; returns the points (frames) or rows they held."""
+        in_flight = self._in_flight[kind]
+        if kind is Kind.EVENTS:
+            count = 0
+            for row_id in ids:
+                del in_flight[row_id]
+                count += 1
+            return count
+        flight, points = self._flight_points, 0
+        for row_id in ids:
+            del in_flight[row_id]
+            points += flight.pop(row_id)
+        return points
 
     def release(self, kind: Kind, ids: Iterable[int]) -> int:
         """Rollback: rows not delivered go back to the pool (oldest first again)."""
         in_flight = self._in_flight[kind]
         released = [(row_id, in_flight.pop(row_id)) for row_id in self._owned(kind, ids)]
+        if kind is Kind.SAMPLES:
+            for row_id, _ in released:
+                del self._flight_points[row_id]
         if released:
             self._rewind(kind, released)
         return len(released)
@@ -826,6 +866,7 @@ class SpoolStore:
         for kind in Kind:
             count += len(self._in_flight[kind])
             self._in_flight[kind] = {}
+        self._flight_points = {}
         self._cursors = {}
         return count
 
@@ -844,10 +885,12 @@ class SpoolStore:
     def dead_letter(
         self, kind: Kind, ids: Iterable[int], code: int, message: str, now_ms: int
     ) -> int:
-        """Move rejected rows to the dead-letter table atomically; returns rows moved.
+        """Move rejected rows to the dead-letter table atomically; returns values moved
+        (the points of the frames, or the events).
 
-        The table keeps the newest `dead_letter_limit` rows; older ones are dropped and
-        counted, so a point rejected forever cannot fill the disk.
+        A frame becomes one dead letter per point. The table keeps the newest
+        `dead_letter_limit` entries; older ones are dropped and counted, so a point
+        rejected forever cannot fill the disk.
         """
         mine = self._owned(kind, ids)
         if not mine:
@@ -855,19 +898,91 @@ class SpoolStore:
         ids_json = json.dumps(mine)
         sql = _SQL[kind]
         with self._relaxed(), self._transaction():
-            self._conn.execute(sql.to_dead_letters, (code, message, now_ms, ids_json))
-            moved = self._conn.execute(sql.delete_json_ids, (ids_json,)).rowcount
-            trimmed = self._conn.execute(_TRIM_DEAD_LETTERS, (self._dead_letter_limit,)).rowcount
-            if trimmed:
-                self._dropped[stats.META_DROPPED_DEAD_LETTERS] += trimmed
-                self._persist_dropped()
-        in_flight = self._in_flight[kind]
-        for row_id in mine:
-            del in_flight[row_id]
-        self._rows[kind] -= moved
+            if kind is Kind.SAMPLES:
+                moved = self._frames_to_dead_letters(ids_json, code, message, now_ms)
+            else:
+                self._conn.execute(sql.to_dead_letters, (code, message, now_ms, ids_json))
+            deleted = self._conn.execute(sql.delete_json_ids, (ids_json,)).rowcount
+            if kind is Kind.EVENTS:
+                moved = deleted
+            trimmed = self._trim_dead_letters()
+        self._land(kind, mine)
+        self._rows[kind] -= deleted
+        if kind is Kind.SAMPLES:
+            self._points -= moved
         self._dead_letters += moved - trimmed
         self._after_delete()
         return moved
+
+    def _frames_to_dead_letters(self, ids_json: str, code: int, message: str, now_ms: int) -> int:
+        """Insert one dead letter per point of the frames; returns the points."""
+        rows = []
+        for frame_id, device, ts_ms, body in self._conn.execute(_SELECT_FRAMES, (ids_json,)):
+            for name, shaped in parse_body(body).items():
+                value, quality = split_value(shaped)
+                rows.append(
+                    (frame_id, device, name, _encode(value), quality, ts_ms, code, message, now_ms)
+                )
+        self._conn.executemany(_INSERT_DEAD_POINT, rows)
+        return len(rows)
+
+    def _trim_dead_letters(self) -> int:
+        trimmed: int = self._conn.execute(_TRIM_DEAD_LETTERS, (self._dead_letter_limit,)).rowcount
+        if trimmed:
+            self._dropped[stats.META_DROPPED_DEAD_LETTERS] += trimmed
+            self._persist_dropped()
+        return trimmed
+
+    def rewrite_frame(
+        self,
+        frame_id: int,
+        delivered: Collection[str],
+        dead: Mapping[str, tuple[int, str]],
+        now_ms: int,
+    ) -> SpooledFrame | None:
+        """Settle some points of one frame in flight (the rare, per-point path).
+
+        `delivered` points are removed (EnOS accepted them), `dead` points
+        (name → (code, message)) move to the dead letters; the rest stays in the frame,
+        which stays in flight and is returned, or None when nothing is left (the frame is
+        deleted, as an ack would). Not in flight: nothing happens, None.
+        """
+        if frame_id not in self._in_flight[Kind.SAMPLES]:
+            return None
+        row = self._conn.execute(_SELECT_FRAMES, (json.dumps([frame_id]),)).fetchone()
+        if row is None:
+            return None
+        _, device, ts_ms, body = row
+        points = parse_body(body)
+        letters = []
+        for name, (code, message) in dead.items():
+            if name in points:
+                value, quality = split_value(points.pop(name))
+                letters.append(
+                    (frame_id, device, name, _encode(value), quality, ts_ms, code, message, now_ms)
+                )
+        gone = [name for name in delivered if name in points]
+        for name in gone:
+            del points[name]
+        removed = len(letters) + len(gone)
+        with self._relaxed(), self._transaction():
+            if letters:
+                self._conn.executemany(_INSERT_DEAD_POINT, letters)
+            if points:
+                new_body = encode_body(points)
+                self._conn.execute(_UPDATE_FRAME, (len(points), new_body, frame_id))
+            else:
+                self._conn.execute(_SQL[Kind.SAMPLES].delete_by_id, (frame_id,))
+            trimmed = self._trim_dead_letters() if letters else 0
+        self._points -= removed
+        self._dead_letters += len(letters) - trimmed
+        if not points:
+            self._land(Kind.SAMPLES, [frame_id])
+            self._rows[Kind.SAMPLES] -= 1
+            self._after_delete()
+            return None
+        self._flight_points[frame_id] = len(points)
+        return SpooledFrame(frame_id, device, ts_ms, len(points), new_body)
 
     def _after_delete(self) -> None:
         if "cap" in self._episodes and self._used_bytes() < self._budget.low_water:
@@ -877,20 +992,24 @@ class SpoolStore:
     # -- reading ---------------------------------------------------------------------
 
     def in_flight(self, kind: Kind) -> int:
-        """Rows of `kind` taken and not yet acked, released or dead-lettered."""
+        """Rows (frames or events) of `kind` taken and not yet acked, released or
+        dead-lettered."""
         return len(self._in_flight[kind])
 
     def counts(self) -> Counts:
-        """Row counts from memory (no scan) and the bytes on disk."""
+        """Counts from memory (no scan) and the bytes on disk; samples count points."""
         return Counts(
-            samples=self._rows[Kind.SAMPLES],
+            samples=self._points,
             events=self._rows[Kind.EVENTS],
             dead_letters=self._dead_letters,
-            in_flight_samples=len(self._in_flight[Kind.SAMPLES]),
+            in_flight_samples=sum(self._flight_points.values()),
             in_flight_events=len(self._in_flight[Kind.EVENTS]),
             dropped_samples=self._dropped[stats.META_DROPPED[Kind.SAMPLES]],
             dropped_events=self._dropped[stats.META_DROPPED[Kind.EVENTS]],
             file_bytes=files.file_bytes(self._path),
+            frames=self._rows[Kind.SAMPLES],
+            in_flight_frames=len(self._in_flight[Kind.SAMPLES]),
+            unsendable_samples=self._dropped[stats.META_UNSENDABLE],
         )
 
     def stats(self) -> stats.SpoolStats:
@@ -899,7 +1018,7 @@ class SpoolStore:
             self._conn,
             self._path,
             self._max_bytes,
-            in_flight_samples=len(self._in_flight[Kind.SAMPLES]),
+            in_flight_samples=sum(self._flight_points.values()),
             in_flight_events=len(self._in_flight[Kind.EVENTS]),
         )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -26,13 +26,13 @@ from typing import ParamSpec, TypeVar
 
 from gatewayd.config.models import SpoolConfig
 from gatewayd.samples import Event, Sample
-from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledSample
+from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.stats import SpoolStats
 from gatewayd.spool.store import Counts, SpoolStore
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_Row = TypeVar("_Row", SpooledSample, SpooledEvent)
+_Row = TypeVar("_Row", SpooledFrame, SpooledEvent)
 
 
 class Spool:
@@ -44,13 +44,22 @@ class Spool:
         self._executor = executor
 
     @classmethod
-    async def open(cls, config: SpoolConfig, *, check: bool = True) -> Spool:
-        """Open the configured spool on a fresh worker thread."""
+    async def open(
+        cls,
+        config: SpoolConfig,
+        *,
+        check: bool = True,
+        quality_points: Collection[tuple[str, str]] = (),
+    ) -> Spool:
+        """Open the configured spool on a fresh worker thread (see `SpoolStore.open`)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-spool")
         loop = asyncio.get_running_loop()
         try:
             store = await loop.run_in_executor(
-                executor, functools.partial(SpoolStore.from_config, config, check=check)
+                executor,
+                functools.partial(
+                    SpoolStore.from_config, config, check=check, quality_points=quality_points
+                ),
             )
         except BaseException:
             executor.shutdown(wait=False)
@@ -90,17 +99,21 @@ class Spool:
         """Commit one poll cycle's rows in one transaction (never raises sqlite errors)."""
         await self._call(self._store.append, samples, events, now_ms)
 
-    async def take_samples(
+    async def set_quality_points(self, quality_points: Collection[tuple[str, str]]) -> None:
+        """Shape later appends with new quality settings; see `SpoolStore`."""
+        await self._call(self._store.set_quality_points, quality_points)
+
+    async def take_frames(
         self,
         limit: int,
         *,
         older_than_ms: int | None = None,
         newer_than_ms: int | None = None,
         exclude_devices: Collection[str] = (),
-    ) -> list[SpooledSample]:
-        """Begin: see `SpoolStore.take_samples`."""
+    ) -> list[SpooledFrame]:
+        """Begin: see `SpoolStore.take_frames`."""
         func = functools.partial(
-            self._store.take_samples,
+            self._store.take_frames,
             limit,
             older_than_ms=older_than_ms,
             newer_than_ms=newer_than_ms,
@@ -162,6 +175,16 @@ class Spool:
     ) -> int:
         """Move permanently rejected rows aside; see `SpoolStore.dead_letter`."""
         return await self._call(self._store.dead_letter, kind, ids, code, message, now_ms)
+
+    async def rewrite_frame(
+        self,
+        frame_id: int,
+        delivered: Collection[str],
+        dead: Mapping[str, tuple[int, str]],
+        now_ms: int,
+    ) -> SpooledFrame | None:
+        """Settle some points of a frame; see `SpoolStore.rewrite_frame`."""
+        return await self._call(self._store.rewrite_frame, frame_id, delivered, dead, now_ms)
 
     async def counts(self) -> Counts:
         """Cheap figures from memory."""

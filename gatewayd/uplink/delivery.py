@@ -2,14 +2,19 @@
 
 A row leaves the spool only when EnOS answered 200 to the message that carried it:
 
-    rows = take(...)                # begin: rows are in flight
-    reply = request(batch(rows))
-    200          -> ack(rows)       # commit: deleted
-    1212 / 1009  -> release(rows)   # sub-device refused: split by device, hold its rows
+    frames = take(...)              # begin: frames are in flight
+    reply = request(batch(frames))  # records = the frames' pre-encoded text, concatenated
+    200          -> ack(frames)     # commit: deleted
+    1212 / 1009  -> release(frames) # sub-device refused: split by device, hold its rows
                                     # in the spool until it is logged in again
     1204 / 12xx  -> bisect          # isolate the rejected values, dead-letter only those
-    timeout, 5xx -> release(rows)   # retry with backoff
-    transport    -> release(rows), then the session ends and the uplink reconnects
+    timeout, 5xx -> release(frames) # retry with backoff
+    transport    -> release(frames), then the session ends and the uplink reconnects
+
+Bisection halves the frames of a message; a single rejected frame of several points is
+parsed (the only per-point path) and bisected by point, and `rewrite_frame` settles it:
+accepted points leave it, the rejected one is dead-lettered with EnOS' code and message,
+the rest stays in the spool.
 
 Live rows (younger than the live window) go out with `post.batch` for logged-in
 sub-devices; everything older - an outage, a restart, a backlog - goes out oldest first
@@ -22,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -33,10 +40,17 @@ from gatewayd.enos.codes import Disposition, classify, describe
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import ReplyTimeout
 from gatewayd.modbus.clock import Clock
-from gatewayd.spool.rows import Kind, SpooledEvent, SpooledSample
+from gatewayd.spool.frames import parse_body
+from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
 from gatewayd.uplink.ports import SessionPort, SpoolPort
 from gatewayd.uplink.ratelimit import TokenBucket
-from gatewayd.uplink.records import Bundle, bundle_samples, row_ids
+from gatewayd.uplink.records import (
+    Bundle,
+    bundle_frames,
+    frame_ids,
+    point_count,
+    point_record,
+)
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
@@ -45,9 +59,10 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
 #: Largest resume (backlog) message; live posts may use the whole 512 KiB.
 BACKLOG_MESSAGE_BYTES = 128 * 1024
-#: Rows (points) taken from the spool per round; they go out in as many messages as the
-#: 512 KiB limit and `uplink.batch_size` (records per message) ask for.
-TAKE_ROWS = 20000
+#: Frames (one device's points of one poll instant each) taken from the spool per round;
+#: they go out in as many messages as the size limit and `uplink.batch_size` (records per
+#: message) ask for.
+TAKE_FRAMES = 1000
 #: How long an idle stream waits for the poller's "new data" signal before looking again.
 IDLE_WAIT_S = 1.0
 #: Backoff after a reply timeout or a retryable error code, doubled per failure.
@@ -84,20 +99,20 @@ def pack(bundles: Sequence[Bundle], budget: int, max_records: int) -> list[list[
     """Split bundles, in order, into groups of at most `max_records` whose batch payload
     stays under `budget` bytes (what is left of a message after the envelope).
 
-    A single bundle over the budget is split into its points first.
+    Frames are at most `spool.frames.FRAME_MAX_BYTES` of text, well under any budget; a
+    bundle over the budget anyway goes in a group of its own (EnOS answers 1008 and it
+    is dead-lettered, rather than blocking the spool).
     """
     groups: list[list[Bundle]] = []
     current: list[Bundle] = []
     size = 0
     for bundle in bundles:
-        parts = [bundle] if len(bundle.encoded) < budget else bundle.split_points()
-        for part in parts:
-            extra = len(part.encoded) + 1  # the comma between records
-            if current and (size + extra > budget or len(current) >= max_records):
-                groups.append(current)
-                current, size = [], 0
-            current.append(part)
-            size += extra
+        extra = len(bundle.encoded) + 1  # the comma between records
+        if current and (size + extra > budget or len(current) >= max_records):
+            groups.append(current)
+            current, size = [], 0
+        current.append(bundle)
+        size += extra
     if current:
         groups.append(current)
     return groups
@@ -141,13 +156,6 @@ class Delivery:
             rate=config.uplink.backlog_bytes_per_second,
             burst=min(config.uplink.backlog_bytes_per_second, MAX_MESSAGE_BYTES),
         )
-        self._quality_points = {
-            (device.name, point.measurepoint)
-            for device in config.devices
-            if device.model in config.models
-            for point in config.models[device.model].points
-            if point.quality
-        }
         # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
         # point are dead-lettered at once instead of bisected again every cycle.
         self._invalid: dict[tuple[str, str], tuple[int, str, float]] = {}
@@ -185,24 +193,24 @@ class Delivery:
     async def _live_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(
-                TAKE_ROWS, newer_than_ms=cutoff, exclude_devices=self._excluded()
+            frames = await self._spool.take_frames(
+                TAKE_FRAMES, newer_than_ms=cutoff, exclude_devices=self._excluded()
             )
-            if not rows:
+            if not frames:
                 await self._idle(self._samples_ready)
                 continue
-            await self._deliver_samples(rows, resume=False)
+            await self._deliver_samples(frames, resume=False)
 
     async def _backlog_loop(self) -> None:
         while True:
             cutoff = self._now_ms() - self._live_window_ms
-            rows = await self._spool.take_samples(
-                TAKE_ROWS, older_than_ms=cutoff, exclude_devices=self._excluded()
+            frames = await self._spool.take_frames(
+                TAKE_FRAMES, older_than_ms=cutoff, exclude_devices=self._excluded()
             )
-            if not rows:
+            if not frames:
                 await self._clock.sleep(IDLE_WAIT_S)
                 continue
-            await self._deliver_samples(rows, resume=True)
+            await self._deliver_samples(frames, resume=True)
 
     async def _event_loop(self) -> None:
         while True:
@@ -226,12 +234,12 @@ class Delivery:
             return None
         return sub.keys
 
-    async def _deliver_samples(self, rows: Sequence[SpooledSample], *, resume: bool) -> None:
-        bundles, unsendable = bundle_samples(rows, self._keys, self._quality_points)
-        if unsendable:
-            # Unknown/deleted devices and bad values of points without a quality flag:
-            # EnOS cannot take them; nothing is lost that the cloud could have stored.
-            await self._spool.ack(Kind.SAMPLES, unsendable)
+    async def _deliver_samples(self, frames: Sequence[SpooledFrame], *, resume: bool) -> None:
+        bundles, unknown = bundle_frames(frames, self._keys)
+        if unknown:
+            # Unknown or deleted devices: EnOS cannot take their data; nothing is lost
+            # that the cloud could have stored.
+            await self._spool.ack(Kind.SAMPLES, unknown)
         bundles = await self._drop_known_invalid(bundles)
         if resume:
             await self._send_all(bundles, resume=True)
@@ -248,23 +256,31 @@ class Delivery:
         return sub is not None and sub.publishable
 
     async def _drop_known_invalid(self, bundles: list[Bundle]) -> list[Bundle]:
+        """Dead-letter at once the points EnOS already rejected as invalid, keeping the rest
+        of their frames (which stay in flight and go out in this round)."""
         if not self._invalid:
             return bundles
         # Forget verdicts after a while: the cloud model may have been fixed meanwhile.
         now = self._clock.monotonic()
         for key in [k for k, (_, _, at) in self._invalid.items() if now - at > INVALID_TTL_S]:
             del self._invalid[key]
+        needles: dict[str, list[tuple[str, str]]] = {}  # device -> [(point, its JSON key)]
+        for device, point in self._invalid:
+            needles.setdefault(device, []).append((point, json.dumps(point) + ":"))
         keep: list[Bundle] = []
         for bundle in bundles:
-            if not any((bundle.device, name) in self._invalid for name in bundle.measurepoints):
+            frame = bundle.frame
+            # A cheap text test first: only a frame that may hold the point is parsed.
+            suspects = [p for p, key in needles.get(frame.device, ()) if key in frame.body]
+            found = [p for p in suspects if p in parse_body(frame.body)] if suspects else []
+            if not found:
                 keep.append(bundle)
                 continue
-            for part in bundle.split_points():
-                verdict = self._invalid.get((part.device, part.measurepoints[0]))
-                if verdict is None:
-                    keep.append(part)
-                else:
-                    await self._dead_letter(Kind.SAMPLES, list(part.row_ids), *verdict[:2])
+            dead = {p: self._invalid[frame.device, p][:2] for p in found}
+            self.stats.dead_lettered += len(dead)
+            rest = await self._spool.rewrite_frame(frame.id, (), dead, self._now_ms())
+            if rest is not None:
+                keep.extend(bundle_frames([rest], self._keys)[0])
         return keep
 
     async def _send_all(self, bundles: Sequence[Bundle], *, resume: bool) -> None:
@@ -281,14 +297,14 @@ class Delivery:
                 await self._send_group(group, resume=resume)
             except BaseException:
                 # Whatever ends this send (transport loss, cancellation) returns the
-                # rows of the groups not yet sent to the pool.
+                # frames of the groups not yet sent to the pool.
                 await self._spool.release(
-                    Kind.SAMPLES, row_ids([b for g in groups[index + 1 :] for b in g])
+                    Kind.SAMPLES, frame_ids([b for g in groups[index + 1 :] for b in g])
                 )
                 raise
 
     async def _send_group(self, group: list[Bundle], *, resume: bool) -> None:
-        ids = row_ids(group)
+        ids = frame_ids(group)
         request = messages.measurepoint_batch(
             *self._gw,
             id=self._ids.next_id(),
@@ -296,29 +312,15 @@ class Delivery:
             resume=resume,
             allow_offline_sub_device=resume,
         )
-        if resume:
-            await self._pace(len(ids), len(request.payload))
-        else:
-            # Live data never waits, but it spends the shared byte budget: the backlog
-            # gets what live traffic leaves of the link.
-            self._bytes.reserve(len(request.payload), self._clock.monotonic())
-        try:
-            reply = await self._request(request)
-        except BaseException:
-            await self._spool.release(Kind.SAMPLES, ids)
-            raise
-        if reply is None:  # timeout or unreadable reply: try again later
-            await self._spool.release(Kind.SAMPLES, ids)
-            await self._retry_pause()
+        points = point_count(group)
+        reply = await self._send_paced(request, points, ids, resume=resume)
+        if reply is None:
             return
         disposition = classify(reply.code)
         if disposition is Disposition.SUCCESS:
             self._failures = 0
             await self._spool.ack(Kind.SAMPLES, ids)
-            if resume:
-                self.stats.backlog_points += len(ids)
-            else:
-                self.stats.live_points += len(ids)
+            self._count_delivered(points, resume=resume)
             return
         self.stats.rejected_messages += 1
         if disposition is Disposition.RELOGIN:
@@ -340,27 +342,133 @@ class Delivery:
         # PERMANENT or SPLIT: isolate what EnOS refuses, send the rest.
         await self._bisect(group, reply, resume=resume)
 
+    async def _send_paced(
+        self, request: messages.Request, points: int, ids: list[int], *, resume: bool
+    ) -> messages.Reply | None:
+        """Pace (backlog) or book (live) the bytes, send, and await the reply; None after a
+        timeout or an unreadable reply (the frames are released and a pause taken)."""
+        if resume:
+            await self._pace(points, len(request.payload))
+        else:
+            # Live data never waits, but it spends the shared byte budget: the backlog
+            # gets what live traffic leaves of the link.
+            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+        try:
+            reply = await self._request(request)
+        except BaseException:
+            await self._spool.release(Kind.SAMPLES, ids)
+            raise
+        if reply is None:  # timeout or unreadable reply: try again later
+            await self._spool.release(Kind.SAMPLES, ids)
+            await self._retry_pause()
+        return reply
+
+    def _count_delivered(self, points: int, *, resume: bool) -> None:
+        if resume:
+            self.stats.backlog_points += points
+        else:
+            self.stats.live_points += points
+
     async def _bisect(self, group: list[Bundle], reply: messages.Reply, *, resume: bool) -> None:
         if len(group) > 1:
             middle = len(group) // 2
-            halves = [group[:middle], group[middle:]]
-        elif len(group[0].row_ids) > 1:
-            halves = [[part] for part in group[0].split_points()]
-        else:
-            bundle = group[0]
-            if reply.code != 1008:  # a single value over 512 KiB is no model error
-                verdict = (reply.code, reply.message, self._clock.monotonic())
-                self._invalid[(bundle.device, bundle.measurepoints[0])] = verdict
-            log.error(
-                "EnOS rejected a value; dead-lettered",
-                device=bundle.device,
-                measurepoint=bundle.measurepoints[0],
-                code=describe(reply.code),
-                message=reply.message,
-            )
-            await self._dead_letter(Kind.SAMPLES, list(bundle.row_ids), reply.code, reply.message)
+            await self._send_parts([group[:middle], group[middle:]], resume=resume)
             return
-        await self._send_parts(halves, resume=resume)
+        frame = group[0].frame
+        points = parse_body(frame.body)
+        if len(points) > 1:
+            await self._isolate(frame, points, reply, resume=resume)
+            return
+        self._reject_point(frame.device, next(iter(points)), reply)
+        await self._dead_letter(Kind.SAMPLES, [frame.id], reply.code, reply.message)
+
+    def _reject_point(self, device: str, point: str, reply: messages.Reply) -> None:
+        """Remember and log a value EnOS refused for good."""
+        if reply.code != 1008:  # a single value over 512 KiB is no model error
+            self._invalid[(device, point)] = (reply.code, reply.message, self._clock.monotonic())
+        log.error(
+            "EnOS rejected a value; dead-lettered",
+            device=device,
+            measurepoint=point,
+            code=describe(reply.code),
+            message=reply.message,
+        )
+
+    async def _isolate(
+        self,
+        frame: SpooledFrame,
+        points: dict[str, Any],
+        reply: messages.Reply,
+        *,
+        resume: bool,
+    ) -> None:
+        """Bisect one rejected frame by point; settle what was learnt in the spool."""
+        keys = self._keys(frame.device)
+        delivered: list[str] = []
+        dead: dict[str, tuple[int, str]] = {}
+        # Parts EnOS rejected, each with the reply that rejected it.
+        work: list[tuple[list[str], messages.Reply]] = [(list(points), reply)]
+        try:
+            while work and keys is not None:
+                names, why = work.pop(0)
+                if len(names) == 1:
+                    self._reject_point(frame.device, names[0], why)
+                    dead[names[0]] = (why.code, why.message)
+                    self.stats.dead_lettered += 1
+                    continue
+                middle = len(names) // 2
+                for half in (names[:middle], names[middle:]):
+                    outcome = await self._try_points(keys, frame, points, half, resume=resume)
+                    if outcome is None:
+                        return  # refused, retry or timeout: the rest waits in the spool
+                    accepted, answer = outcome
+                    if accepted:
+                        delivered.extend(half)
+                    else:
+                        work.append((half, answer))
+        finally:
+            rest = await self._spool.rewrite_frame(frame.id, delivered, dead, self._now_ms())
+            if rest is not None:
+                await self._spool.release(Kind.SAMPLES, [frame.id])
+
+    async def _try_points(
+        self,
+        keys: tuple[str, str],
+        frame: SpooledFrame,
+        points: dict[str, Any],
+        names: list[str],
+        *,
+        resume: bool,
+    ) -> tuple[bool, messages.Reply] | None:
+        """Send some of a frame's points as one record: (accepted?, reply), or None when
+        EnOS refused the device, asked to retry or did not answer (stop for now)."""
+        record = point_record(keys, frame, {name: points[name] for name in names})
+        request = messages.measurepoint_batch(
+            *self._gw,
+            id=self._ids.next_id(),
+            records=[record],
+            resume=resume,
+            allow_offline_sub_device=resume,
+        )
+        if resume:
+            await self._pace(len(names), len(request.payload))
+        else:
+            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+        reply = await self._request(request)
+        if reply is None:
+            await self._retry_pause()
+            return None
+        disposition = classify(reply.code)
+        if disposition is Disposition.SUCCESS:
+            self._count_delivered(len(names), resume=resume)
+            return True, reply
+        if disposition is Disposition.RELOGIN:
+            self._hold(frame.device, reply)
+            return None
+        if disposition is Disposition.RETRY:
+            await self._retry_pause()
+            return None
+        return False, reply
 
     async def _send_parts(self, parts: list[list[Bundle]], *, resume: bool) -> None:
         """Send the parts one after another; whatever ends that returns the rest."""
@@ -369,7 +477,7 @@ class Delivery:
                 await self._send_group(part, resume=resume)
             except BaseException:
                 await self._spool.release(
-                    Kind.SAMPLES, row_ids([b for p in parts[index + 1 :] for b in p])
+                    Kind.SAMPLES, frame_ids([b for p in parts[index + 1 :] for b in p])
                 )
                 raise
 

@@ -6,24 +6,24 @@ the real spool and a real broker in integration tests, and the seams stay one me
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from gatewayd.enos.session import RawReply
-from gatewayd.spool.rows import Kind, SpooledEvent, SpooledSample
+from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
 
 
 class SpoolPort(Protocol):
     """The spool's begin/commit API, awaited (the SQLite work runs off the event loop)."""
 
-    async def take_samples(
+    async def take_frames(
         self,
         limit: int,
         *,
         older_than_ms: int | None = None,
         newer_than_ms: int | None = None,
         exclude_devices: Collection[str] = (),
-    ) -> list[SpooledSample]: ...
+    ) -> list[SpooledFrame]: ...
 
     async def take_events(
         self,
@@ -41,6 +41,14 @@ class SpoolPort(Protocol):
     async def dead_letter(
         self, kind: Kind, ids: Sequence[int], code: int, message: str, now_ms: int
     ) -> int: ...
+
+    async def rewrite_frame(
+        self,
+        frame_id: int,
+        delivered: Collection[str],
+        dead: Mapping[str, tuple[int, str]],
+        now_ms: int,
+    ) -> SpooledFrame | None: ...
 
 
 class SessionPort(Protocol):

@@ -11,6 +11,7 @@ from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.samples import Quality
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
+from gatewayd.spool.frames import parse_body, split_value
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
 from tests.integration.test_run_e2e import Site, produced, received, running, site
@@ -79,10 +80,15 @@ def spooled_samples(config: Config) -> set[tuple[str, str, int]]:
     """(device name, point, time) of the good samples left in the spool file."""
     store = SpoolStore.from_config(config.spool)
     try:
-        rows = store.take_samples(10**9)
+        frames = store.take_frames(10**9)
     finally:
         store.close()
-    return {(r.device, r.measurepoint, r.ts_ms) for r in rows if r.quality == Quality.GOOD}
+    return {
+        (frame.device, name, frame.ts_ms)
+        for frame in frames
+        for name, shaped in parse_body(frame.body).items()
+        if split_value(shaped)[1] == Quality.GOOD
+    }
 
 
 async def test_kill_9_loses_no_committed_sample(site: Site) -> None:

@@ -10,6 +10,7 @@ from gatewayd.samples import Sample
 from gatewayd.spool.files import file_bytes
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from tests.unit.spool_points import take_points
 
 CAP = 1 << 20  # the smallest cap the config accepts
 BATCH = 250
@@ -41,7 +42,7 @@ def test_sustained_appends_keep_the_files_under_the_cap(tmp_path: Path) -> None:
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [e["event"] for e in warnings] == ["spool full: dropping the oldest rows"]
     # What is left is exactly the newest rows, in order: the oldest went first.
-    rows = store.take_samples(appended)
+    rows = take_points(store, appended)
     assert [r.value for r in rows] == [float(v) for v in range(counts.dropped_samples, appended)]
     assert store.stats().dropped_samples == counts.dropped_samples
     # The cap is used, not wasted: the data filled most of the budget before dropping.
@@ -54,7 +55,7 @@ def test_drop_count_survives_a_restart_and_in_flight_rows_are_kept(tmp_path: Pat
     path = tmp_path / "spool.db"
     store = SpoolStore.open(path, max_bytes=CAP)
     store.append(_batch(0))
-    held = store.take_samples(BATCH)
+    held = take_points(store, BATCH)
     appended = BATCH
     while store.counts().dropped_samples == 0 or appended < 100_000:
         store.append(_batch(appended))
@@ -80,7 +81,7 @@ def test_draining_ends_the_episode_and_shrinks_the_file(tmp_path: Path) -> None:
     full = file_bytes(path)
     assert full > CAP // 2
     with structlog.testing.capture_logs() as logs:
-        while batch := store.take_samples(500):
+        while batch := take_points(store, 500):
             store.ack(Kind.SAMPLES, [r.id for r in batch])
         store.append(_batch(appended))  # a new episode does not start from this
     assert [(e["log_level"], e["event"]) for e in logs] == [
@@ -106,6 +107,6 @@ def test_a_lower_cap_at_open_trims_and_shrinks_the_file(tmp_path: Path) -> None:
     assert file_bytes(path) <= CAP
     counts = store.counts()
     assert counts.samples + counts.dropped_samples == appended
-    rows = store.take_samples(appended)
+    rows = take_points(store, appended)
     assert rows[-1].value == float(appended - 1)
     store.close()

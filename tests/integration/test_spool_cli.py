@@ -11,6 +11,7 @@ from pathlib import Path
 from gatewayd.samples import Event, Sample
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from tests.unit.spool_points import take_points
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """\
@@ -49,7 +50,7 @@ def test_stats_and_dead_letters_read_a_spool_in_use(tmp_path: Path) -> None:
         [Event("meter-1", "trip", 1_700_000_000_500, {"phase": "L2"})],
         now_ms=1_700_000_001_000,
     )
-    rows = store.take_samples(3)
+    rows = take_points(store, 3)
     store.dead_letter(
         Kind.SAMPLES, [rows[0].id], 1204, "measurepoint not in model", 1_700_000_002_000
     )

@@ -19,6 +19,7 @@ from gatewayd.spool import schema
 from gatewayd.spool.files import file_bytes, reserve_path
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from tests.unit.spool_points import take_points
 
 CAP = 64 << 20
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def _moved_aside(path: Path) -> list[Path]:
 def _assert_fresh_and_working(store: SpoolStore) -> None:
     assert store.counts().samples == 0
     store.append([Sample("m", "P", 1.0, 5)])
-    assert [(r.value, r.ts_ms) for r in store.take_samples(5)] == [(1.0, 5)]
+    assert [(r.value, r.ts_ms) for r in take_points(store, 5)] == [(1.0, 5)]
 
 
 def test_garbage_file_is_moved_aside_and_a_fresh_spool_starts(tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_file_from_a_newer_gatewayd_is_moved_aside_untouched(tmp_path: Path) -> 
     store = SpoolStore.open(path, max_bytes=CAP)
     (aside,) = _moved_aside(path)
     old = sqlite3.connect(aside)
-    assert old.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 10
+    assert old.execute("SELECT TOTAL(points) FROM frames").fetchone()[0] == 10
     assert old.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION + 1
     _assert_fresh_and_working(store)
     store.close()
@@ -151,7 +152,7 @@ def test_full_disk_drops_oldest_and_keeps_going(small_disk: Path) -> None:
     assert counts.samples + counts.dropped_samples == appended
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
     assert warnings == ["disk full: dropping the oldest spooled rows to keep spooling"]
-    rows = store.take_samples(appended)
+    rows = take_points(store, appended)
     assert [r.value for r in rows] == sorted(r.value for r in rows)
     assert rows[-1].value == float(appended - 1)  # the newest rows survived
     store.ack(Kind.SAMPLES, [r.id for r in rows])
@@ -159,7 +160,7 @@ def test_full_disk_drops_oldest_and_keeps_going(small_disk: Path) -> None:
     with structlog.testing.capture_logs() as logs:
         store.append([Sample("m0", "P", -1.0, 1)])
     assert [e["event"] for e in logs] == ["the disk has room again: spooling normally"]
-    assert [r.value for r in store.take_samples(10)] == [-1.0]
+    assert [r.value for r in take_points(store, 10)] == [-1.0]
     store.close()
     assert file_bytes(path) < 2 << 20
 
@@ -171,7 +172,7 @@ def test_reopens_on_a_full_disk(small_disk: Path) -> None:
     for start in range(0, 9000, 500):
         store.append([Sample("m", "P", float(i), i) for i in range(start, start + 500)])
     # Most rows delivered: their pages are free, so opening wants to vacuum and checkpoint.
-    assert store.ack(Kind.SAMPLES, [r.id for r in store.take_samples(8000)]) == 8000
+    assert store.ack(Kind.SAMPLES, [r.id for r in take_points(store, 8000)]) == 8000
     store.close()
     reserve_path(path).unlink(missing_ok=True)
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
@@ -179,7 +180,7 @@ def test_reopens_on_a_full_disk(small_disk: Path) -> None:
     (small_disk / "ballast").write_bytes(b"\0" * (free - 64 * 1024))
     store = SpoolStore.open(path, max_bytes=CAP)
     try:
-        rows = store.take_samples(5000)
+        rows = take_points(store, 5000)
         assert [r.value for r in rows] == [float(i) for i in range(8000, 9000)]
     finally:
         store.close()
@@ -226,7 +227,7 @@ def test_kill_9_loses_no_committed_row(tmp_path: Path) -> None:
     assert writer.returncode == -signal.SIGKILL
     assert reported >= 30_000
     store = SpoolStore.open(path, max_bytes=64 << 20)
-    values = [r.value for r in store.take_samples(10**7)]
+    values = [r.value for r in take_points(store, 10**7)]
     # Everything reported is there, in order; rows committed after the last report may be too.
     assert values[:reported] == list(range(reported))
     assert values == list(range(len(values)))

@@ -12,6 +12,7 @@ from gatewayd.config.models import SpoolConfig
 from gatewayd.samples import Event, Sample
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.worker import Spool
+from tests.unit.spool_points import points_of
 
 
 def _config(tmp_path: Path) -> SpoolConfig:
@@ -30,7 +31,7 @@ async def test_concurrent_pollers_and_uplink_share_one_spool(tmp_path: Path) -> 
 
         async def uplink() -> None:
             while not (done.is_set() and (await spool.counts()).samples == 0):
-                batch = await spool.take_samples(20)
+                batch = points_of(await spool.take_frames(20))
                 delivered.extend((r.device, r.value) for r in batch)  # type: ignore[misc]
                 await spool.ack(Kind.SAMPLES, [r.id for r in batch])
                 if not batch:
@@ -69,7 +70,7 @@ async def test_cancelled_take_gives_its_rows_back(tmp_path: Path) -> None:
     await spool.append([Sample("m", "P", float(i), i) for i in range(100)], [Event("m", "e", 1)])
     gate = threading.Event()
     spool._executor.submit(gate.wait, 10)  # hold the worker so the take is queued behind it
-    task = asyncio.create_task(spool.take_samples(100))
+    task = asyncio.create_task(spool.take_frames(100))
     await asyncio.sleep(0)
     task.cancel()
     gate.set()
@@ -77,7 +78,7 @@ async def test_cancelled_take_gives_its_rows_back(tmp_path: Path) -> None:
         await task
     counts = await spool.counts()
     assert counts.in_flight_samples == 0
-    assert len(await spool.take_samples(1000)) == 100
+    assert len(points_of(await spool.take_frames(1000))) == 100
     await spool.close()
 
 
@@ -87,7 +88,7 @@ async def test_meta_and_dead_letters_through_the_facade(tmp_path: Path) -> None:
         await spool.set_meta("enos.secret", "abc")
         assert await spool.get_meta("enos.secret") == "abc"
         await spool.append([Sample("m", "P", 1.0, 10)])
-        (row,) = await spool.take_samples(5)
+        (row,) = points_of(await spool.take_frames(5))
         assert await spool.dead_letter(Kind.SAMPLES, [row.id], 1204, "bad", 20) == 1
         (letter,) = await spool.dead_letters()
         assert (letter.device, letter.name, letter.code, letter.message) == (

@@ -1,0 +1,89 @@
+"""Frame encoding at write time: grouping, value shapes, size bound, round trip (pure)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatewayd.samples import Quality, Sample
+from gatewayd.spool.frames import (
+    FRAME_MAX_BYTES,
+    FrameEncoder,
+    encode_body,
+    parse_body,
+    split_value,
+)
+
+
+def test_values_keep_their_json_types() -> None:
+    """bool stays true/false (not 1), uint64 stays exact, text stays text, floats are floats."""
+    frames, unsendable = FrameEncoder().encode(
+        [
+            Sample("d", "b", True, 1),
+            Sample("d", "u", 2**64 - 1, 1),
+            Sample("d", "s", 'x"y', 1),
+            Sample("d", "f", 1.0, 1),
+        ]
+    )
+    assert unsendable == 0
+    assert [f.body for f in frames] == ['{"b":true,"u":18446744073709551615,"s":"x\\"y","f":1.0}']
+
+
+def test_infinite_and_nan_values_are_not_sendable() -> None:
+    """NaN and infinity are not JSON: left out and counted, the frame keeps the rest."""
+    frames, unsendable = FrameEncoder().encode(
+        [Sample("d", "a", float("inf"), 1), Sample("d", "b", 2, 1)]
+    )
+    assert (unsendable, [f.body for f in frames]) == (1, ['{"b":2}'])
+
+
+def test_a_cycle_too_big_for_one_frame_is_split_without_losing_a_point() -> None:
+    """Bodies stay under FRAME_MAX_BYTES; together the frames hold every point once."""
+    samples = [Sample("big", f"point_{i:05d}", i * 1.5, 7) for i in range(4000)]
+    frames, _ = FrameEncoder().encode(samples)
+    assert len(frames) > 1
+    assert all(len(f.body.encode()) <= FRAME_MAX_BYTES for f in frames)
+    assert all((f.device, f.ts_ms) == ("big", 7) for f in frames)
+    merged: dict[str, object] = {}
+    for frame in frames:
+        points = parse_body(frame.body)
+        assert frame.points == len(points)
+        merged.update(points)
+    assert merged == {s.measurepoint: s.value for s in samples}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["x", "y", "z"]),
+            st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                      st.booleans(), st.text(max_size=5)),
+            st.integers(0, 3),
+            st.sampled_from(list(Quality)),
+        ),
+        max_size=40,
+    )
+)  # fmt: skip
+def test_every_sendable_value_is_in_exactly_one_frame(
+    rows: list[tuple[str, str, object, int, Quality]],
+) -> None:
+    """Round trip: each sendable sample is in one frame with its value and quality; per
+    device, frames keep first-seen time order."""
+    quality = {("a", "x")}
+    samples = [Sample(d, p, v, t, q) for d, p, v, t, q in rows]  # type: ignore[arg-type]
+    frames, unsendable = FrameEncoder(quality).encode(samples)
+    got = sorted(
+        (f.device, name, json.dumps(split_value(shaped)), f.ts_ms)
+        for f in frames
+        for name, shaped in parse_body(f.body).items()
+    )
+    sendable = [s for s in samples if (s.device, s.measurepoint) in quality or not s.quality]
+    want = sorted(
+        (s.device, s.measurepoint, json.dumps((s.value, int(s.quality))), s.ts_ms) for s in sendable
+    )
+    assert got == want
+    assert unsendable == len(samples) - len(sendable)
+    assert all(parse_body(encode_body(parse_body(f.body))) == parse_body(f.body) for f in frames)
