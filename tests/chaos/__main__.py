@@ -47,9 +47,10 @@ SCENARIOS: dict[str, Callable[[Report, bool], Any]] = {
     "rtuline": devices.noisy_rtu_line,
 }
 
-#: Concurrent lanes after the fuzzer: the 25 k points/s outages in one, the restarts in
-#: the other, so the two CPU-heavy kinds never pile up in one lane.
-LANES = (("diskfull", "spoolcap", "tcpdevice"), ("kill9", "emulator", "rtuline"))
+#: Concurrent lanes after the fuzzer: the 25 k points/s outages and the device scenarios
+#: in one, the restarts in the other, so the two CPU-heavy kinds never pile up in one lane
+#: (about 120 s each in quick mode).
+LANES = (("diskfull", "spoolcap", "tcpdevice", "rtuline"), ("kill9", "emulator"))
 
 
 async def _scenario(name: str, report: Report, quick: bool, durations: dict[str, float]) -> None:
