@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
     stats_cmd = actions.add_parser(
         "stats",
-        help="rows and bytes per kind, oldest row, dead letters, dropped rows, file size",
+        help="points, frames and bytes per kind, oldest row, dead letters, dropped, file size",
     )
     stats_cmd.add_argument("config", type=Path, metavar="CONFIG", help="path to gatewayd.yaml")
     stats_cmd.add_argument("--json", action="store_true", help="print one JSON object")
@@ -158,15 +158,18 @@ def format_stats(snapshot: SpoolStats, now_ms: int) -> str:
             f"spool         {snapshot.path} (schema {snapshot.schema_version})",
             f"file          {size(snapshot.file_bytes)} of {size(snapshot.max_bytes)} cap"
             f" ({share:.1f}%)",
-            f"samples       {snapshot.samples} rows, {size(snapshot.sample_bytes)},"
-            f" oldest {_when(snapshot.oldest_sample_ts_ms, now_ms)}",
+            f"samples       {snapshot.samples} points in {snapshot.frames} frames,"
+            f" {size(snapshot.sample_bytes)}, oldest {_when(snapshot.oldest_sample_ts_ms, now_ms)}",
             f"events        {snapshot.events} rows, {size(snapshot.event_bytes)},"
             f" oldest {_when(snapshot.oldest_event_ts_ms, now_ms)}",
             "in flight     n/a (known only to the running daemon)",
-            f"dead letters  {snapshot.dead_letters} rows, {size(snapshot.dead_letter_bytes)}"
-            f" ({snapshot.dropped_dead_letters} older ones dropped)",
-            f"dropped       {snapshot.dropped_samples} samples, {snapshot.dropped_events} events"
-            " (byte cap or full disk)",
+            f"dead letters  {snapshot.dead_letters} points/events,"
+            f" {size(snapshot.dead_letter_bytes)} ({snapshot.dropped_dead_letters} older ones"
+            " dropped)",
+            f"dropped       {snapshot.dropped_samples} sample points, {snapshot.dropped_events}"
+            " events (byte cap or full disk)",
+            f"not sendable  {snapshot.unsendable_samples} sample points (not good and no quality"
+            " indicator in the model, or NaN/infinity)",
             f"last append   {_when(snapshot.last_append_ms, now_ms)}",
         ]
     )

@@ -10,6 +10,7 @@ import pytest
 from gatewayd.enos import messages, topics
 from gatewayd.enos.messages import DeviceRef, MeasurepointRecord, SubDeviceCredentials
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
+from gatewayd.sim.emulator.records import PointTally
 from tests.integration.emulator_fixtures import (
     GW_DK,
     GW_PK,
@@ -690,3 +691,41 @@ async def test_lone_surrogates_get_error_replies(enos_emulator: EnosEmulator) ->
         reply = await gw.request_raw(topics.measurepoint_post(GW_PK, GW_DK), odd_id, "\ud800x")
         assert reply["code"] == 1260
         assert (await gw.send(messages.topo_get(GW_PK, GW_DK, id="s3")))["code"] == 200
+
+
+async def test_tally_counts_points_order_and_freshness_without_point_records(
+    enos_emulator: EnosEmulator,
+) -> None:
+    """Counting mode: points per channel and device, out-of-order records, live ages; with
+    `trust_values` the model is not checked, without it invalid points still give 1204."""
+    tally = enos_emulator.records.tally = PointTally()
+    async with connect_gateway(enos_emulator) as gw:
+        await gw.login("meter1")
+        await gw.login("meter2")
+        reply = await _batch(
+            gw,
+            [
+                _record("meter1", {"power": 1.5, "state": 2}, T0),
+                _record("meter1", {"power": 1.7, "nope": 1}, T0 + 1000),  # trusted
+                _record("meter2", {"power": 2.0}, T0),
+                _record("meter1", {"power": 1.6}, T0 + 1000),  # same time again
+            ],
+        )
+        assert reply["code"] == 200
+        assert (await _batch(gw, [_record("meter1", {"power": 1.0}, T0)], resume=True))[
+            "code"
+        ] == 200
+        tally.trust_values = False
+        assert (await _batch(gw, [_record("meter1", {"nope": 1}, T0 + 5000)]))["code"] == 1204
+    assert enos_emulator.records.points == []
+    assert tally.total("post") == 6
+    assert tally.total("resume") == 1
+    assert tally.points["post", (SUB_PK, "meter1")] == 5
+    assert dict(tally.records) == {"post": 4, "resume": 1}
+    assert dict(tally.out_of_order) == {"post": 1}
+    assert [age for _, age in tally.post_ages_ms] == [
+        at - t
+        for (at, _), t in zip(tally.post_ages_ms, [T0, T0 + 1000, T0, T0 + 1000], strict=True)
+    ]
+    assert tally.first_ms["post"] <= tally.last_ms["post"]
+    assert enos_emulator.records.counts()["post"] == 6

@@ -69,7 +69,7 @@ def test_stats_and_dead_letters_read_a_spool_in_use(tmp_path: Path) -> None:
 
         text = _gatewayd("stats", str(config))
         assert text.returncode == 0
-        assert "samples       999 rows" in text.stdout
+        assert "samples       999 points in 999 frames" in text.stdout
         assert "oldest 2023-11-14T22:13:20.001Z" in text.stdout
         assert "of 4.0 MiB cap" in text.stdout
 

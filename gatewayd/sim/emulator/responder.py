@@ -649,6 +649,11 @@ class Responder:
                 raise _Reject(1212, f"{device[0]}/{device[1]} is not a sub-device of this gateway")
             if not allow_offline and not self.state.is_online(device, via=gateway):
                 raise _Reject(1212, f"sub-device {device[0]}/{device[1]} is offline")
+        tally = self.records.tally
+        if tally is not None and tally.trust_values:
+            for device, points, at in records:
+                tally.add(device, len(points), at, channel, now)
+            return {}
         accepted = []
         errors: list[str] = []
         for device, points, at in records:
@@ -664,6 +669,9 @@ class Responder:
     def _store(
         self, device: Key, valid: list[Any], at: int, *, channel: Channel, msg_id: Any, now: int
     ) -> None:
+        if self.records.tally is not None:
+            self.records.tally.add(device, len(valid), at, channel, now)
+            return
         mid = None if msg_id is None else str(msg_id)
         self.records.points.extend(
             PointRecord(device[0], device[1], v.point, v.value, v.quality, at, channel, now, mid)
