@@ -20,6 +20,8 @@ META_DROPPED = {Kind.SAMPLES: "spool.dropped_samples", Kind.EVENTS: "spool.dropp
 META_DROPPED_DEAD_LETTERS = "spool.dropped_dead_letters"
 META_LAST_APPEND = "spool.last_append_ms"
 META_UNSENDABLE = schema.META_UNSENDABLE
+#: Points committed since the file was created (at v3 or later), for loss accounting.
+META_APPENDED = "spool.appended_points"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ class SpoolStats:
     #: Values never spooled because EnOS cannot take them (a non-good value of a point
     #: without the quality indicator, NaN/infinity).
     unsendable_samples: int = 0
+    #: Points committed since the file was created (at schema v3 or later).
+    appended_samples: int = 0
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
@@ -127,6 +131,7 @@ def read_stats(
             in_flight_events=in_flight_events,
             frames=count["frames"],
             unsendable_samples=_meta_int(conn, META_UNSENDABLE),
+            appended_samples=_meta_int(conn, META_APPENDED),
         )
     finally:
         conn.execute("COMMIT")

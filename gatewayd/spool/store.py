@@ -209,6 +209,7 @@ class Counts:
     frames: int = 0
     in_flight_frames: int = 0
     unsendable_samples: int = 0
+    appended_samples: int = 0  # points committed since the file was created (v3)
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -347,6 +348,7 @@ class SpoolStore:
                 *stats.META_DROPPED.values(),
                 stats.META_DROPPED_DEAD_LETTERS,
                 stats.META_UNSENDABLE,
+                stats.META_APPENDED,
             )
         }
         self._dropped_dirty = bool(self._unpersisted)
@@ -545,6 +547,9 @@ class SpoolStore:
                 self._conn.executemany(_INSERT_EVENT, event_rows)
             self._rows[Kind.SAMPLES] += len(frames)
             self._points += points
+            # Every point ever committed, for loss accounting (frame ids count frames).
+            self._dropped[stats.META_APPENDED] += points
+            self._dropped_dirty = True
             self._rows[Kind.EVENTS] += len(event_rows)
             if unsendable:
                 self._dropped[stats.META_UNSENDABLE] += unsendable
@@ -1010,6 +1015,7 @@ class SpoolStore:
             frames=self._rows[Kind.SAMPLES],
             in_flight_frames=len(self._in_flight[Kind.SAMPLES]),
             unsendable_samples=self._dropped[stats.META_UNSENDABLE],
+            appended_samples=self._dropped[stats.META_APPENDED],
         )
 
     def stats(self) -> stats.SpoolStats:

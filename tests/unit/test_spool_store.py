@@ -83,7 +83,11 @@ def test_append_groups_a_cycle_into_frames_and_counts_unsendable(store: SpoolSto
     counts = store.counts()
     assert (counts.samples, counts.frames, counts.unsendable_samples) == (4, 3, 2)
     assert (counts.in_flight_samples, counts.in_flight_frames) == (4, 3)
-    assert store.stats().unsendable_samples == 2
+    assert counts.appended_samples == 4
+    assert store.ack(Kind.SAMPLES, [f.id for f in frames]) == 3
+    assert (store.counts().samples, store.counts().appended_samples) == (0, 4)
+    snapshot = store.stats()
+    assert (snapshot.unsendable_samples, snapshot.appended_samples) == (2, 4)
 
 
 def test_rewrite_frame_settles_single_points(store: SpoolStore) -> None:
