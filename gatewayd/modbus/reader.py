@@ -2,7 +2,9 @@
 
 `DeviceReader` is the I/O shell around the pure planner and codec for one device. It owns
 what the device taught us (unreadable registers, the largest read it accepts) and a cache of
-plans per set of due points, so a steady schedule costs one dict lookup per cycle. It is
+plans per set of due points, so a steady schedule costs one comparison per cycle. Each
+request gets a `BlockDecoder` compiled once, and each answer becomes one `DecodedBlock`
+(indices, values, one timestamp) rather than an object per point: the poll hot path. It is
 used by the bus poller (every cycle), by priority operations (`DeviceHandle`) and by
 `gatewayd read`. It never sleeps and never reads a clock except for timestamps.
 """
