@@ -89,13 +89,19 @@ def test_optimum_bytes_matches_brute_force() -> None:
     assert data_bytes(Table.COIL, 9) == 2
 
 
-def test_tally_counts_lost_duplicated_and_excess() -> None:
-    """lost = committed − dropped − dead letters − distinct accepted; repeats are duplicates."""
+def test_tally_counts_frames_lost_duplicated_and_excess() -> None:
+    """Frames: lost = committed − dropped (points ÷ mean frame size) − distinct accepted
+    (device, time); repeated points are duplicates."""
+    # Frames (d, 1) with points p, q and (d, 2) with p: 3 points in 2 frames, 1.5 a frame.
     keys = [("d", "p", 1), ("d", "p", 2), ("d", "p", 2), ("d", "q", 1)]
-    counts = {"committed": 10, "pending": 0, "dropped": 5, "dead_letters": 1}
+    counts = {"committed": 10, "pending": 0, "dropped_points": 6, "dead_letters": 0}
     outcome = tally(counts, keys)
-    assert (outcome.offered, outcome.delivered, outcome.duplicated, outcome.lost) == (10, 3, 1, 1)
-    assert tally({**counts, "committed": 8}, keys).extra["excess_delivered"] == 1
+    assert (outcome.offered, outcome.delivered, outcome.duplicated) == (10, 2, 1)
+    assert outcome.dropped == 4
+    assert outcome.lost == 4
+    assert outcome.extra["delivered_points"] == 3
+    assert tally({**counts, "committed": 5}, keys).extra["excess_delivered"] == 1
+    assert tally({**counts, "dropped_points": 0}, keys).lost == 8
 
 
 def test_oldest_dropped_detects_a_hole_in_the_middle() -> None:
