@@ -11,8 +11,9 @@
 - Soak: the last of those `gatewayd run` keeps running at B1 load (50 x 100 float32 @ 1 s);
   RSS sampled after a warm-up; growth = least-squares slope, extrapolated to MiB/h. Full
   mode: 20 s warm-up, 10 minutes (the issue's figure), a sample every 5 s. Quick mode: 10 s
-  warm-up, 30 s, a sample every 2 s; a short soak's slope is noisier (allocator warm-up
-  counts as growth), so quick mode over-estimates rather than hides growth.
+  warm-up, 45 s, a sample every 3 s; a short soak's slope is noisier (allocator warm-up
+  counts as growth: 30 s soaks gave 9 to 52 MiB/h), so quick mode over-estimates rather
+  than hides growth.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ async def idle_rss() -> float:
 async def bench(report: Report, quick: bool) -> None:
     """Idle RSS, soak growth, start-up time."""
     idle_task = asyncio.create_task(idle_rss())
-    soak, warmup, every = (30.0, 10.0, 2.0) if quick else (600.0, 20.0, 5.0)
+    soak, warmup, every = (45.0, 10.0, 3.0) if quick else (600.0, 20.0, 5.0)
     starts: list[float] = []
     floor_starts: list[float] = []
     async with fleet_site(50) as site:
