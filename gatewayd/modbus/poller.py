@@ -45,6 +45,7 @@ from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
+from gatewayd.modbus.probebudget import ProbeBudget
 from gatewayd.modbus.reader import DecodedBlock, DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
 from gatewayd.modbus.timing import resolve_gap_fill
@@ -185,6 +186,8 @@ class BusPoller:
         self._op_arrived = asyncio.Event()
         self._bus_failures = 0
         self._reconnect_at = -math.inf
+        # Timeouts of devices that stopped answering may take only a small share of the bus.
+        self._probe_budget = ProbeBudget(capacity=bus.timeout, now=self._clock.monotonic())
         self._bus_error: str | None = None
 
         own = [d for d in devices if d.bus == bus.name]
@@ -393,17 +396,28 @@ class BusPoller:
         for entry, points in due:
             health = entry.health
             backing_off = health.retry_at is not None and now < health.retry_at - TICK_TOLERANCE
+            probing = health.consecutive_failures > 0
+            if probing and not backing_off and self._has_healthy_device():
+                # Due for a probe, but dead devices may not eat the healthy ones' bus time
+                # beyond their share (see `ProbeBudget`).
+                backing_off = not self._probe_budget.allows_probe(
+                    entry.reader.timeout, self._clock.monotonic()
+                )
             if backing_off or not self._client.connected:
                 outcome = None
             else:
+                started = self._clock.monotonic()
                 outcome = await entry.reader.read(
                     self._client,
                     points,
                     self._clock,
                     before_request=self._between_requests,
                     # Probing a device that stopped answering: one attempt, one timeout.
-                    retries=0 if health.consecutive_failures else None,
+                    retries=0 if probing else None,
                 )
+                if outcome.timed_out:
+                    finished = self._clock.monotonic()
+                    self._probe_budget.charge(finished - started, finished)
                 requests += outcome.requests
                 failed_requests += outcome.failed_requests
                 if outcome.bus_lost:
@@ -427,6 +441,10 @@ class BusPoller:
                 failed_requests=failed_requests,
             )
         )
+
+    def _has_healthy_device(self) -> bool:
+        """Does any device of this bus answer? (Only then do probes need a budget.)"""
+        return any(d.health.consecutive_failures == 0 for d in self._devices.values())
 
     def _account(
         self,

@@ -197,6 +197,30 @@ async def test_dead_device_costs_at_most_one_timeout_and_others_keep_schedule(
     assert all(by_point(r.samples)["live", "a"].quality is Quality.GOOD for r in results)
 
 
+async def test_dead_devices_take_a_bounded_share_of_a_bus_with_live_ones(rig_factory) -> None:
+    """Next to a live unit, two dead units' timeouts stay within 5 % of the bus + one timeout."""
+    units = {
+        1: FakeUnit(silent=True),
+        2: FakeUnit(silent=True),
+        3: FakeUnit(registers=regs((0, 5)), latency=0.01),
+    }
+    # A 1 s timeout: backoff alone (1, 2, 4, ... s) would let the two dead units probe
+    # 2 x 7 times in 120 s, 14 s of timeouts (12 % of the bus).
+    devices = [dev("dead1", 1, timeout="1s"), dev("dead2", 2, timeout="1s"), dev("live", 3)]
+    async with rig_factory(devices, units=units) as rig:
+        await rig.clock.advance(5.0)  # the first cycle: both dead units time out (+ retry)
+        first_dead_reads = len(rig.fake.reads_of(1)) + len(rig.fake.reads_of(2))
+        await rig.clock.advance(120.0)
+        probes = len(rig.fake.reads_of(1)) + len(rig.fake.reads_of(2)) - first_dead_reads
+        units[1].silent = False
+        await rig.clock.advance(60.0)
+        recovered = rig.poller.device_states()["dead1"]
+    assert first_dead_reads == 4  # read + retry each; then the budget is spent
+    # Probes are single 1 s reads: 5 % of 120 s + one timeout of credit = at most 7.
+    assert 3 <= probes <= 7, probes
+    assert recovered.state is DeviceState.UP  # still noticed within a minute (≤ 64 s backoff)
+
+
 async def test_dead_device_backs_off_from_1s_to_5min_and_recovers(rig_factory) -> None:
     """Retries of a dead unit are spaced ~1, 2, 4, ... s up to 5 min; it recovers alone."""
     units = {1: FakeUnit(silent=True)}
