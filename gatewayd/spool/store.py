@@ -253,10 +253,16 @@ class SpoolStore:
         self._episodes: dict[str, int] = {}  # open trouble episode -> rows dropped in it
         # While the disk is full: the most bytes of data pages (the file may not grow).
         self._disk_high: int | None = None
+        # Until the reserve is known the WAL is kept at its full-disk size (`_wal_limit`).
+        self._reserve_bytes = 0
+        # Rows the cloud accepted whose delete failed on a full disk: kept in flight (not
+        # sent again by this run) and deleted with the next ack (`ack`).
+        self._unsettled: dict[Kind, dict[int, None]] = {kind: {} for kind in Kind}
         self._configure()
         self._load_state()
         self._enforce_cap_at_open()
         self._reserve_bytes = self._init_reserve()
+        self._apply_wal_limit()
 
     # -- opening and closing ---------------------------------------------------------
 
@@ -312,7 +318,13 @@ class SpoolStore:
         self._encoder = FrameEncoder(quality_points)
 
     def close(self) -> None:
-        """Close the connection (SQLite checkpoints and removes the WAL)."""
+        """Close the connection (SQLite checkpoints and removes the WAL).
+
+        Delivered rows whose delete failed on a full disk get one more try first.
+        """
+        for kind in Kind:
+            if self._unsettled[kind]:
+                self.ack(kind, ())
         self._conn.close()
 
     @property
@@ -328,14 +340,35 @@ class SpoolStore:
     def _configure(self) -> None:
         page_size: int = self._conn.execute("PRAGMA page_size").fetchone()[0]
         self._budget = Budget(self._max_bytes, page_size)
-        self._conn.execute(f"PRAGMA wal_autocheckpoint = {self._budget.wal_autocheckpoint_pages}")
-        self._conn.execute(f"PRAGMA journal_size_limit = {self._budget.wal_limit}")
+        self._apply_wal_limit()
         self._conn.execute("PRAGMA busy_timeout = 5000")
+
+    def _wal_limit(self) -> int:
+        """WAL bytes between checkpoints: the budget's, but at most half the reserve.
+
+        A checkpoint copies the WAL's pages into the database file, which grows by up to
+        the WAL's size, and until it has the WAL cannot be reset: nothing, not even the
+        delete of a delivered row, can be written. A WAL sized by the byte cap alone
+        (up to 4 MiB) could fill a small disk by itself and then never be checkpointed.
+        Held below the reserve, releasing the reserve always makes room to checkpoint.
+        While the disk is full (or there is no reserve) the WAL stays at a few pages.
+        """
+        floor = _FULL_DISK_WAL_PAGES * self._budget.page_size
+        if self._disk_high is not None:
+            return floor
+        return max(floor, min(self._budget.wal_limit, self._reserve_bytes // 2))
+
+    def _apply_wal_limit(self) -> None:
+        limit = self._wal_limit()
+        pages = max(1, limit // self._budget.page_size)
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+        self._conn.execute(f"PRAGMA journal_size_limit = {limit}")
 
     def _load_state(self) -> None:
         """(Re)build the in-memory mirrors from the file; in-flight state starts empty."""
         conn = self._conn
         self._in_flight = {kind: {} for kind in Kind}
+        self._unsettled = {kind: {} for kind in Kind}
         self._flight_points = {}
         self._cursors = {}
         self._rows[Kind.EVENTS] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -452,11 +485,13 @@ class SpoolStore:
         # Counters moved inside the failed transaction; the file is the truth. Keep the
         # in-flight set: those rows were not touched by the rolled-back append.
         in_flight, cursors, flight = self._in_flight, self._cursors, self._flight_points
+        unsettled = self._unsettled
         try:
             self._load_state()
         except sqlite3.Error:
             log.debug("reloading spool state failed", exc_info=True)
         self._in_flight, self._cursors, self._flight_points = in_flight, cursors, flight
+        self._unsettled = unsettled
 
     def _count_lost(self, samples: Sequence[Sample], events: Sequence[Event]) -> None:
         """Values that could not be written at all count as dropped (persisted later)."""
@@ -478,8 +513,7 @@ class SpoolStore:
         reused by the next appends, so from here on the data is held to the size it has
         now (`_disk_high`) until the disk has room for the reserve again.
         """
-        files.release_reserve(self._path)
-        self._checkpoint_truncate()
+        self._release_space()
         total = self._rows[Kind.SAMPLES] + self._rows[Kind.EVENTS]
         want = max(2 * incoming, total // 16, 1)
         try:
@@ -489,13 +523,33 @@ class SpoolStore:
         except sqlite3.Error:
             self._load_state_after_rollback()
             log.debug("dropping rows on a full disk failed", exc_info=True)
-        # Keep the WAL small while the disk is full: it must not eat the freed space.
-        self._conn.execute(f"PRAGMA wal_autocheckpoint = {_FULL_DISK_WAL_PAGES}")
-        self._conn.execute(f"PRAGMA journal_size_limit = {_FULL_DISK_WAL_PAGES * 4096}")
         self._checkpoint_truncate()
-        pages, _ = self._pages()
+        self._hold_data()
+
+    def _release_space(self) -> None:
+        """On a full disk: give up the reserve, shrink the WAL limit, truncate the WAL.
+
+        The WAL is held below half the reserve (`_wal_limit`), so with the reserve gone
+        the checkpoint has room to copy it into the database file.
+        """
+        files.release_reserve(self._path)
+        # Keep the WAL small while the disk is full: it must not eat the freed space.
+        floor = _FULL_DISK_WAL_PAGES * self._budget.page_size
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {_FULL_DISK_WAL_PAGES}")
+        self._conn.execute(f"PRAGMA journal_size_limit = {floor}")
+        self._checkpoint_truncate()
+
+    def _hold_data(self) -> None:
+        """Keep the data pages at the size they have now until the disk has room."""
+        try:
+            pages, _ = self._pages()
+            used = self._used_bytes()
+        except sqlite3.Error:
+            log.debug("reading the page counts on a full disk failed", exc_info=True)
+            return
         # Free pages inside the file are reused before it grows: the data may fill them.
-        self._disk_high = max(self._used_bytes(), (pages - 4) * self._budget.page_size)
+        self._disk_high = max(used, (pages - 4) * self._budget.page_size)
+        self._apply_wal_limit()
 
     def _checkpoint_truncate(self) -> None:
         try:
@@ -527,7 +581,7 @@ class SpoolStore:
         elif files.free_bytes(self._path.parent) < 2 * self._budget.wal_limit:
             return False
         self._disk_high = None
-        self._configure()  # the normal WAL limits again
+        self._apply_wal_limit()  # the normal WAL limits again
         return True
 
     def _append_once(
@@ -813,31 +867,72 @@ class SpoolStore:
     def ack(self, kind: Kind, ids: Iterable[int]) -> int:
         """Commit: delete rows EnOS accepted; returns how many were deleted.
 
-        Ids not in flight are ignored. If the disk is full the rows stay in flight (sent
-        again after a restart; harmless duplicates) and 0 is returned.
+        Ids not in flight are ignored. On a full disk the reserve is released, the WAL
+        checkpointed and truncated, and the delete tried once more. If it still fails the
+        rows stay in the spool and in flight ("unsettled": this run does not send them
+        again), a warning says so once per episode, 0 is returned, and every later ack
+        deletes them first (so the count it returns includes them); only a restart before
+        that sends them again (harmless duplicates: EnOS keys data by device, point, time).
         """
-        mine = self._owned(kind, ids)
+        unsettled = self._unsettled[kind]
+        mine = self._owned(kind, dict.fromkeys([*unsettled, *ids]))
         if not mine:
             return 0
         try:
-            with self._relaxed(), self._transaction():
-                deleted = self._conn.executemany(
-                    _SQL[kind].delete_by_id, [(row_id,) for row_id in mine]
-                ).rowcount
+            deleted = self._delete(kind, mine)
         except sqlite3.Error as exc:
             if files.is_corruption(exc):
                 self._recover(exc)
                 return 0
-            if _is_disk_full(exc):
-                self._start_episode("disk_full", "disk full: cannot delete delivered rows")
+            if not _is_disk_full(exc):
+                raise
+            retried = self._delete_on_full_disk(kind, mine)
+            if retried is None:
                 return 0
-            raise
+            deleted = retried
+        if "ack_full" in self._episodes:
+            log.info(
+                "delivered rows deleted again: the spool shrinks",
+                rows=self._episodes.pop("ack_full"),
+            )
+        unsettled.clear()
         points = self._land(kind, mine)
         if kind is Kind.SAMPLES:
             self._points -= points
         self._rows[kind] -= deleted
         self._after_delete()
         return deleted
+
+    def _delete(self, kind: Kind, ids: list[int]) -> int:
+        with self._relaxed(), self._transaction():
+            deleted: int = self._conn.executemany(
+                _SQL[kind].delete_by_id, [(row_id,) for row_id in ids]
+            ).rowcount
+        return deleted
+
+    def _delete_on_full_disk(self, kind: Kind, ids: list[int]) -> int | None:
+        """Make room (reserve, WAL) and delete once more; None if the disk is still full."""
+        self._release_space()
+        if self._disk_high is None:
+            self._hold_data()  # appends must not take back the room deletes need
+        try:
+            return self._delete(kind, ids)
+        except sqlite3.Error as exc:
+            if files.is_corruption(exc):
+                self._recover(exc)
+                return None
+            if not _is_disk_full(exc):
+                raise
+        self._unsettled[kind].update(dict.fromkeys(ids))
+        if "ack_full" not in self._episodes:
+            log.warning(
+                "disk full: cannot delete delivered rows; they stay in the spool and are"
+                " deleted with the next ack (a restart before then sends them again)",
+                rows=len(ids),
+                path=str(self._path),
+            )
+        self._episodes["ack_full"] = sum(len(rows) for rows in self._unsettled.values())
+        return None
 
     def _land(self, kind: Kind, ids: Iterable[int]) -> int:
         """Rows leave the in-flight set; returns the points (frames) or rows they held."""
@@ -858,6 +953,8 @@ class SpoolStore:
         """Rollback: rows not delivered go back to the pool (oldest first again)."""
         in_flight = self._in_flight[kind]
         released = [(row_id, in_flight.pop(row_id)) for row_id in self._owned(kind, ids)]
+        for row_id, _ in released:
+            self._unsettled[kind].pop(row_id, None)
         if kind is Kind.SAMPLES:
             for row_id, _ in released:
                 del self._flight_points[row_id]
@@ -866,12 +963,21 @@ class SpoolStore:
         return len(released)
 
     def release_all(self) -> int:
-        """Every row in flight goes back to the pool (e.g. the connection was lost)."""
+        """Every row in flight goes back to the pool (e.g. the connection was lost).
+
+        Unsettled rows (delivered, delete failed on a full disk) stay in flight: they are
+        not sent again, only deleted by the next ack.
+        """
         count = 0
         for kind in Kind:
-            count += len(self._in_flight[kind])
-            self._in_flight[kind] = {}
-        self._flight_points = {}
+            in_flight = self._in_flight[kind]
+            kept = {row_id: in_flight[row_id] for row_id in self._unsettled[kind]}
+            count += len(in_flight) - len(kept)
+            self._in_flight[kind] = kept
+        unsettled = self._unsettled[Kind.SAMPLES]
+        self._flight_points = {
+            row_id: points for row_id, points in self._flight_points.items() if row_id in unsettled
+        }
         self._cursors = {}
         return count
 

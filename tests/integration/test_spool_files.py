@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -184,6 +185,106 @@ def test_reopens_on_a_full_disk(small_disk: Path) -> None:
         assert [r.value for r in rows] == [float(i) for i in range(8000, 9000)]
     finally:
         store.close()
+
+
+def _poll_cycles(store: SpoolStore, cycles: int, start: int) -> int:
+    """Append `cycles` poll cycles of 50 devices x 52 points (frames of ~1.5 KiB, as in
+    the chaos disk-full site); returns the next cycle number."""
+    for cycle in range(start, start + cycles):
+        store.append(
+            [
+                Sample(f"dev{d}", f"P{p}", float(cycle * 100 + p), cycle * 200)
+                for d in range(50)
+                for p in range(52)
+            ]
+        )
+    return start + cycles
+
+
+def _free(directory: Path) -> int:
+    usage = os.statvfs(directory)
+    return usage.f_bavail * usage.f_frsize
+
+
+def test_acks_delete_rows_on_a_disk_the_spool_filled(small_disk: Path) -> None:
+    """The spool alone fills the disk (the cap is far above it), then acks still delete:
+    exactly the acked frames are gone, the others are all there, before and after a
+    restart on the full disk. (The WAL, sized by the cap, used to fill the disk by itself
+    and could then never be checkpointed: every ack failed with SQLITE_FULL.)"""
+    path = small_disk / "spool.db"
+    store = SpoolStore.open(path, max_bytes=256 << 20)
+    with structlog.testing.capture_logs() as logs:
+        cycle = _poll_cycles(store, 150, 0)  # ~11 MiB of frames for a 2 MiB disk
+    assert "disk full: dropping the oldest spooled rows to keep spooling" in [
+        e["event"] for e in logs
+    ]
+    assert store.counts().dropped_samples > 0
+    for restart in (False, True):
+        if restart:
+            cycle = _poll_cycles(store, 20, cycle)  # still full
+            store.close()
+            store = SpoolStore.open(path, max_bytes=256 << 20)
+        frames = store.take_frames(100_000)
+        before = store.counts().frames
+        assert len(frames) == before > 100
+        acked, kept = frames[: len(frames) // 2], frames[len(frames) // 2 :]
+        with structlog.testing.capture_logs() as logs:
+            assert store.ack(Kind.SAMPLES, [f.id for f in acked]) == len(acked)
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+        assert store.counts().frames == before - len(acked)
+        assert store.in_flight(Kind.SAMPLES) == len(kept)
+        store.release_all()
+        assert [f.id for f in store.take_frames(100_000)] == [f.id for f in kept]
+        store.release_all()
+    store.close()
+    assert file_bytes(path) < 2 << 20
+
+
+def _fill_to_the_last_byte(directory: Path) -> Path:
+    ballast = directory / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (64 * 1024, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    assert _free(directory) == 0
+    return ballast
+
+
+def test_an_ack_that_cannot_delete_keeps_the_rows_and_settles_later(small_disk: Path) -> None:
+    """No byte left and no reserve: the ack deletes nothing, says so once, keeps every
+    row (not sent again by this run); once there is room the next ack deletes them."""
+    path = small_disk / "spool.db"
+    store = SpoolStore.open(path, max_bytes=CAP)
+    for start in range(0, 3000, 500):
+        store.append([Sample("m", "P", float(i), i) for i in range(start, start + 500)])
+    store.reclaim(max_pages=None)  # checkpointed: the WAL holds nothing
+    reserve_path(path).unlink()
+    ballast = _fill_to_the_last_byte(small_disk)
+    first = take_points(store, 1000)
+    second = take_points(store, 1000)
+    with structlog.testing.capture_logs() as logs:
+        assert store.ack(Kind.SAMPLES, [r.id for r in first]) == 0
+        assert store.ack(Kind.SAMPLES, [r.id for r in second]) == 0
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["rows"] for e in warnings] == [1000]  # once per episode
+    assert warnings[0]["event"].startswith("disk full: cannot delete delivered rows")
+    assert store.counts().samples == 3000
+    store.release_all()  # a lost connection: delivered rows are not sent again
+    assert [r.value for r in take_points(store, 5000)] == [float(i) for i in range(2000, 3000)]
+    store.release_all()
+    ballast.unlink()
+    with structlog.testing.capture_logs() as logs:
+        assert store.ack(Kind.SAMPLES, []) == 2000
+    assert [(e["event"], e["rows"]) for e in logs if e["log_level"] == "info"] == [
+        ("delivered rows deleted again: the spool shrinks", 2000)
+    ]
+    assert store.counts().samples == 1000
+    assert [r.value for r in take_points(store, 5000)] == [float(i) for i in range(2000, 3000)]
+    store.close()
 
 
 # -- kill -9 while appending -----------------------------------------------------------
