@@ -383,6 +383,21 @@ def _unverified_runs(table: Table, start: int, end: int, verified: set[int]) -> 
     return runs
 
 
+def _readable_run_start(verified: set[int], length: int) -> int | None:
+    """Start of the first run of `length` consecutive addresses in `verified`, if any."""
+    run_start = run_length = 0
+    previous: int | None = None
+    for address in sorted(verified):
+        if previous is not None and address == previous + 1:
+            run_length += 1
+        else:
+            run_start, run_length = address, 1
+        if run_length >= length:
+            return run_start
+        previous = address
+    return None
+
+
 def lowered_limit(current: int, failed_count: int, widest: int) -> int:
     """The device maximum after it refused a `failed_count`-long read: half, not below `widest`.
 
@@ -416,6 +431,11 @@ class DeviceReadPlanner:
         self._verified_requests: set[tuple[Table, int, int]] = set()
         self._verified: dict[Table, set[int]] = {}
         self._quiet_for: tuple[frozenset[Hole], int, int] | None = None  # probes() == []
+        # The exact register limit of a device that refuses long reads is searched for
+        # between the longest read it answered and the shortest it refused (`_limit_probe`).
+        self._longest_ok = 0
+        self._shortest_refused: int | None = None
+        self._limit_probe_sent: ReadRequest | None = None
         self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
         self._last_plan: _LastPlan | None = None
@@ -459,6 +479,10 @@ class DeviceReadPlanner:
 
     def on_success(self, request: ReadRequest) -> None:
         """`request` was answered: its addresses are known readable."""
+        if request.count > self._longest_ok and not request.table.is_bit:
+            self._longest_ok = request.count
+            if self._shortest_refused is not None and request.count > self.max_registers:
+                self.max_registers = request.count  # a limit probe found a longer read works
         key = (request.table, request.start, request.count)
         if key not in self._verified_requests:  # steady state: one set look-up
             self._verified_requests.add(key)
@@ -475,6 +499,9 @@ class DeviceReadPlanner:
         the end of every cycle and read until it returns []: after the first cycle it costs
         a cached check, and the device never sees exception 02 again.
         """
+        limit_probe = self._limit_probe()
+        if limit_probe is not None:
+            return [limit_probe]
         key = (self.holes, self.max_registers, self.max_bits)
         if self._quiet_for == key:
             return []
@@ -502,6 +529,41 @@ class DeviceReadPlanner:
         if not result:
             self._quiet_for = key
         return result
+
+    def is_limit_probe(self, request: ReadRequest) -> bool:
+        """Is `request` the read `probes()` issued to find the device's register limit?
+
+        Its refusal is expected (it narrows the search), not a failure to report.
+        """
+        return request == self._limit_probe_sent
+
+    def _limit_probe(self) -> ReadRequest | None:
+        """A read of the length halfway between the longest answered and shortest refused.
+
+        After a device refused a long read, halving the maximum gets it answering in a few
+        steps but usually below its real limit (a device capped at 28 settles at 15 or 21),
+        which costs extra requests every cycle for ever. Bisecting with probe reads over
+        registers already read successfully finds the exact limit within the first cycle,
+        so later cycles never see the refusal again.
+        """
+        refused, low = self._shortest_refused, self._longest_ok
+        if refused is None or low == 0 or refused - low <= 1:
+            self._limit_probe_sent = None
+            return None
+        length = (low + refused) // 2
+        start = _readable_run_start(self._verified.get(Table.HOLDING, set()), length)
+        table = Table.HOLDING
+        if start is None:
+            start = _readable_run_start(self._verified.get(Table.INPUT, set()), length)
+            table = Table.INPUT
+        if start is None:
+            self._limit_probe_sent = None
+            return None  # no run of known-readable registers that long: keep the maximum
+        probe = ReadRequest(table, start, length, ())
+        if probe == self._limit_probe_sent:
+            return None  # answered neither way (a timeout): do not loop on it
+        self._limit_probe_sent = probe
+        return probe
 
     def on_rejected(self, request: ReadRequest, code: int) -> list[ReadRequest]:
         """A Modbus exception answer to `request`: the requests to try instead (maybe none).
@@ -539,6 +601,14 @@ class DeviceReadPlanner:
                 self.max_bits = lowered_limit(self.max_bits, request.count, 1)
         else:
             if request.count <= self._widest_registers:
+                return []
+            if self._shortest_refused is None or request.count < self._shortest_refused:
+                self._shortest_refused = request.count
+            if self._longest_ok >= request.count:
+                self._longest_ok = 0  # the device changed its mind: search again from scratch
+            if request == self._limit_probe_sent:
+                if request.count <= self.max_registers:  # only what was answered is safe
+                    self.max_registers = max(self._widest_registers, self._longest_ok)
                 return []
             if request.count <= self.max_registers:
                 self.max_registers = lowered_limit(

@@ -40,8 +40,9 @@ log = structlog.get_logger()
 #: Distinct requests whose compiled decoder is kept (far above any real device's plan count).
 _DECODER_CACHE_SIZE = 1024
 #: Bound on probe rounds per poll: each round verifies or rules out every open gap, so the
-#: planner converges in a round or two; the bound only guards against a planner bug.
-MAX_PROBE_ROUNDS = 4
+#: planner converges in a round or two, plus one round per step of a register-limit search
+#: (log2 of the refused length); the bound only guards against a planner bug.
+MAX_PROBE_ROUNDS = 12
 
 #: Error text of a point whose registers the device refuses (exception 02).
 UNREADABLE = "unreadable: the device answers illegal data address"
@@ -216,6 +217,10 @@ class DeviceReader:
                     client, request, outcome, self.retries if retries is None else retries
                 )
             except DeviceTimeout as exc:
+                if self.planner.is_limit_probe(request):
+                    # Silence instead of exception 03 to a too-long read: the search narrows.
+                    self.planner.on_timeout(request, device_answered=True)
+                    continue
                 # A device that answered earlier in this poll may choke on long reads: let
                 # the planner shorten once; a second timeout means it stopped answering.
                 if outcome.answered and not shortened_after_timeout:
@@ -251,7 +256,7 @@ class DeviceReader:
         if limits != (self.planner.max_registers, self.planner.max_bits):
             self._log_lowered_limit(request)
         newly_unreadable = self._learn_holes()
-        if retry or exc.code == ILLEGAL_DATA_ADDRESS:
+        if retry or exc.code == ILLEGAL_DATA_ADDRESS or self.planner.is_limit_probe(request):
             # Split (or shortened): the parts are read right away; points found
             # unreadable fail now and are left out of every later plan.
             for index in newly_unreadable:

@@ -196,16 +196,36 @@ def test_holes_on_every_due_subset_stay_quiet() -> None:
 
 
 def test_exception_03_halves_the_maximum_and_replans() -> None:
-    """A device refusing reads over 30 registers: the maximum drops 125 → 62 → 31."""
+    """A device refusing reads over 30 registers: 125 → 62 → 31, then the exact 30 is found."""
     pts = [point(2 * i, 2) for i in range(100)]
     device = FakeDevice(bad=set(), max_len=30)
     planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
     assert run_cycle(planner, device) == set(range(100))
-    assert planner.max_registers == 31
+    assert planner.max_registers == 30
     device.log.clear()
     run_cycle(planner, device)
     assert all(code == 0 for _, code in device.log)
     assert len(device.log) == 7  # 15 float32 (30 registers) per request: ceil(100 / 15)
+
+
+@pytest.mark.parametrize("cap", [7, 28, 29, 64, 100, 124])
+@pytest.mark.parametrize("width", [1, 2])
+def test_the_exact_register_limit_is_learnt_in_the_first_cycle(cap: int, width: int) -> None:
+    """After cycle 1 the maximum is the device's real limit (rounded down to whole points),
+    every later cycle needs the fewest requests and never sees exception 03 again."""
+    pts = [point(width * i, width) for i in range(200 // width)]
+    device = FakeDevice(bad=set(), max_len=cap)
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    assert run_cycle(planner, device) == set(range(len(pts)))
+    if any(code == 3 for _, code in device.log):
+        assert cap - width < planner.max_registers <= cap
+    else:  # whole points never needed a longer read than the device takes
+        assert planner.max_registers == 125
+    device.log.clear()
+    assert run_cycle(planner, device) == set(range(len(pts)))
+    assert all(code == 0 for _, code in device.log)
+    per_request = cap // width
+    assert len(device.log) == -(-len(pts) // per_request)  # ceil: the optimum at this cap
 
 
 def test_limit_never_drops_below_the_widest_point() -> None:
