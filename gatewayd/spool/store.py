@@ -44,6 +44,11 @@ Failures: a corrupt file is moved aside and a fresh one started (`files.py`), at
 when an append or ack meets corruption. A full disk on append drops the oldest rows,
 truncates the WAL and retries once; if that fails too the batch is counted as dropped.
 `append` never raises: the poller keeps polling, and the logs say what was lost.
+Deletes need disk space too (WAL frames, then a checkpoint that may grow the file), so
+the WAL is held below half the reserve file (`_wal_limit`): releasing the reserve always
+lets a checkpoint empty it. An ack that meets a full disk releases the reserve, truncates
+the WAL and retries once; rows it still cannot delete stay in flight ("unsettled": not
+sent again by this run), are warned about once per episode, and the next ack deletes them.
 """
 
 from __future__ import annotations

@@ -156,7 +156,8 @@ def test_full_disk_drops_oldest_and_keeps_going(small_disk: Path) -> None:
     rows = take_points(store, appended)
     assert [r.value for r in rows] == sorted(r.value for r in rows)
     assert rows[-1].value == float(appended - 1)  # the newest rows survived
-    store.ack(Kind.SAMPLES, [r.id for r in rows])
+    assert store.ack(Kind.SAMPLES, [r.id for r in rows]) == len({r.id for r in rows})
+    assert store.counts().samples == 0
     ballast.unlink()
     with structlog.testing.capture_logs() as logs:
         store.append([Sample("m0", "P", -1.0, 1)])
