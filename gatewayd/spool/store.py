@@ -56,12 +56,12 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -74,6 +74,7 @@ from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.rows import encode_value as _encode
 
 log = structlog.get_logger()
+_T = TypeVar("_T")
 
 _SQLITE_FULL = 13
 #: Guesses the bytes of a row before the spool holds any, for the byte-cap projection.
@@ -939,6 +940,40 @@ class SpoolStore:
         self._episodes["ack_full"] = sum(len(rows) for rows in self._unsettled.values())
         return None
 
+    def _write_making_room(self, write: Callable[[], _T]) -> _T | None:
+        """Run the transaction `write`; on a full disk make room (reserve, WAL) and run
+        it once more. None if the disk is still full (the counters are reloaded)."""
+        for attempt in range(2):
+            try:
+                done = write()
+            except sqlite3.Error as exc:
+                if not _is_disk_full(exc):
+                    raise
+                self._load_state_after_rollback()
+            else:
+                if "settle_full" in self._episodes:
+                    del self._episodes["settle_full"]
+                    log.info("rejected rows are settled again")
+                return done
+            if attempt == 0:
+                self._release_space()
+                if self._disk_high is None:
+                    self._hold_data()
+        return None
+
+    def _cannot_settle(self, kind: Kind, ids: list[int], what: str) -> None:
+        """A full disk kept rows from being settled: they go back to the pool (sent, and
+        settled, again later); warned once per episode."""
+        self.release(kind, ids)
+        if "settle_full" not in self._episodes:
+            self._episodes["settle_full"] = 0
+            log.warning(
+                "disk full: cannot settle rejected rows; they stay in the spool and are sent again",
+                action=what,
+                rows=len(ids),
+                path=str(self._path),
+            )
+
     def _land(self, kind: Kind, ids: Iterable[int]) -> int:
         """Rows leave the in-flight set; returns the points (frames) or rows they held."""
         in_flight = self._in_flight[kind]
@@ -1013,15 +1048,24 @@ class SpoolStore:
             return 0
         ids_json = json.dumps(mine)
         sql = _SQL[kind]
-        with self._relaxed(), self._transaction():
-            if kind is Kind.SAMPLES:
-                moved = self._frames_to_dead_letters(ids_json, code, message, now_ms)
-            else:
-                self._conn.execute(sql.to_dead_letters, (code, message, now_ms, ids_json))
-            deleted = self._conn.execute(sql.delete_json_ids, (ids_json,)).rowcount
-            if kind is Kind.EVENTS:
-                moved = deleted
-            trimmed = self._trim_dead_letters()
+
+        def move() -> tuple[int, int, int]:
+            with self._relaxed(), self._transaction():
+                if kind is Kind.SAMPLES:
+                    moved = self._frames_to_dead_letters(ids_json, code, message, now_ms)
+                else:
+                    self._conn.execute(sql.to_dead_letters, (code, message, now_ms, ids_json))
+                deleted: int = self._conn.execute(sql.delete_json_ids, (ids_json,)).rowcount
+                if kind is Kind.EVENTS:
+                    moved = deleted
+                trimmed = self._trim_dead_letters()
+            return moved, deleted, trimmed
+
+        done = self._write_making_room(move)
+        if done is None:
+            self._cannot_settle(kind, mine, "cannot move rejected rows to the dead letters")
+            return 0
+        moved, deleted, trimmed = done
         self._land(kind, mine)
         self._rows[kind] -= deleted
         if kind is Kind.SAMPLES:
@@ -1081,15 +1125,23 @@ class SpoolStore:
         for name in gone:
             del points[name]
         removed = len(letters) + len(gone)
-        with self._relaxed(), self._transaction():
-            if letters:
-                self._conn.executemany(_INSERT_DEAD_POINT, letters)
-            if points:
-                new_body = encode_body(points)
-                self._conn.execute(_UPDATE_FRAME, (len(points), new_body, frame_id))
-            else:
-                self._conn.execute(_SQL[Kind.SAMPLES].delete_by_id, (frame_id,))
-            trimmed = self._trim_dead_letters() if letters else 0
+        new_body = encode_body(points) if points else ""
+
+        def rewrite() -> int:
+            with self._relaxed(), self._transaction():
+                if letters:
+                    self._conn.executemany(_INSERT_DEAD_POINT, letters)
+                if points:
+                    self._conn.execute(_UPDATE_FRAME, (len(points), new_body, frame_id))
+                else:
+                    self._conn.execute(_SQL[Kind.SAMPLES].delete_by_id, (frame_id,))
+                return self._trim_dead_letters() if letters else 0
+
+        done = self._write_making_room(rewrite)
+        if done is None:
+            self._cannot_settle(Kind.SAMPLES, [frame_id], "cannot rewrite a settled frame")
+            return None
+        trimmed = done
         self._points -= removed
         self._dead_letters += len(letters) - trimmed
         if not points:

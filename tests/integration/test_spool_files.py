@@ -288,6 +288,33 @@ def test_an_ack_that_cannot_delete_keeps_the_rows_and_settles_later(small_disk: 
     store.close()
 
 
+def test_a_dead_letter_that_cannot_be_written_keeps_the_rows(small_disk: Path) -> None:
+    """No byte left: rejected rows cannot move to the dead letters; they go back to the
+    pool (said once), nothing is lost or counted twice, and with room the move works."""
+    path = small_disk / "spool.db"
+    store = SpoolStore.open(path, max_bytes=CAP)
+    store.append([Sample("m", "P", float(i), i) for i in range(300)])
+    store.reclaim(max_pages=None)
+    reserve_path(path).unlink()
+    ballast = _fill_to_the_last_byte(small_disk)
+    rows = take_points(store, 300)
+    with structlog.testing.capture_logs() as logs:
+        assert store.dead_letter(Kind.SAMPLES, [r.id for r in rows[:100]], 1, "bad", 7) == 0
+        assert store.dead_letter(Kind.SAMPLES, [r.id for r in rows[100:]], 1, "bad", 7) == 0
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"].split(";")[0], e["rows"]) for e in warnings] == [
+        ("disk full: cannot settle rejected rows", 100)
+    ]
+    counts = store.counts()
+    assert (counts.samples, counts.dead_letters, counts.in_flight_samples) == (300, 0, 0)
+    ballast.unlink()
+    again = take_points(store, 300)
+    assert [r.value for r in again] == [float(i) for i in range(300)]
+    assert store.dead_letter(Kind.SAMPLES, [r.id for r in again], 1, "bad", 7) == 300
+    assert (store.counts().samples, store.counts().dead_letters) == (0, 300)
+    store.close()
+
+
 # -- kill -9 while appending -----------------------------------------------------------
 
 _WRITER = textwrap.dedent(
