@@ -1155,7 +1155,13 @@ class SpoolStore:
     def _after_delete(self) -> None:
         if "cap" in self._episodes and self._used_bytes() < self._budget.low_water:
             self._end_episode("cap", "spool below its low-water mark: no longer dropping")
-        self.reclaim()
+        try:
+            self.reclaim()
+        except sqlite3.OperationalError as exc:
+            # The rows are deleted; giving the space back waits for the next delete.
+            if not _is_disk_full(exc):
+                raise
+            log.debug("giving free pages back failed on a full disk", exc_info=True)
 
     # -- reading ---------------------------------------------------------------------
 
