@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from gatewayd.app import STATUS_FILE
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.stats import META_DROPPED
 from tests.bench.b1_fleet import Cloud, Site, fleet_site
@@ -198,10 +199,16 @@ DRAIN_STALL_S = 20.0
 async def drain(site: Site, ledger: Ledger, spool: Path, timeout: float = 120) -> dict[str, int]:
     """Run the daemon on the drain config until the spool is empty (or the drain stalls);
     return its counts, with `drain_exit` and `drain_stalled`."""
+    # The daemon writes its status file once it runs (signal handlers installed): an empty
+    # spool must not get its SIGTERM before that, or the exit status is the signal's.
+    status_file = spool.parent / STATUS_FILE
+    status_file.unlink(missing_ok=True)
     proc = start_gatewayd(drain_config(site, spool), site.workdir / "gatewayd.log")
     progress = {"pending": -1, "since": time.monotonic()}
 
     def drained_or_stalled() -> bool:
+        if not status_file.exists() and proc.poll() is None:
+            return False
         pending = spool_counts(spool)["pending"]
         if pending != progress["pending"]:
             progress.update(pending=pending, since=time.monotonic())
@@ -389,14 +396,20 @@ async def disk_full(report: Report, quick: bool) -> None:
             site.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
             await site.cloud.stop()
             ledger = Ledger()
-            proc = start_gatewayd(site.config_path, site.workdir / "gatewayd.log")
+            log_path = site.workdir / "gatewayd.log"
+            log_start = log_path.stat().st_size if log_path.exists() else 0
+            proc = start_gatewayd(site.config_path, log_path)
             alive_checks = []
             full_for = 0
             for _ in range(30 if quick else 60):
                 await asyncio.sleep(1)  # sampling liveness once a second
                 alive_checks.append(proc.poll() is None)
                 usage = os.statvfs(mount)
-                full_for = full_for + 1 if usage.f_bavail * usage.f_frsize < 256 * 1024 else 0
+                # Full: hardly a byte free, or the spool said so (once the disk is full it
+                # releases its reserve file and keeps that space free for checkpoints).
+                said_full = b"disk full" in log_path.read_bytes()[log_start:]
+                low = usage.f_bavail * usage.f_frsize < 256 * 1024
+                full_for = full_for + 1 if low or said_full else 0
                 if quick and full_for:
                     break
             rss = rss_kib(proc.pid)
