@@ -44,7 +44,7 @@ import yaml
 
 from gatewayd.app import STATUS_FILE
 from gatewayd.spool.rows import Kind
-from gatewayd.spool.stats import META_DROPPED
+from gatewayd.spool.stats import META_APPENDED, META_DROPPED
 from tests.bench.b1_fleet import Cloud, Site, fleet_site
 from tests.bench.common import Report, gatewayd_exe, rss_kib
 from tests.support import async_wait_until
@@ -90,11 +90,13 @@ def spool_counts(spool: Path) -> dict[str, int]:
     dead letters (points)."""
     if not _has_frames(spool):
         return {"committed": 0, "pending": 0, "pending_points": 0, "dropped_points": 0,
-                "dead_letters": 0}  # fmt: skip
+                "dead_letters": 0, "appended_points": 0}  # fmt: skip
     with contextlib.closing(_connect(spool)) as conn:
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'frames'").fetchone()
         dropped = conn.execute("SELECT value FROM meta WHERE key = ?",
                                (META_DROPPED[Kind.SAMPLES],)).fetchone()  # fmt: skip
+        appended = conn.execute("SELECT value FROM meta WHERE key = ?",
+                                (META_APPENDED,)).fetchone()  # fmt: skip
         pending, points = conn.execute("SELECT COUNT(*), TOTAL(points) FROM frames").fetchone()
         return {
             "committed": int(seq[0]) if seq else 0,
@@ -102,6 +104,7 @@ def spool_counts(spool: Path) -> dict[str, int]:
             "pending_points": int(points),
             "dropped_points": int(dropped[0]) if dropped else 0,
             "dead_letters": conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0],
+            "appended_points": int(appended[0]) if appended else 0,
         }
 
 
@@ -153,6 +156,10 @@ def add_outcome(report: Report, name: str, outcome: Outcome, note: str = "") -> 
         # Exact: the spool would have to count dropped frames, not only their points.
         note = f"{note}; ≈: dropped frames estimated from points".lstrip("; ")
         report.add(name, "lost (frames)", outcome.lost, note=note)
+        lost_points = outcome.extra["lost_points"]
+        report.add(name, "lost (points, exact)", lost_points, target="0", ok=lost_points == 0,
+                   note=f"of {outcome.extra['appended_points']} committed: accepted + dropped "
+                   "+ dead-lettered + pending")  # fmt: skip
         oldest = outcome.extra["oldest_first"]
         report.add(name, "dropped are the oldest", str(oldest), target="True", ok=oldest,
                    note="no gap over 5 poll steps + 1 s after the first accepted value of "
@@ -237,6 +244,10 @@ def tally(counts: dict[str, int], keys: list[Key]) -> Outcome:
     dropped_points = counts["dropped_points"]
     dropped = round(dropped_points / mean_points) if dropped_points and mean_points else 0
     lost = counts["committed"] - dropped - len(frames)
+    # Exact, in points: every point the spool ever committed was accepted, dropped by the
+    # cap (counted), dead-lettered, or is still pending; the rest is lost.
+    lost_points = (counts.get("appended_points", 0) - len(distinct) - dropped_points
+                   - counts.get("pending_points", 0) - counts.get("dead_letters", 0))  # fmt: skip
     return Outcome(
         offered=counts["committed"],
         delivered=len(frames),
@@ -249,6 +260,8 @@ def tally(counts: dict[str, int], keys: list[Key]) -> Outcome:
             "delivered_points": len(distinct),
             "dropped_points": dropped_points,
             "oldest_first": oldest_first,
+            "lost_points": max(0, lost_points),
+            "appended_points": counts.get("appended_points", 0),
         },
     )
 
