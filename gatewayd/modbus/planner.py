@@ -436,6 +436,7 @@ class DeviceReadPlanner:
         self._longest_ok = 0
         self._shortest_refused: int | None = None
         self._limit_probe_sent: ReadRequest | None = None
+        self._no_run_for: int | None = None  # `_longest_ok` when no probe run was found
         self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
         self._last_plan: _LastPlan | None = None
@@ -547,7 +548,7 @@ class DeviceReadPlanner:
         so later cycles never see the refusal again.
         """
         refused, low = self._shortest_refused, self._longest_ok
-        if refused is None or low == 0 or refused - low <= 1:
+        if refused is None or low == 0 or refused - low <= 1 or self._no_run_for == low:
             self._limit_probe_sent = None
             return None
         length = (low + refused) // 2
@@ -557,8 +558,11 @@ class DeviceReadPlanner:
             start = _readable_run_start(self._verified.get(Table.INPUT, set()), length)
             table = Table.INPUT
         if start is None:
+            # No run of known-readable registers that long: keep the maximum, and do not
+            # search the verified set again every cycle until a longer read is answered.
+            self._no_run_for = low
             self._limit_probe_sent = None
-            return None  # no run of known-readable registers that long: keep the maximum
+            return None
         probe = ReadRequest(table, start, length, ())
         if probe == self._limit_probe_sent:
             return None  # answered neither way (a timeout): do not loop on it

@@ -302,3 +302,15 @@ def test_plan_cache_maps_indices_and_reuses_plans() -> None:
                                                      ReadRequest(H, 2, 1, (2,))]
     assert cache.plan([0, 1, 2], max_registers=125, holes={(H, 1)}) == [
         ReadRequest(H, 0, 1, (0,)), ReadRequest(H, 2, 1, (2,))]
+
+
+def test_limit_search_stops_when_no_readable_run_is_long_enough() -> None:
+    """Sparse points leave no 12-register readable run: the search gives up, no probe loops."""
+    pts = [point(40 * i, 2) for i in range(4)]  # 2-register points 40 apart, gap fill 0
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    device = FakeDevice(bad=set(), max_len=125)
+    run_cycle(planner, device)
+    planner.on_rejected(ReadRequest(H, 0, 24, (0,)), 3)  # pretend a 24-long read was refused
+    assert planner.probes() == []  # only 2-register runs are known readable
+    assert planner.probes() == []
+    assert planner.max_registers == 12
