@@ -9,25 +9,15 @@ from gatewayd.config.models import Table
 from gatewayd.modbus.client import PymodbusClient, inter_frame_delay
 from gatewayd.modbus.errors import DeviceTimeout
 from tests.integration.modbus_fixtures import rtu_over_tcp_bus
-from tests.support import async_wait_until
+from tests.support import async_wait_until, rtu_crc16
 
 #: At 1200 baud the automatic silence is 3.5 x 11 / 1200 s = 32 ms: far above loopback latency.
 BAUD = 1200
 
 
-def _crc16(frame: bytes) -> bytes:
-    """Modbus RTU CRC (polynomial 0xA001, initial 0xFFFF), low byte first."""
-    crc = 0xFFFF
-    for byte in frame:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc.to_bytes(2, "little")
-
-
 def _reply(unit: int) -> bytes:
     body = bytes([unit, 3, 2, 0x12, 0x34])
-    return body + _crc16(body)
+    return body + rtu_crc16(body)
 
 
 async def test_silence_counts_from_the_reply_and_from_late_bytes() -> None:

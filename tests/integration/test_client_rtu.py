@@ -20,7 +20,7 @@ from tests.integration.modbus_fixtures import (
     serial_bus,
     still_units,
 )
-from tests.support import async_wait_until
+from tests.support import async_wait_until, rtu_crc16
 
 GUARD = 10.0
 
@@ -192,16 +192,6 @@ async def test_line_lost_is_bus_unavailable(tmp_path: Path, modbus_model: Device
         pair.stop()
 
 
-def _crc16(frame: bytes) -> bytes:
-    """Modbus RTU CRC (polynomial 0xA001, initial 0xFFFF), low byte first."""
-    crc = 0xFFFF
-    for byte in frame:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc.to_bytes(2, "little")
-
-
 async def test_crc_error_is_device_timeout_and_next_answer_is_good() -> None:
     """A reply with a bad CRC is dropped (DeviceTimeout); the next, sound reply is decoded."""
     replies = 0
@@ -211,7 +201,7 @@ async def test_crc_error_is_device_timeout_and_next_answer_is_good() -> None:
         while request := await reader.read(8):
             unit = request[0]
             body = bytes([unit, 3, 2, 0x12, 0x34])
-            crc = _crc16(body)
+            crc = rtu_crc16(body)
             if replies == 0:
                 crc = bytes([crc[0] ^ 0xFF, crc[1]])  # one corrupted byte on the line
             replies += 1
