@@ -268,10 +268,9 @@ class Daemon:
 
     async def _commit(self, spool: Spool, result: CycleResult) -> None:
         # The cloud disabled or deleted these sub-devices: what they measure is not sent.
-        # Decided once per device, not per sample: a cycle carries thousands of samples.
+        # Decided once per device of the cycle, not per sample: a cycle carries thousands.
         samples, events = result.samples, result.events
-        devices = {s.device for s in samples} | {e.device for e in events}
-        muted = {device for device in devices if not self._publishing(device)}
+        muted = {device for device in result.devices if not self._publishing(device)}
         if muted:
             samples = [s for s in samples if s.device not in muted]
             events = [e for e in events if e.device not in muted]
