@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gatewayd.config.models import DeviceModel, Table
-from gatewayd.modbus.client import ModbusClient, PymodbusClient, inter_frame_delay, make_client
+from gatewayd.modbus.client import (
+    HoldingRegistersAnswer,
+    InputRegistersAnswer,
+    ModbusClient,
+    PymodbusClient,
+    inter_frame_delay,
+    make_client,
+)
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus
@@ -44,6 +51,21 @@ async def test_reads_every_table(modbus_sim: DeviceSimulator, client: ModbusClie
     # Unmapped addresses read as zeros, like most devices.
     assert await client.read(1, Table.HOLDING, 1000, 3, timeout=1) == [0, 0, 0]
     assert dict(unit.stats.requests) == {1: 1, 2: 1, 3: 2, 4: 1}
+
+
+async def test_register_answers_use_the_one_call_decoders(
+    modbus_sim: DeviceSimulator, client: ModbusClient
+) -> None:
+    """FC3/FC4 answers go through the client's own answer classes, 125 registers intact."""
+    unit = modbus_sim.unit(1)
+    unit.set_value("u16", 0xBEEF)
+    assert isinstance(client, PymodbusClient)
+    decoder = client._client.ctx.framer.decoder  # type: ignore[union-attr]
+    assert isinstance(decoder.decode(bytes([3, 2, 0, 7])), HoldingRegistersAnswer)
+    assert isinstance(decoder.decode(bytes([4, 2, 0, 7])), InputRegistersAnswer)
+    words = await client.read(1, Table.HOLDING, 0, 125, timeout=1)
+    assert len(words) == 125
+    assert words[2] == 0xBEEF
 
 
 async def test_units_are_independent(modbus_sim: DeviceSimulator, client: ModbusClient) -> None:
