@@ -57,8 +57,8 @@ _FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 #: Beyond this magnitude a float32 candidate may round past FLOAT32_MAX: the exact per-value
 #: path (`codec.shortest_float32`) handles such values.
 _BATCH_FLOAT32_LIMIT = 1e38
-#: Where "7 digits do not round-trip" proves "6 digits do not either" (see `_seven_first`).
-_MONOTONE_RANGE = (1e-5, float(1 << 24))
+#: Where a 6-digit spelling that fits is always the 7-digit spelling (see `_seven_first`).
+_SEVEN_FINAL_RANGE = (1e-3, float(1 << 24))
 #: Powers of two have a lopsided float32 rounding interval: they take the literal path.
 _POWERS_OF_TWO = frozenset(
     sign * 2.0**exponent for sign in (1, -1) for exponent in range(-17, 25)
@@ -90,7 +90,7 @@ def shortest_float32s(values: list[float]) -> list[float]:
         return []
     if not math.isfinite(sum(values)):  # NaN or ±inf somewhere
         return [codec.shortest_float32(value) for value in values]
-    low, high = _MONOTONE_RANGE
+    low, high = _SEVEN_FINAL_RANGE
     if low <= min(values) and max(values) < high and _POWERS_OF_TWO.isdisjoint(values):
         return _seven_first(values)  # the usual block: positive plant values of moderate size
     magnitudes = list(map(abs, values))
@@ -130,43 +130,39 @@ def _in_order(values: list[float]) -> list[float]:
 
 
 def _seven_first(values: list[float]) -> list[float]:
-    """The same result as `_in_order` with fewer spellings: 7 digits first, then 6 or 8/9.
+    """The same result as `_in_order` with one spelling for most values: 7 digits, else 8/9.
 
-    Valid for float32 values with 1e-5 <= |x| < 2**24 that are not powers of two, where
-    "6 digits round-trip" implies "7 digits round-trip", so a value that fails at 7 digits
-    skips 6. Why: the 7-digit rounding D7 is at least as close to x as the 6-digit one D6
-    (every 6-digit decimal is a 7-digit one). On the same side of x, D7 lies between x and
-    D6. On opposite sides, D7 is strictly closer (a tie would make D7 = D6), by a margin
-    of at least 2**-50 relative in this range (D6 + D7 is a decimal on the 7-digit grid,
-    2x a 25-bit binary; their difference is bounded below), which converting D6 and D7 to
-    floats (2**-53 each) cannot undo; and the float32 rounding interval of a non-power of
-    two is symmetric around x. Either way D7 lands in the interval whenever D6 does.
+    Valid for float32 values with 1e-3 <= |x| < 2**24 that are not powers of two, where
+    6 digits never need a try of their own. Why: there the float32 spacing u around x is
+    below the 7-digit step s7 by at least 2.4 % (or equal to it in [2**23, 1e7), where every
+    float32 is an integer). A 6-digit rounding D6 that fits lies within u/2 of x (plus the
+    2**-52 relative error of parsing it into a float, far inside that margin), so within
+    less than s7/2: D6, a point of the 7-digit grid, is then the nearest such point, which
+    is what 7 digits spell (``%.7g`` drops the trailing zero). So the result is the 7-digit
+    spelling where it fits, else the 8-digit one, else 9 digits (which always fit). In
+    [2**-10, 1e-3) the spacing exceeds the 7-digit step, hence the range.
     tests/unit/test_blockdecode.py checks the equality with hypothesis.
     """
-    result = _spell(values, 7)
-    fits = _round_trips(result, values)
-    shorter = list(compress(range(len(values)), fits))
-    if shorter:  # 7 digits fit: 6 may fit too
-        subset = list(map(values.__getitem__, shorter))
-        candidates = _spell(subset, 6)
-        for position, candidate in compress(
-            zip(shorter, candidates, strict=True), _round_trips(candidates, subset)
-        ):
-            result[position] = candidate
-    longer = list(compress(range(len(values)), map(not_, fits)))
-    if longer:  # 7 digits do not fit, so 6 do not either: 8, else 9 (which always fits)
-        subset = list(map(values.__getitem__, longer))
-        candidates = _spell(subset, 8)
-        exact = _round_trips(candidates, subset)
-        for position, candidate in zip(longer, candidates, strict=True):
-            result[position] = candidate
-        nine = list(compress(longer, map(not_, exact)))
-        if nine:
-            for position, candidate in zip(
-                nine, _spell(list(map(values.__getitem__, nine)), 9), strict=True
-            ):
-                result[position] = candidate
-    return result
+    sevens = _spell(values, 7)
+    fits = _round_trips(sevens, values)
+    if all(fits):
+        return sevens
+    longer = list(map(values.__getitem__, compress(range(len(values)), map(not_, fits))))
+    eights = _spell(longer, 8)
+    eight_fits = _round_trips(eights, longer)
+    if not all(eight_fits):  # 9 digits always fit
+        nines = _spell(list(compress(longer, map(not_, eight_fits))), 9)
+        eights = _merge(eight_fits, eights, nines)
+    return _merge(fits, sevens, eights)
+
+
+def _merge(fits: list[bool], spelled: list[float], longer: list[float]) -> list[float]:
+    """`spelled` where it fits, else the next of `longer` (one per misfit, in order).
+
+    Done by iterators in C: each position's bool picks which one to advance.
+    """
+    pick = (iter(longer), compress(spelled, fits)).__getitem__
+    return list(map(next, map(pick, fits)))
 
 
 @dataclass(frozen=True, slots=True)

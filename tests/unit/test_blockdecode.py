@@ -203,7 +203,32 @@ MODERATE = st.floats(min_value=2.0**-17, max_value=2.0**24, width=32, exclude_ma
 @settings(max_examples=300, deadline=None)
 @given(st.lists(MODERATE | MODERATE.map(lambda v: -v), min_size=1, max_size=70))
 def test_seven_digits_first_path_equals_the_codec(values: list[float]) -> None:
-    """Moderate values (the 7-digits-first path, powers of two included) spell like codec."""
+    """Moderate values (mostly the 7-digits-first path; powers of two and values below
+    1e-3 take the literal one) spell like codec."""
+    assert [repr(v) for v in shortest_float32s(values)] == [
+        repr(codec.shortest_float32(v)) for v in values
+    ]
+
+
+def _neighbour(value: float, steps: int) -> float:
+    """The float32 `steps` ulps away from float32 `value` (same sign, finite)."""
+    (bits,) = struct.unpack(">I", struct.pack(">f", value))
+    return float(struct.unpack(">f", struct.pack(">I", bits + steps))[0])
+
+
+SIX_DIGIT = st.builds(
+    lambda mantissa, exponent, steps: _neighbour(mantissa * 10.0**exponent, steps),
+    st.integers(100_000, 999_999),
+    st.integers(-9, 2),  # 1e-4 .. 1e8: across the 7-digits-first range and both its edges
+    st.integers(-3, 3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SIX_DIGIT, min_size=1, max_size=70))
+def test_six_digit_values_and_their_neighbours_spell_like_the_codec(values: list[float]) -> None:
+    """The values where 6 digits may fit (the case 7 digits first must get right), with
+    their neighbours and [2**-10, 1e-3), where the 7-digit shortcut would be wrong."""
     assert [repr(v) for v in shortest_float32s(values)] == [
         repr(codec.shortest_float32(v)) for v in values
     ]
