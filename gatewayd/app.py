@@ -269,13 +269,14 @@ class Daemon:
     async def _commit(self, spool: Spool, result: CycleResult) -> None:
         # The cloud disabled or deleted these sub-devices: what they measure is not sent.
         # Decided once per device of the cycle, not per sample: a cycle carries thousands.
-        samples, events = result.samples, result.events
+        samples, blocks, events = result.point_samples, result.blocks, result.events
         muted = {device for device in result.devices if not self._publishing(device)}
         if muted:
             samples = [s for s in samples if s.device not in muted]
+            blocks = [b for b in blocks if b.device not in muted]
             events = [e for e in events if e.device not in muted]
-        if samples or events:
-            await spool.append(samples, events, int(self.clock.time() * 1000))
+        if samples or blocks or events:
+            await spool.append(samples, events, int(self.clock.time() * 1000), blocks)
             if self._observer is not None:
                 self._observer(result)
             if self.uplink is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import repeat
@@ -74,6 +74,30 @@ def good_samples(
     """
     fields = zip(repeat(device), measurepoints, values, repeat(ts_ms), repeat(Quality.GOOD))
     return list(map(tuple.__new__, repeat(Sample), fields))
+
+
+class SampleBlock(NamedTuple):
+    """GOOD values of one device read at one instant (one response), kept as columns.
+
+    The poll hot path makes one block per response instead of a `Sample` per point; the
+    spool encodes a block into a frame straight from its columns. `samples()` gives the
+    equivalent samples. Values are finite (NaN/±inf take the per-point path) and shared
+    with later cycles: read-only.
+    """
+
+    device: str
+    measurepoints: Sequence[str]
+    values: Sequence[Value]
+    ts_ms: int
+
+    @property
+    def points(self) -> int:
+        """How many points the block holds."""
+        return len(self.values)
+
+    def samples(self) -> list[Sample]:
+        """The block as GOOD `Sample`s, in its order."""
+        return good_samples(self.device, self.measurepoints, self.values, self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -49,7 +49,7 @@ from gatewayd.modbus.probebudget import ProbeBudget
 from gatewayd.modbus.reader import DecodedBlock, DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
 from gatewayd.modbus.timing import resolve_gap_fill
-from gatewayd.samples import Event, Quality, Sample, Value
+from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
 if TYPE_CHECKING:
     from gatewayd.modbus.client import ModbusClient
@@ -61,16 +61,33 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class CycleResult:
-    """Everything one poll cycle of one bus produced: commit it in one transaction."""
+    """Everything one poll cycle of one bus produced: commit it in one transaction.
+
+    Good responses come as `blocks` (one `SampleBlock` per response: no object per point,
+    the poll hot path); `point_samples` holds what was made point by point (BAD and STALE
+    samples, responses with NaN/±inf or out of point order). `samples` is all of it.
+    """
 
     bus: str
-    samples: list[Sample]
+    point_samples: list[Sample]
     events: list[Event]
     tick_ms: int  # the scheduled tick this cycle ran for, wall Unix ms (aligned)
     duration: float  # seconds the cycle took (monotonic)
     devices: tuple[str, ...]  # devices that had points due in this cycle
     requests: int  # requests put on the wire (retries included)
     failed_requests: int
+    blocks: list[SampleBlock] = field(default_factory=list)
+
+    @property
+    def samples(self) -> list[Sample]:
+        """Every sample of the cycle: the blocks' (expanded), then `point_samples`."""
+        expanded = [sample for block in self.blocks for sample in block.samples()]
+        return expanded + self.point_samples
+
+    @property
+    def points(self) -> int:
+        """How many samples the cycle holds (without expanding the blocks)."""
+        return len(self.point_samples) + sum(block.points for block in self.blocks)
 
 
 class DeviceHandle:
@@ -391,6 +408,7 @@ class BusPoller:
         # The tick in wall time as of now (robust to a wall-clock step since startup).
         tick_ms = round((self._clock.time() - (now - tick)) * 1000)
         samples: list[Sample] = []
+        blocks: list[SampleBlock] = []
         events: list[Event] = []
         requests = failed_requests = 0
         for entry, points in due:
@@ -425,14 +443,18 @@ class BusPoller:
                     # whatever state the transport was left in.
                     await self._client.close()
                     self._bus_down(outcome.last_error or "connection lost")
-            device_samples, device_events = self._account(entry, points, outcome, now)
+            device_samples, device_blocks, device_events = self._account(
+                entry, points, outcome, now
+            )
             if health.publishing:
                 samples.extend(device_samples)
+                blocks.extend(device_blocks)
                 events.extend(device_events)
         await self._results.put(
             CycleResult(
                 bus=self.bus.name,
-                samples=samples,
+                point_samples=samples,
+                blocks=blocks,
                 events=events,
                 tick_ms=tick_ms,
                 duration=self._clock.monotonic() - now,
@@ -452,23 +474,32 @@ class BusPoller:
         due: tuple[int, ...],
         outcome: ReadOutcome | None,
         now: float,
-    ) -> tuple[list[Sample], list[Event]]:
-        """Turn one device's poll outcome into samples and events; update its health."""
+    ) -> tuple[list[Sample], list[SampleBlock], list[Event]]:
+        """Turn one device's poll outcome into samples, blocks and events; update health."""
         mapper = entry.mapper
         if outcome is None:  # not attempted: stale where the last good value is too old
-            return mapper.stale(due, round(self._clock.time() * 1000)), []
+            return mapper.stale(due, round(self._clock.time() * 1000)), [], []
         samples: list[Sample] = []
+        good_blocks: list[SampleBlock] = []
         # Good readings sharing a timestamp come out in point order, each group stamped
-        # with its response's time; blocks already in point order skip the per-point work.
+        # with its response's time; responses already in point order and finite become
+        # one SampleBlock each (no per-point work).
         by_ts: dict[int, list[DecodedBlock]] = {}
         for block in outcome.blocks:
             by_ts.setdefault(block.ts_ms, []).append(block)
         for ts_ms, blocks in by_ts.items():
             if _in_point_order(blocks):
                 for b in blocks:
-                    samples.extend(
-                        mapper.good_block(b.indices, b.measurepoints, b.values, ts_ms, b.nonfinite)
-                    )
+                    if b.nonfinite:
+                        samples.extend(
+                            mapper.good_block(
+                                b.indices, b.measurepoints, b.values, ts_ms, b.nonfinite
+                            )
+                        )
+                    else:
+                        good_blocks.append(
+                            mapper.block(b.indices, b.measurepoints, b.values, ts_ms)
+                        )
             else:
                 values: dict[int, Value] = {}
                 for block in blocks:
@@ -482,17 +513,25 @@ class BusPoller:
         self._update_health(entry, outcome, now)
         watched = entry.events.points
         if not watched:  # no event rules: nothing to feed
-            return samples, []
+            return samples, good_blocks, []
         good = Quality.GOOD
-        good_values = {
-            s.measurepoint: s.value
-            for s in samples
-            if s.quality is good and s.measurepoint in watched
+        good_values: dict[str, Value] = {
+            measurepoint: value
+            for sample_block in good_blocks
+            for measurepoint, value in zip(
+                sample_block.measurepoints, sample_block.values, strict=True
+            )
+            if measurepoint in watched
         }
+        good_samples = [s for s in samples if s.quality is good]
+        good_values.update(
+            (s.measurepoint, s.value) for s in good_samples if s.measurepoint in watched
+        )
         if not good_values:
-            return samples, []
-        event_ts = max(s.ts_ms for s in samples if s.quality is good)
-        return samples, entry.events.update(good_values, event_ts)
+            return samples, good_blocks, []
+        # Events carry the time of the cycle's latest good reading.
+        event_ts = max([b.ts_ms for b in good_blocks] + [s.ts_ms for s in good_samples])
+        return samples, good_blocks, entry.events.update(good_values, event_ts)
 
     def _device_log(self, entry: _Device) -> structlog.typing.FilteringBoundLogger:
         # Bound only when there is something to say: binding costs more than the rest of

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from gatewayd.config.models import Config
-from gatewayd.samples import Quality, Sample, Value
+from gatewayd.samples import Quality, Sample, SampleBlock, Value
 
 #: Largest body one frame holds; a bigger poll cycle of one device is split into several
 #: frames, so every frame fits a backlog message (128 KiB) with room to spare.
@@ -55,18 +55,37 @@ class FrameEncoder:
     def __init__(self, quality_points: Collection[tuple[str, str]] = ()) -> None:
         """`quality_points`: see `quality_points(config)`."""
         self.quality_points = frozenset(quality_points)
+        self._quality_devices = frozenset(device for device, _ in self.quality_points)
 
-    def encode(self, samples: Iterable[Sample]) -> tuple[list[Frame], int]:
-        """Frames for `samples` in first-seen (device, time) order, and the count of
-        values left out as not sendable.
+    def encode(
+        self, samples: Iterable[Sample], blocks: Iterable[SampleBlock] = ()
+    ) -> tuple[list[Frame], int]:
+        """Frames for `blocks`, then `samples`, in first-seen (device, time) order, and
+        the count of values left out as not sendable.
 
         A point repeated within one (device, time) - the same instant spooled twice - goes
         to a second frame, so no value is silently merged away.
         """
         groups: dict[tuple[str, int, int], dict[str, Any]] = {}
         quality = self.quality_points
+        pending: list[Iterable[Sample]] = []
+        for block in blocks:
+            # A block's values are GOOD and finite: they go in from its columns while none
+            # of its points is in its instant's frame yet and none repeats in it. Otherwise
+            # it and every later block go point by point after the blocks (the order of
+            # going one by one; blocks from the poller never repeat a point).
+            if not pending:
+                points = groups.setdefault((block.device, block.ts_ms, 0), {})
+                if points.keys().isdisjoint(block.measurepoints):
+                    before = len(points)
+                    points.update(self._block_items(block))
+                    if len(points) == before + block.points:
+                        continue
+                    for measurepoint in block.measurepoints:  # a point twice in the block
+                        points.pop(measurepoint, None)
+            pending.append(block.samples())
         unsendable = 0
-        for sample in samples:
+        for sample in (sample for part in (*pending, samples) for sample in part):
             value: Any = sample.value
             if type(value) is float and not math.isfinite(value):
                 unsendable += 1
@@ -85,8 +104,21 @@ class FrameEncoder:
             points[sample.measurepoint] = value
         frames: list[Frame] = []
         for (device, ts_ms, _), points in groups.items():
-            frames.extend(_frames(device, ts_ms, points))
+            if points:
+                frames.extend(_frames(device, ts_ms, points))
         return frames, unsendable
+
+
+    def _block_items(self, block: SampleBlock) -> Iterable[tuple[str, Any]]:
+        """(measurepoint, shaped value) of a block: GOOD values, quality-shaped where set."""
+        pairs = zip(block.measurepoints, block.values, strict=True)
+        if block.device not in self._quality_devices:
+            return pairs
+        quality, device, good = self.quality_points, block.device, int(Quality.GOOD)
+        return [
+            (point, {"value": value, "quality": good} if (device, point) in quality else value)
+            for point, value in pairs
+        ]
 
 
 def _frames(device: str, ts_ms: int, points: dict[str, Any]) -> list[Frame]:

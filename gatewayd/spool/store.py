@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gatewayd.config.models import SpoolConfig, SyncMode
-from gatewayd.samples import Event, Sample
+from gatewayd.samples import Event, Sample, SampleBlock
 from gatewayd.spool import files, stats
 from gatewayd.spool.budget import Budget
 from gatewayd.spool.frames import FrameEncoder, encode_body, parse_body, split_value
@@ -436,20 +436,24 @@ class SpoolStore:
     # -- writing ---------------------------------------------------------------------
 
     def append(
-        self, samples: Sequence[Sample], events: Sequence[Event] = (), now_ms: int | None = None
+        self,
+        samples: Sequence[Sample],
+        events: Sequence[Event] = (),
+        now_ms: int | None = None,
+        blocks: Sequence[SampleBlock] = (),
     ) -> None:
-        """Commit `samples` and `events` in ONE transaction; never raises.
+        """Commit `samples`, `blocks` and `events` in ONE transaction; never raises.
 
         `now_ms`, when given, is kept as the time of the last append (shown by `stats`).
         On a full disk the oldest rows make room (one retry); a corrupt file is replaced.
         Whatever still cannot be written is counted as dropped and logged once per episode.
         """
-        if not samples and not events:
+        if not samples and not events and not blocks:
             return
         try:
-            self._append_once(samples, events, now_ms)
+            self._append_once(samples, events, now_ms, blocks)
         except sqlite3.Error as exc:
-            self._append_failed(exc, samples, events, now_ms)
+            self._append_failed(exc, samples, events, now_ms, blocks)
         else:
             if self._disk_high is not None and self._disk_has_room():
                 self._end_episode("disk_full", "the disk has room again: spooling normally")
@@ -461,7 +465,9 @@ class SpoolStore:
         samples: Sequence[Sample],
         events: Sequence[Event],
         now_ms: int | None,
+        blocks: Sequence[SampleBlock],
     ) -> None:
+        points = len(samples) + sum(block.points for block in blocks)
         self._load_state_after_rollback()
         if files.is_corruption(exc):
             self._recover(exc)
@@ -471,21 +477,21 @@ class SpoolStore:
                 "disk full: dropping the oldest spooled rows to keep spooling",
                 path=str(self._path),
             )
-            self._free_disk(len(samples) + len(events))
+            self._free_disk(points + len(events))
         else:
             self._start_episode(
                 "write_error", "spool write failed", error=f"{type(exc).__name__}: {exc}"
             )
-            self._count_lost(samples, events)
+            self._count_lost(points, len(events))
             return
         try:
-            self._append_once(samples, events, now_ms)
+            self._append_once(samples, events, now_ms, blocks)
         except sqlite3.Error as again:
             self._load_state_after_rollback()
             self._start_episode(
                 "write_error", "spool write failed", error=f"{type(again).__name__}: {again}"
             )
-            self._count_lost(samples, events)
+            self._count_lost(points, len(events))
 
     def _load_state_after_rollback(self) -> None:
         # Counters moved inside the failed transaction; the file is the truth. Keep the
@@ -499,15 +505,15 @@ class SpoolStore:
         self._in_flight, self._cursors, self._flight_points = in_flight, cursors, flight
         self._unsettled = unsettled
 
-    def _count_lost(self, samples: Sequence[Sample], events: Sequence[Event]) -> None:
+    def _count_lost(self, points: int, events: int) -> None:
         """Values that could not be written at all count as dropped (persisted later)."""
-        for kind, lost in ((Kind.SAMPLES, len(samples)), (Kind.EVENTS, len(events))):
+        for kind, lost in ((Kind.SAMPLES, points), (Kind.EVENTS, events)):
             key = stats.META_DROPPED[kind]
             self._dropped[key] += lost
             self._unpersisted[key] = self._unpersisted.get(key, 0) + lost
         self._dropped_dirty = True
         self._episodes["write_error"] = (
-            self._episodes.get("write_error", 0) + len(samples) + len(events)
+            self._episodes.get("write_error", 0) + points + events
         )
 
     def _free_disk(self, incoming: int) -> None:
@@ -591,9 +597,15 @@ class SpoolStore:
         return True
 
     def _append_once(
-        self, samples: Sequence[Sample], events: Sequence[Event], now_ms: int | None
+        self,
+        samples: Sequence[Sample],
+        events: Sequence[Event],
+        now_ms: int | None,
+        blocks: Sequence[SampleBlock] = (),
     ) -> None:
-        frames, unsendable = self._encoder.encode(samples) if samples else ([], 0)
+        frames, unsendable = (
+            self._encoder.encode(samples, blocks) if samples or blocks else ([], 0)
+        )
         event_rows = [
             (e.device, e.event_id, json.dumps(e.params, separators=(",", ":")), e.ts_ms)
             for e in events

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from gatewayd.config.models import SpoolConfig
-from gatewayd.samples import Event, Sample
+from gatewayd.samples import Event, Sample, SampleBlock
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.stats import SpoolStats
 from gatewayd.spool.store import Counts, SpoolStore
@@ -94,10 +94,14 @@ class Spool:
         return self._store.path
 
     async def append(
-        self, samples: Sequence[Sample], events: Sequence[Event] = (), now_ms: int | None = None
+        self,
+        samples: Sequence[Sample],
+        events: Sequence[Event] = (),
+        now_ms: int | None = None,
+        blocks: Sequence[SampleBlock] = (),
     ) -> None:
         """Commit one poll cycle's rows in one transaction (never raises sqlite errors)."""
-        await self._call(self._store.append, samples, events, now_ms)
+        await self._call(self._store.append, samples, events, now_ms, blocks)
 
     async def set_quality_points(self, quality_points: Collection[tuple[str, str]]) -> None:
         """Shape later appends with new quality settings; see `SpoolStore`."""

@@ -38,12 +38,15 @@ async def run(config_path: Path, stats_path: Path) -> int:
 
     def observe(result: CycleResult) -> None:
         good = 0
-        for s in result.samples:
+        for block in result.blocks:  # GOOD by construction; counted without expanding
+            good += block.points
+            per_second[block.ts_ms // 1000] += block.points
+        for s in result.point_samples:
             if s.quality is Quality.GOOD:
                 good += 1
                 per_second[s.ts_ms // 1000] += 1
         cycles.append((result.tick_ms, result.duration, result.requests, result.failed_requests,
-                       good, len(result.samples), int(time.time() * 1000)))  # fmt: skip
+                       good, result.points, int(time.time() * 1000)))  # fmt: skip
 
     daemon = Daemon(config_path, config, notifier=Notifier(environ={}), observer=observe)
     task = asyncio.create_task(daemon.run())

@@ -145,7 +145,7 @@ async def poller(port: int, devices: int, cycles: int, *, decode: bool = True) -
             if cycle == WARMUP:  # measure from the end of the warm-up cycles
                 start_cpu, start_wall = cpu_seconds(), time.monotonic()
             elif cycle > WARMUP:
-                samples += len(result.samples)
+                samples += result.points
                 requests += result.requests
         expected = cycles * devices * POINTS
         if samples != expected:

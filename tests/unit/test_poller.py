@@ -310,6 +310,28 @@ async def test_failed_request_marks_only_its_own_points_bad(rig_factory) -> None
     assert second["d1", "c"].value == 3
 
 
+async def test_good_responses_come_as_blocks_and_failures_as_samples(rig_factory) -> None:
+    """One SampleBlock per answered request; BAD samples stay point samples; `samples`
+    and `points` count both."""
+    unit = FakeUnit(registers=regs((0, 1), (1, 2), (10, 3)))
+    async with rig_factory([dev("d1", 1)], units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        unit.holes.add((HR, 10))
+        await rig.clock.advance(1.0)
+        first, second = rig.drain()
+    assert [(b.device, tuple(b.measurepoints), list(b.values)) for b in first.blocks] == [
+        ("d1", ("a", "b"), [1, 2]),
+        ("d1", ("c",), [3]),
+    ]
+    assert first.point_samples == []
+    assert first.samples == [s for b in first.blocks for s in b.samples()]
+    assert [tuple(b.measurepoints) for b in second.blocks] == [("a", "b")]
+    assert [(s.measurepoint, s.value, s.quality) for s in second.point_samples] == [
+        ("c", 3, Quality.BAD)
+    ]
+    assert second.points == len(second.samples) == 3
+
+
 async def test_one_cycle_result_per_tick_for_all_due_devices(rig_factory) -> None:
     """Three devices on the same interval share one CycleResult per tick."""
     units = {u: FakeUnit(registers=regs((0, u))) for u in (1, 2, 3)}

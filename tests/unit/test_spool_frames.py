@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.samples import Quality, Sample
+from gatewayd.samples import Quality, Sample, SampleBlock
 from gatewayd.spool.frames import (
     FRAME_MAX_BYTES,
+    Frame,
     FrameEncoder,
     encode_body,
     parse_body,
@@ -87,3 +88,48 @@ def test_every_sendable_value_is_in_exactly_one_frame(
     assert got == want
     assert unsendable == len(samples) - len(sendable)
     assert all(parse_body(encode_body(parse_body(f.body))) == parse_body(f.body) for f in frames)
+
+
+BLOCK = st.builds(
+    SampleBlock,
+    device=st.sampled_from(["inv", "meter"]),
+    measurepoints=st.lists(st.sampled_from("abcde"), min_size=1, max_size=6).map(tuple),
+    values=st.lists(st.integers(-5, 5), min_size=6, max_size=6),
+    ts_ms=st.integers(1, 3),
+).map(lambda b: b._replace(values=b.values[: len(b.measurepoints)]))
+LOOSE = st.builds(
+    Sample,
+    st.sampled_from(["inv", "meter"]),
+    st.sampled_from("abcde"),
+    st.integers(-5, 5),
+    st.integers(1, 3),
+    st.sampled_from(list(Quality)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    blocks=st.lists(BLOCK, max_size=5),
+    loose=st.lists(LOOSE, max_size=8),
+    quality=st.sets(st.tuples(st.sampled_from(["inv", "meter"]), st.sampled_from("abcde"))),
+)
+def test_blocks_encode_as_their_samples_would(
+    blocks: list[SampleBlock], loose: list[Sample], quality: set[tuple[str, str]]
+) -> None:
+    """Blocks then samples give the frames of the same samples one by one: shared
+    instants, repeated points, quality-shaped devices included."""
+    encoder = FrameEncoder(quality)
+    one_by_one = [sample for block in blocks for sample in block.samples()] + loose
+    assert encoder.encode(loose, blocks) == encoder.encode(one_by_one)
+
+
+def test_a_block_becomes_one_frame_from_its_columns() -> None:
+    block = SampleBlock("inv", ("p", "q"), [1.5, True], 7)
+    assert block.points == 2
+    assert FrameEncoder().encode([], [block]) == ([Frame("inv", 7, 2, '{"p":1.5,"q":true}')], 0)
+
+
+def test_two_responses_of_one_instant_share_a_frame() -> None:
+    """Two responses of a device stamped in the same millisecond make one frame."""
+    blocks = [SampleBlock("inv", ("p",), [1], 7), SampleBlock("inv", ("q", "r"), [2, 3], 7)]
+    assert FrameEncoder().encode([], blocks) == ([Frame("inv", 7, 3, '{"p":1,"q":2,"r":3}')], 0)
