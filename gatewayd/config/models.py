@@ -37,7 +37,11 @@ class Table(StrEnum):
 
     @property
     def is_bit(self) -> bool:
-        return self in (Table.COIL, Table.DISCRETE)
+        # A set look-up: this runs several times per request on the poll hot path.
+        return self in _BIT_TABLES
+
+
+_BIT_TABLES = frozenset({Table.COIL, Table.DISCRETE})
 
 
 class DataType(StrEnum):

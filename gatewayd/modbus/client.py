@@ -224,6 +224,7 @@ class PymodbusClient:
         self._late_answers = 0
         # Built at the first connect: pymodbus clients bind to the running event loop.
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._readers: dict[Table, Callable[..., Awaitable[Any]]] = {}  # per table, at build
 
     def _build(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         common: dict[str, Any] = {
@@ -290,6 +291,13 @@ class PymodbusClient:
             self._client.set_max_no_responses(_NEVER_DISCONNECT)
             for answer in (HoldingRegistersAnswer, InputRegistersAnswer):
                 self._client.register(answer)
+            client = self._client
+            self._readers = {
+                Table.COIL: client.read_coils,
+                Table.DISCRETE: client.read_discrete_inputs,
+                Table.HOLDING: client.read_holding_registers,
+                Table.INPUT: client.read_input_registers,
+            }
         self._lost = asyncio.Event()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -329,14 +337,8 @@ class PymodbusClient:
         """See `ModbusClient.read`: exactly `count` values, registers or 0/1 bits."""
         limit = MAX_READ_BITS if table.is_bit else MAX_READ_REGISTERS
         _check_range(address, count, limit, f"read of {table}")
-        client = self._require_client()
-        readers = {
-            Table.COIL: client.read_coils,
-            Table.DISCRETE: client.read_discrete_inputs,
-            Table.HOLDING: client.read_holding_registers,
-            Table.INPUT: client.read_input_registers,
-        }
-        call = partial(readers[table], address, count=count, device_id=unit)
+        self._require_client()
+        call = partial(self._readers[table], address, count=count, device_id=unit)
         response = await self._transact(unit, _READ_FUNCTION[table], call, timeout)
         values = [int(bit) for bit in response.bits] if table.is_bit else response.registers
         # Bits come padded to whole bytes; a register answer must match exactly.

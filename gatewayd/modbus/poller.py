@@ -380,7 +380,8 @@ class BusPoller:
         # A long cycle (many devices, slow line) still beats the watchdog and lets
         # priority operations in before every request.
         self._beat()
-        await self._run_operations()
+        if self._ops:
+            await self._run_operations()
 
     async def _run_operations(self) -> None:
         while self._ops:

@@ -194,9 +194,10 @@ class DeviceReader:
         """
         outcome = ReadOutcome()
         ts_ms = _now_ms(clock)
-        for index in due:
-            if index in self._unreadable:
-                outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
+        if self._unreadable:
+            for index in due:
+                if index in self._unreadable:
+                    outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
         pending = self.planner.plan(due)
         shortened_after_timeout = False
         probe_rounds = 0
