@@ -108,7 +108,6 @@ class FrameEncoder:
                 frames.extend(_frames(device, ts_ms, points))
         return frames, unsendable
 
-
     def _block_items(self, block: SampleBlock) -> Iterable[tuple[str, Any]]:
         """(measurepoint, shaped value) of a block: GOOD values, quality-shaped where set."""
         pairs = zip(block.measurepoints, block.values, strict=True)

@@ -601,7 +601,7 @@ class SpoolStore:
         samples: Sequence[Sample],
         events: Sequence[Event],
         now_ms: int | None,
-        blocks: Sequence[SampleBlock] = (),
+        blocks: Sequence[SampleBlock],
     ) -> None:
         frames, unsendable = (
             self._encoder.encode(samples, blocks) if samples or blocks else ([], 0)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.config.models import SyncMode
-from gatewayd.samples import Event, Quality, Sample
+from gatewayd.samples import Event, Quality, Sample, SampleBlock
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
 from tests.unit.spool_points import Point, take_points
@@ -32,6 +32,25 @@ def _samples(device: str, start_ms: int, count: int, step_ms: int = 1000) -> lis
 
 def _key(row: Point) -> tuple[str, str, object, int, int]:
     return (row.device, row.measurepoint, row.value, row.quality, row.ts_ms)
+
+
+def test_blocks_are_spooled_and_counted_as_points(tmp_path: Path) -> None:
+    """A block's points come back like samples; counts and losses count its points."""
+    store = SpoolStore.open(tmp_path / "s.db", max_bytes=CAP)
+    block = SampleBlock("m1", ("P", "Q", "R"), [1.5, 2, True], 1000)
+    store.append([Sample("m1", "S", 4, 1000)], blocks=[block])
+    assert [_key(r) for r in take_points(store, 10)] == [
+        ("m1", "P", 1.5, 0, 1000),
+        ("m1", "Q", 2, 0, 1000),
+        ("m1", "R", True, 0, 1000),
+        ("m1", "S", 4, 0, 1000),
+    ]
+    assert (store.counts().samples, store.counts().frames) == (4, 1)
+    # A write that fails for real (a read-only connection) loses every point it carried.
+    store._conn.execute("PRAGMA query_only = ON")
+    store.append([Sample("m1", "S", 5, 2000)], blocks=[block._replace(ts_ms=2000)])
+    assert store.counts().dropped_samples == 4
+    store.close()
 
 
 def test_take_returns_appended_rows_in_order_with_values(tmp_path: Path) -> None:
