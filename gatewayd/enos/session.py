@@ -17,7 +17,7 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -26,6 +26,7 @@ import aiomqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
 
+from gatewayd.cancels import KeepingCancels
 from gatewayd.config.models import TlsConfig
 
 log = structlog.get_logger(__name__)
@@ -94,22 +95,6 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-async def _keeping_cancels(call: Awaitable[object]) -> None:
-    """Await `call`, re-raising a cancellation the MQTT library swallowed meanwhile.
-
-    aiomqtt waits for SUBACK/PUBACK with `asyncio.wait_for`, which on Python 3.11 returns
-    the result and drops a cancellation that arrives in the same loop turn. The task is
-    then still marked as cancelling but keeps running: shutdown would wait for it forever.
-    Only a cancellation requested during the call counts (logging sub-devices out while
-    the uplink is being cancelled must still work).
-    """
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    await call
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
 
 
 def _reply_id(payload: bytes) -> str | None:
@@ -204,7 +189,8 @@ class GatewaySession:
         if not new:
             return
         try:
-            await _keeping_cancels(self._client.subscribe([(t, 1) for t in new]))
+            with KeepingCancels():  # aiomqtt waits for SUBACK with wait_for
+                await self._client.subscribe([(t, 1) for t in new])
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"subscribe failed: {exc}") from None
         self._subscribed.update(new)
@@ -214,7 +200,8 @@ class GatewaySession:
         if self._lost.is_set():
             raise BrokerUnavailable(self._lost_reason or "connection lost")
         try:
-            await _keeping_cancels(self._client.publish(topic, payload, qos=qos))
+            with KeepingCancels():  # and for PUBACK
+                await self._client.publish(topic, payload, qos=qos)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from None
 

@@ -12,7 +12,7 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   closing a TCP connection after `retries + 3` of them. Devices on one bus have different
   timeouts, and one silent unit behind a gateway must not drop the connection for the
   others. So pymodbus' own timeout is set far out of the way (a backstop only), its
-  no-response counter is disabled, and each request is bounded here with `asyncio.wait`.
+  no-response counter is disabled, and each request is bounded here with `asyncio.timeout`.
   Cancelling a pending pymodbus request is safe: its lock is released by the cancellation
   and the next request gets a fresh response future and a new transaction id; on TCP a late
   answer carries the old transaction id and pymodbus' framer skips it. RTU frames carry no
@@ -46,6 +46,10 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   mremap and an munmap per answer in the daemon (three syscalls and a page fault per
   request, measured with strace). A Modbus ADU is at most 260 bytes, so the client sets
   the connection's `max_size` to `_RECV_BYTES`; bigger bursts are read in several calls.
+- **Cancellations.** pymodbus waits for each answer with `asyncio.wait_for`, which on
+  Python 3.11 drops a cancellation that lands in the same loop turn as the answer: the
+  poller being stopped would keep polling. Requests and connects run under
+  `KeepingCancels` (`gatewayd.cancels`), which raises such a cancellation again.
 - **Logs.** pymodbus logs through stdlib `logging` under "pymodbus"; it is set to CRITICAL
   unless someone configured it, since every failure surfaces here as our own error and is
   logged by the poller (late-answer skips would otherwise log as errors).
@@ -70,6 +74,7 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
+from gatewayd.cancels import KeepingCancels
 from gatewayd.config.models import BusConfig, RtuOverTcpBus, SerialBus, Table, TcpBus
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 from gatewayd.modbus.finetimer import FineTimer
@@ -308,8 +313,9 @@ class PymodbusClient:
             }
         self._lost = asyncio.Event()
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                ok = await self._client.connect()
+            with KeepingCancels():  # pymodbus connects with wait_for
+                async with asyncio.timeout(self._connect_timeout):
+                    ok = await self._client.connect()
         except TimeoutError:
             ok = False
         except (OSError, ModbusException) as exc:
@@ -442,12 +448,15 @@ class PymodbusClient:
         if lost.is_set():
             raise BusUnavailable(f"bus {self.bus.name}: connection to {self._where} lost")
         try:
-            async with asyncio.timeout(timeout) as scope:
-                self._scope = scope
-                try:
-                    return await call()
-                finally:
-                    self._scope = None
+            # Outside the timeout scope: a timeout firing as the answer lands is balanced
+            # by the scope itself and must not read as a cancellation.
+            with KeepingCancels():
+                async with asyncio.timeout(timeout) as scope:
+                    self._scope = scope
+                    try:
+                        return await call()
+                    finally:
+                        self._scope = None
         except TimeoutError:
             if lost.is_set() or not self.connected:
                 raise BusUnavailable(

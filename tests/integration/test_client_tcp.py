@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -221,3 +222,39 @@ async def test_reconnect_after_server_restart(modbus_sim: DeviceSimulator) -> No
 def test_tcp_has_no_inter_frame_delay() -> None:
     """Modbus TCP frames need no RS-485 silence."""
     assert inter_frame_delay(tcp_bus(502)) == 0.0
+
+
+async def test_cancel_landing_with_the_answer_is_not_dropped(modbus_sim: DeviceSimulator) -> None:
+    """A stop that arrives in the same loop turn as the answer still cancels the read.
+
+    pymodbus waits with `asyncio.wait_for`, which on Python 3.11 returns the answer and drops
+    such a cancellation: a poller being shut down then kept polling (seen in CI as a
+    20 s shutdown). The cancel is sent from pymodbus' own receive hook, right before it
+    resolves the answer, which is exactly that race.
+    """
+    modbus_sim.set_value(1, "u16", 5)
+    client = PymodbusClient(tcp_bus(modbus_sim.port))
+    reader: asyncio.Task[list[int]] | None = None
+    cancels_sent = 0
+    on_pdu = client._on_pdu
+
+    def cancel_on_answer(sending: bool, pdu: Any) -> Any:
+        nonlocal cancels_sent
+        if not sending and reader is not None:
+            reader.cancel()
+            cancels_sent += 1
+        return on_pdu(sending, pdu)
+
+    client._on_pdu = cancel_on_answer  # type: ignore[method-assign]
+    await client.connect()
+    try:
+        reader = asyncio.create_task(client.read(1, Table.HOLDING, 2, 1, timeout=GUARD))
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert cancels_sent == 1
+        assert reader.cancelled()
+        # The client is still usable for the next request.
+        reader = None
+        assert await client.read(1, Table.HOLDING, 2, 1, timeout=GUARD) == [5]
+    finally:
+        await client.close()
