@@ -11,8 +11,11 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   .timeout_connect`, copied into its transaction manager) and counts unanswered requests,
   closing a TCP connection after `retries + 3` of them. Devices on one bus have different
   timeouts, and one silent unit behind a gateway must not drop the connection for the
-  others. So pymodbus' own timeout is set far out of the way (a backstop only), its
-  no-response counter is disabled, and each request is bounded here with `asyncio.timeout`.
+  others. So pymodbus' own timeout is switched off, its no-response counter is disabled,
+  and each request (and connect) is bounded here with `asyncio.timeout`. Off means
+  `ctx.comm_params.timeout_connect = None` once the client is built: pymodbus passes it to
+  `asyncio.wait_for`, which then is a plain await. Each request saves a timer, a waiter
+  future and a loop turn, about as much CPU as the rest of our own per-request code.
   Cancelling a pending pymodbus request is safe: its lock is released by the cancellation
   and the next request gets a fresh response future and a new transaction id; on TCP a late
   answer carries the old transaction id and pymodbus' framer skips it. RTU frames carry no
@@ -102,7 +105,7 @@ BITS_PER_CHAR = 11
 #: The spec's fixed inter-frame silence above 19200 baud (character timing gets too short).
 FAST_INTER_FRAME_DELAY = 0.00175
 
-#: pymodbus' own request timeout: never the one that fires (ours does), only a backstop.
+#: pymodbus' timeout at construction; only the serial port keeps it (see `connect`).
 _BACKSTOP_TIMEOUT = 3600.0
 #: Unanswered requests pymodbus tolerates before closing a TCP connection: effectively never.
 _NEVER_DISCONNECT = 1 << 30
@@ -302,6 +305,9 @@ class PymodbusClient:
         if self._client is None:
             self._client = self._build()
             self._client.set_max_no_responses(_NEVER_DISCONNECT)
+            # See "Per-request timeouts" in the module docstring. The serial port's own
+            # timeout was taken from the constructor already and keeps the backstop.
+            self._client.ctx.comm_params.timeout_connect = None  # type: ignore[assignment]
             for answer in (HoldingRegistersAnswer, InputRegistersAnswer):
                 self._client.register(answer)
             client = self._client

@@ -66,6 +66,8 @@ async def test_register_answers_use_the_one_call_decoders(
     assert isinstance(decoder.decode(bytes([4, 2, 0, 7])), InputRegistersAnswer)
     # Answers are read with a small buffer, not asyncio's 256 KiB one per event.
     assert client._client.ctx.transport.max_size == 4096  # type: ignore[union-attr]
+    # pymodbus' own timer is off: each request is bounded by the client's timeout alone.
+    assert client._client.ctx.comm_params.timeout_connect is None  # type: ignore[union-attr]
     words = await client.read(1, Table.HOLDING, 0, 125, timeout=1)
     assert len(words) == 125
     assert words[2] == 0xBEEF
