@@ -59,10 +59,6 @@ _FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 _BATCH_FLOAT32_LIMIT = 1e38
 #: Where a 6-digit spelling that fits is always the 7-digit spelling (see `_seven_first`).
 _SEVEN_FINAL_RANGE = (1e-3, float(1 << 24))
-#: Powers of two have a lopsided float32 rounding interval: they take the literal path.
-_POWERS_OF_TWO = frozenset(
-    sign * 2.0**exponent for sign in (1, -1) for exponent in range(-17, 25)
-)
 
 
 def _spell(values: Sequence[float], digits: int) -> list[float]:
@@ -91,16 +87,15 @@ def shortest_float32s(values: list[float]) -> list[float]:
     if not math.isfinite(sum(values)):  # NaN or ±inf somewhere
         return [codec.shortest_float32(value) for value in values]
     low, high = _SEVEN_FINAL_RANGE
-    if low <= min(values) and max(values) < high and _POWERS_OF_TWO.isdisjoint(values):
+    if low <= min(values) and max(values) < high:
         return _seven_first(values)  # the usual block: positive plant values of moderate size
     magnitudes = list(map(abs, values))
+    if low <= min(magnitudes) and max(magnitudes) < high:
+        return _seven_first(values)  # some negative: the spelling is symmetric in the sign
     if max(magnitudes) > _BATCH_FLOAT32_LIMIT:
         return [codec.shortest_float32(value) for value in values]
-    # Mixed (zeros, tiny or huge values, powers of two): each part its own way.
-    monotone = [
-        low <= magnitude < high and value not in _POWERS_OF_TWO
-        for magnitude, value in zip(magnitudes, values, strict=True)
-    ]
+    # Mixed (negative, zero, tiny or huge values): each part its own way.
+    monotone = [low <= magnitude < high for magnitude in magnitudes]
     result = values[:]
     for fits, spell in ((True, _seven_first), (False, _in_order)):
         positions = [p for p, m in enumerate(monotone) if m is fits]
@@ -132,15 +127,17 @@ def _in_order(values: list[float]) -> list[float]:
 def _seven_first(values: list[float]) -> list[float]:
     """The same result as `_in_order` with one spelling for most values: 7 digits, else 8/9.
 
-    Valid for float32 values with 1e-3 <= |x| < 2**24 that are not powers of two, where
-    6 digits never need a try of their own. Why: there the float32 spacing u around x is
+    Valid for float32 values with 1e-3 <= |x| < 2**24, where 6 digits never need a try
+    of their own. Why: there the float32 spacing u around x is
     below the 7-digit step s7 by at least 2.4 % (or equal to it in [2**23, 1e7), where every
     float32 is an integer). A 6-digit rounding D6 that fits lies within u/2 of x (plus the
     2**-52 relative error of parsing it into a float, far inside that margin), so within
     less than s7/2: D6, a point of the 7-digit grid, is then the nearest such point, which
     is what 7 digits spell (``%.7g`` drops the trailing zero). So the result is the 7-digit
     spelling where it fits, else the 8-digit one, else 9 digits (which always fit). In
-    [2**-10, 1e-3) the spacing exceeds the 7-digit step, hence the range.
+    [2**-10, 1e-3) the spacing exceeds the 7-digit step, hence the range. A power of two
+    has a rounding interval only half as wide below it, but a D6 that fits still lies
+    within u/2 of x (u the spacing above), so the argument holds for it too.
     tests/unit/test_blockdecode.py checks the equality with hypothesis.
     """
     sevens = _spell(values, 7)

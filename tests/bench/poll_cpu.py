@@ -35,6 +35,15 @@ from gatewayd.modbus.planner import plan_reads
 POINTS = 100  # float32 points = 200 registers per device
 INTERVAL = 1.0
 WARMUP = 2
+#: What the points measure, cycled: the simulator moves each one in a sine across its
+#: range (voltage, current, kW, kvar, power factor, Hz, °C, W/m², line voltage, W), so a
+#: response holds distinct values of different magnitudes and signs, as a meter's does.
+#: (With one range for all, every point of a response had the same value, and how long
+#: their spelling took depended on where in its period the sine was: run-to-run noise.)
+RANGES = (
+    (220.0, 240.0), (0.0, 120.0), (0.0, 80.0), (-20.0, 20.0), (0.8, 1.0),
+    (49.8, 50.2), (-10.0, 60.0), (0.0, 1200.0), (380.0, 420.0), (0.0, 5000.0),
+)  # fmt: skip
 
 
 def bench_model() -> DeviceModel:
@@ -42,7 +51,8 @@ def bench_model() -> DeviceModel:
     return DeviceModel.model_validate({
         "name": "bench",
         "points": [
-            {"measurepoint": f"p{i}", "table": "holding", "address": 2 * i, "type": "float32"}
+            {"measurepoint": f"p{i}", "table": "holding", "address": 2 * i, "type": "float32",
+             "min": RANGES[i % len(RANGES)][0], "max": RANGES[i % len(RANGES)][1]}
             for i in range(POINTS)
         ],
     })

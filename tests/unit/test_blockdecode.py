@@ -203,8 +203,23 @@ MODERATE = st.floats(min_value=2.0**-17, max_value=2.0**24, width=32, exclude_ma
 @settings(max_examples=300, deadline=None)
 @given(st.lists(MODERATE | MODERATE.map(lambda v: -v), min_size=1, max_size=70))
 def test_seven_digits_first_path_equals_the_codec(values: list[float]) -> None:
-    """Moderate values (mostly the 7-digits-first path; powers of two and values below
-    1e-3 take the literal one) spell like codec."""
+    """Moderate values (mostly the 7-digits-first path; values below 1e-3 take the literal
+    one) spell like codec."""
+    assert [repr(v) for v in shortest_float32s(values)] == [
+        repr(codec.shortest_float32(v)) for v in values
+    ]
+
+
+#: The float32 nearest 1e-3 (just above it): hypothesis wants a float32 bound for width=32.
+_FLOAT32_MILLI = struct.unpack(">f", struct.pack(">f", 1e-3))[0]
+IN_RANGE = st.floats(min_value=_FLOAT32_MILLI, max_value=2.0**24, width=32, exclude_max=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(IN_RANGE | IN_RANGE.map(lambda v: -v), min_size=1, max_size=70))
+def test_signed_values_in_range_take_the_seven_digits_path(values: list[float]) -> None:
+    """Magnitudes in [1e-3, 2**24) with either sign (a meter's kvar, °C): the 7-digits-first
+    path, spelled like codec."""
     assert [repr(v) for v in shortest_float32s(values)] == [
         repr(codec.shortest_float32(v)) for v in values
     ]
@@ -232,6 +247,28 @@ def test_six_digit_values_and_their_neighbours_spell_like_the_codec(values: list
     assert [repr(v) for v in shortest_float32s(values)] == [
         repr(codec.shortest_float32(v)) for v in values
     ]
+
+
+def test_powers_of_two_and_their_neighbours_take_the_seven_digits_path() -> None:
+    """Every power of two in the 7-digits-first range, ±3 ulps, alone and as one block.
+
+    Their rounding interval is lopsided (half as wide below); the path must still spell
+    them exactly as codec does, with either sign.
+    """
+    powers = [2.0**e for e in range(-9, 24)]
+    assert powers[0] >= 1e-3
+    assert powers[-1] < 2**24
+    values = [
+        v
+        for power in powers
+        for v in (_neighbour(power, steps) for steps in range(-3, 4))
+        if 1e-3 <= v < 2**24
+    ]
+    expected = [repr(codec.shortest_float32(v)) for v in values]
+    assert [repr(v) for v in shortest_float32s(values)] == expected
+    assert [repr(shortest_float32s([v])[0]) for v in values] == expected
+    negated = [-v for v in values]
+    assert [repr(v) for v in shortest_float32s(negated)] == ["-" + text for text in expected]
 
 
 def test_short_spellings_powers_of_two_and_zero_in_one_block() -> None:
