@@ -90,12 +90,16 @@ def shortest_float32s(values: list[float]) -> list[float]:
     if low <= min(values) and max(values) < high:
         return _seven_first(values)  # the usual block: positive plant values of moderate size
     magnitudes = list(map(abs, values))
-    if low <= min(magnitudes) and max(magnitudes) < high:
-        return _seven_first(values)  # some negative: the spelling is symmetric in the sign
+    # Negative values: the spelling is symmetric in the sign. Zeros (a plant at night, an
+    # idle feeder) spell as themselves, "0" or "-0", at any digit count: 7 digits first
+    # gives them too, so they do not send a block down the mixed path.
+    smallest_nonzero = min(filter(None, magnitudes), default=low)
+    if low <= smallest_nonzero and max(magnitudes) < high:
+        return _seven_first(values)
     if max(magnitudes) > _BATCH_FLOAT32_LIMIT:
         return [codec.shortest_float32(value) for value in values]
-    # Mixed (negative, zero, tiny or huge values): each part its own way.
-    monotone = [low <= magnitude < high for magnitude in magnitudes]
+    # Mixed (tiny or huge values among moderate ones): each part its own way.
+    monotone = [magnitude == 0 or low <= magnitude < high for magnitude in magnitudes]
     result = values[:]
     for fits, spell in ((True, _seven_first), (False, _in_order)):
         positions = [p for p, m in enumerate(monotone) if m is fits]
@@ -127,17 +131,17 @@ def _in_order(values: list[float]) -> list[float]:
 def _seven_first(values: list[float]) -> list[float]:
     """The same result as `_in_order` with one spelling for most values: 7 digits, else 8/9.
 
-    Valid for float32 values with 1e-3 <= |x| < 2**24, where 6 digits never need a try
-    of their own. Why: there the float32 spacing u around x is
-    below the 7-digit step s7 by at least 2.4 % (or equal to it in [2**23, 1e7), where every
-    float32 is an integer). A 6-digit rounding D6 that fits lies within u/2 of x (plus the
-    2**-52 relative error of parsing it into a float, far inside that margin), so within
-    less than s7/2: D6, a point of the 7-digit grid, is then the nearest such point, which
-    is what 7 digits spell (``%.7g`` drops the trailing zero). So the result is the 7-digit
-    spelling where it fits, else the 8-digit one, else 9 digits (which always fit). In
-    [2**-10, 1e-3) the spacing exceeds the 7-digit step, hence the range. A power of two
-    has a rounding interval only half as wide below it, but a D6 that fits still lies
-    within u/2 of x (u the spacing above), so the argument holds for it too.
+    Valid for float32 values with 1e-3 <= |x| < 2**24, where 6 digits never need a try of
+    their own, and for zeros (which every digit count spells). Why: there the float32
+    spacing u around x is below the 7-digit step s7 by at least 2.4 % (or equal to it in
+    [2**23, 1e7), where every float32 is an integer). A 6-digit rounding D6 that fits lies
+    within u/2 of x (plus the 2**-52 relative error of parsing it into a float, far inside
+    that margin), so within less than s7/2: D6, a point of the 7-digit grid, is then the
+    nearest such point, which is what 7 digits spell (``%.7g`` drops the trailing zero). So
+    the result is the 7-digit spelling where it fits, else the 8-digit one, else 9 digits
+    (which always fit). In [2**-10, 1e-3) the spacing exceeds the 7-digit step, hence the
+    range. A power of two has a rounding interval only half as wide below it, but a D6 that
+    fits still lies within u/2 of x (u the spacing above), so the argument holds for it too.
     tests/unit/test_blockdecode.py checks the equality with hypothesis.
     """
     sevens = _spell(values, 7)

@@ -280,3 +280,32 @@ def test_short_spellings_powers_of_two_and_zero_in_one_block() -> None:
     assert got[0] == 229.8
     assert got[3] == 1.1
     assert got[5] == 97.199165
+
+
+def test_zeros_keep_a_block_on_the_seven_digits_path(monkeypatch: Any) -> None:
+    """±0.0 among moderate values (a plant at night) spell like codec without the mixed path.
+
+    The literal 6-9 digit path is replaced by one that fails, so taking it shows.
+    """
+    from gatewayd.modbus import blockdecode
+
+    def no_literal_path(values: list[float]) -> list[float]:
+        raise AssertionError(f"mixed path taken for {values}")
+
+    monkeypatch.setattr(blockdecode, "_in_order", no_literal_path)
+    spelled = (0.0, 229.8, -0.0, -12.5, 97.19916534423828, 0.0, 0.85)
+    values = [struct.unpack(">f", struct.pack(">f", v))[0] for v in spelled]
+    got = shortest_float32s(values)
+    assert [repr(v) for v in got] == [repr(codec.shortest_float32(v)) for v in values]
+    assert [repr(v) for v in got[:4]] == ["0.0", "229.8", "-0.0", "-12.5"]
+    assert [repr(v) for v in shortest_float32s([0.0, -0.0])] == ["0.0", "-0.0"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(IN_RANGE | IN_RANGE.map(lambda v: -v) | st.sampled_from([0.0, -0.0]),
+                min_size=1, max_size=70))  # fmt: skip
+def test_zeros_among_values_in_range_spell_like_the_codec(values: list[float]) -> None:
+    """Zeros of either sign mixed into in-range values of either sign: codec's spelling."""
+    assert [repr(v) for v in shortest_float32s(values)] == [
+        repr(codec.shortest_float32(v)) for v in values
+    ]
