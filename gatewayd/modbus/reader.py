@@ -180,11 +180,14 @@ class DeviceReader:
         *,
         before_request: Callable[[], Awaitable[None]] | None = None,
         retries: int | None = None,
+        probe: bool = True,
     ) -> ReadOutcome:
         """Read the points `due` (model indices) with the fewest requests the device allows.
 
         `retries` overrides the bus's retries for this poll (the poller probes a device
         that stopped answering with a single attempt, so a dead device costs one timeout).
+        `probe=False` reads only what `due` needs: no discovery reads (gap and limit probes)
+        after the plan, as a command's read must cost no more than its own requests.
 
         A timeout (after retries) ends the poll: the remaining points fail without being
         tried, so a dead device costs one timeout per poll. An exception 02 on a merged
@@ -200,7 +203,7 @@ class DeviceReader:
                     outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
         pending = self.planner.plan(due)
         shortened_after_timeout = False
-        probe_rounds = 0
+        probe_rounds = 0 if probe else MAX_PROBE_ROUNDS
         while True:
             if not pending and probe_rounds < MAX_PROBE_ROUNDS:
                 # Gaps a later plan may read through but no answer has covered yet: read
@@ -239,7 +242,7 @@ class DeviceReader:
                 self._fail_all([request, *pending], outcome, clock, f"bus unavailable: {exc}")
                 return outcome
             except DeviceRejected as exc:
-                pending[:0] = self._handle_rejection(request, exc, outcome, clock)
+                pending[:0] = self._handle_rejection(request, exc, outcome, clock, due)
                 continue
             outcome.answered = True
             self.planner.on_success(request)
@@ -248,9 +251,19 @@ class DeviceReader:
         return outcome
 
     def _handle_rejection(
-        self, request: ReadRequest, exc: DeviceRejected, outcome: ReadOutcome, clock: Clock
+        self,
+        request: ReadRequest,
+        exc: DeviceRejected,
+        outcome: ReadOutcome,
+        clock: Clock,
+        due: Sequence[int],
     ) -> list[ReadRequest]:
-        """React to an exception response; returns the requests to read next."""
+        """React to an exception response; returns the requests to read next.
+
+        Points found unreadable fail in this outcome only if they are `due`: a probe may
+        reach points this read did not ask for (they fail when next due, from
+        `_unreadable`), and a command reading two points must not fail on a third.
+        """
         outcome.answered = True
         limits = (self.planner.max_registers, self.planner.max_bits)
         retry = self.planner.on_rejected(request, exc.code)
@@ -260,8 +273,12 @@ class DeviceReader:
         if retry or exc.code == ILLEGAL_DATA_ADDRESS or self.planner.is_limit_probe(request):
             # Split (or shortened): the parts are read right away; points found
             # unreadable fail now and are left out of every later plan.
+            asked = frozenset(due) if newly_unreadable else frozenset()
             for index in newly_unreadable:
-                outcome.failed.append(PointReading(index, None, (), _now_ms(clock), UNREADABLE))
+                if index in asked:
+                    outcome.failed.append(
+                        PointReading(index, None, (), _now_ms(clock), UNREADABLE)
+                    )
             return retry
         outcome.failed_requests += 1
         self._log_rejection_once(request, exc.code)
@@ -423,8 +440,11 @@ class DeviceReader:
     async def read_indices(
         self, client: ModbusClient, indices: Sequence[int], clock: Clock
     ) -> dict[int, PointReading]:
-        """Read the given points now; raise the first failure instead of reporting it."""
-        outcome = await self.read(client, sorted(set(indices)), clock)
+        """Read the given points now; raise the first failure instead of reporting it.
+
+        No discovery probes: a command's read costs only its own requests.
+        """
+        outcome = await self.read(client, sorted(set(indices)), clock, probe=False)
         if outcome.failed:
             first = outcome.failed[0]
             if outcome.timed_out:
