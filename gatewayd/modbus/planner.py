@@ -436,7 +436,10 @@ class DeviceReadPlanner:
         self._longest_ok = 0
         self._shortest_refused: int | None = None
         self._limit_probe_sent: ReadRequest | None = None
-        self._no_run_for: int | None = None  # `_longest_ok` when no probe run was found
+        # (`_longest_ok`, registers verified) when no probe run was found: search again only
+        # when either grows.
+        self._no_run_for: tuple[int, int] | None = None
+        self._checked: set[tuple[Table, int, int]] = set()  # reads `_unproven_read` sent
         self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
         self._last_plan: _LastPlan | None = None
@@ -528,11 +531,40 @@ class DeviceReadPlanner:
                     result.extend(_unverified_runs(table, reach, start, verified))
                 reach = end if reach is None else max(reach, end)
         if not result:
+            result = self._unproven_read()
+        if not result:
             self._quiet_for = key
         return result
 
+    def _unproven_read(self) -> list[ReadRequest]:
+        """A read of the full plan longer than any the device has answered, as a probe.
+
+        Holes learnt in the first cycle re-pack the plan, which can then hold a read longer
+        than anything the device was asked (a device capped at 86 first meets a 105-long
+        read in the second cycle). Reading it now, data discarded, settles the limit in the
+        first cycle: a refusal is treated like a refused limit probe (the maximum drops to
+        the longest answered read and the search bisects up to the exact limit).
+        """
+        if self._longest_ok == 0:
+            return []  # nothing answered yet: no limit to check against
+        for request in self.plan():
+            key = (request.table, request.start, request.count)
+            if (
+                not request.table.is_bit
+                and request.count > self._longest_ok
+                and key not in self._verified_requests
+                and key not in self._checked
+            ):
+                # Each read is checked once: one that keeps failing (a timeout, exception
+                # 04) costs its own failure every cycle, not a probe as well.
+                self._checked.add(key)
+                self._limit_probe_sent = ReadRequest(request.table, request.start,
+                                                     request.count, ())  # fmt: skip
+                return [self._limit_probe_sent]
+        return []
+
     def is_limit_probe(self, request: ReadRequest) -> bool:
-        """Is `request` the read `probes()` issued to find the device's register limit?
+        """Is `request` the read `probes()` issued to find or check the register limit?
 
         Its refusal is expected (it narrows the search), not a failure to report.
         """
@@ -548,19 +580,24 @@ class DeviceReadPlanner:
         so later cycles never see the refusal again.
         """
         refused, low = self._shortest_refused, self._longest_ok
-        if refused is None or low == 0 or refused - low <= 1 or self._no_run_for == low:
+        holding = self._verified.get(Table.HOLDING, set())
+        inputs = self._verified.get(Table.INPUT, set())
+        searched = (low, len(holding) + len(inputs))
+        if refused is None or low == 0 or refused - low <= 1 or self._no_run_for == searched:
             self._limit_probe_sent = None
             return None
         length = (low + refused) // 2
-        start = _readable_run_start(self._verified.get(Table.HOLDING, set()), length)
+        start = _readable_run_start(holding, length)
         table = Table.HOLDING
         if start is None:
-            start = _readable_run_start(self._verified.get(Table.INPUT, set()), length)
+            start = _readable_run_start(inputs, length)
             table = Table.INPUT
         if start is None:
             # No run of known-readable registers that long: keep the maximum, and do not
-            # search the verified set again every cycle until a longer read is answered.
-            self._no_run_for = low
+            # search again until a longer read is answered or more registers are verified
+            # (the first cycle's gap probes join up runs: the search then resumes at once,
+            # so the limit is settled in the first cycle rather than a later one).
+            self._no_run_for = searched
             self._limit_probe_sent = None
             return None
         probe = ReadRequest(table, start, length, ())

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gatewayd.config.models import DeviceConfig, DeviceModel
+from gatewayd.config.models import DeviceConfig, DeviceModel, Table
 from gatewayd.modbus.client import ModbusClient, make_client
 from gatewayd.modbus.clock import SystemClock
-from gatewayd.modbus.reader import DeviceReader
+from gatewayd.modbus.reader import UNREADABLE, DeviceReader
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus
 
@@ -62,3 +62,20 @@ async def test_a_command_read_sends_only_its_own_requests(
     assert sim.stats(1).total_requests == 1
     assert reader.planner.probes() != []  # the discovery work is left to the poll cycle
 
+
+async def test_a_hole_found_by_a_probe_fails_only_the_points_asked_for(
+    sim: DeviceSimulator, client: ModbusClient
+) -> None:
+    """A poll of p0-p2 whose discovery reads find p10 unreadable: p0-p2 are good and p10
+    is not in this outcome; it fails as unreadable the next time it is read."""
+    sim.faults(1).add_holes(Table.HOLDING, [10])
+    reader = fresh_reader(sim)
+    clock = SystemClock()
+    outcome = await reader.read(client, [0, 1, 2], clock)
+    assert sim.stats(1).exception_02 >= 1  # a probe met the hole
+    assert reader.unreadable_measurepoints == ("p10",)
+    assert [(r.index, r.value) for r in outcome.good] == [(0, 0), (1, 1), (2, 2)]
+    assert outcome.failed == []
+    everything = await reader.read(client, range(len(ADDRESSES)), clock)
+    assert [(r.index, r.error) for r in everything.failed] == [(6, UNREADABLE)]
+    assert [r.value for r in everything.good] == [0, 1, 2, 5, 6, 9, 11]

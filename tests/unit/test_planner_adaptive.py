@@ -128,25 +128,27 @@ def test_unreadable_point_is_dropped_from_later_plans() -> None:
 
 
 @st.composite
-def sparse_devices(draw: st.DrawFn) -> tuple[list[PointConfig], set[tuple[Table, int]], int]:
+def sparse_devices(
+    draw: st.DrawFn, max_points: int = 25, max_gap: int = 12, max_fill: int = 12
+) -> tuple[list[PointConfig], set[tuple[Table, int]], int]:
     """A random sparse map with bad registers in gaps and on points, and a gap fill."""
     pts: list[PointConfig] = []
     bad: set[tuple[Table, int]] = set()
     for table in (H, Table.INPUT, C):
         address = 0
-        for _ in range(draw(st.integers(0, 25))):
+        for _ in range(draw(st.integers(0, max_points))):
             width = 1 if table.is_bit else draw(st.sampled_from([1, 2, 4]))
             pts.append(point(address, width, table))
             if draw(st.integers(0, 15)) == 0:
                 bad.add((table, address + draw(st.integers(0, width - 1))))
             address += width
-            gap = draw(st.integers(0, 12))
+            gap = draw(st.integers(0, max_gap))
             if gap and draw(st.integers(0, 4)) == 0:
                 bad.add((table, address + draw(st.integers(0, gap - 1))))
             address += gap
     if not pts:
         pts.append(point(0))
-    return pts, bad, draw(st.integers(0, 12))
+    return pts, bad, draw(st.integers(0, max_fill))
 
 
 @settings(max_examples=150, deadline=None)
@@ -171,6 +173,30 @@ def test_discovery_converges_in_the_first_cycle(
     assert run_cycle(planner, device) == readable
     assert all(code == 0 for _, code in device.log)
     # With what it learnt, the plan is as short as planning with the true holes.
+    assert len(device.log) == len(plan_reads(pts, max_registers=planner.max_registers,
+                                             max_bits=planner.max_bits, gap_fill=gap_fill,
+                                             holes=bad))
+
+
+@settings(max_examples=200, deadline=None)
+@given(sparse_devices(max_points=60, max_gap=40, max_fill=124), st.integers(8, 125))
+def test_holes_and_a_hidden_limit_are_both_settled_in_the_first_cycle(
+    case: tuple[list[PointConfig], set[tuple[Table, int]], int], cap: int
+) -> None:
+    """A device that refuses reads over `cap` registers and has holes: after cycle 1 it
+    never answers 02 or 03 again, and the plan is as short as one made knowing both.
+
+    (The limit search needs a long run of registers known readable; the first cycle's gap
+    probes can make one only after the search first looked, so it must look again.)
+    """
+    pts, bad, gap_fill = case
+    device = FakeDevice(bad=bad, max_len=cap)
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=gap_fill)
+    readable = run_cycle(planner, device)
+    for _ in range(3):
+        device.log.clear()
+        assert run_cycle(planner, device) == readable
+        assert [(r, code) for r, code in device.log if code] == []
     assert len(device.log) == len(plan_reads(pts, max_registers=planner.max_registers,
                                              max_bits=planner.max_bits, gap_fill=gap_fill,
                                              holes=bad))
@@ -314,3 +340,23 @@ def test_limit_search_stops_when_no_readable_run_is_long_enough() -> None:
     assert planner.probes() == []  # only 2-register runs are known readable
     assert planner.probes() == []
     assert planner.max_registers == 12
+
+
+def test_a_read_that_keeps_failing_is_checked_once_not_every_cycle() -> None:
+    """A plan read longer than any answered one, failing with exception 06 (busy) every
+    time: `probes()` checks it once; later cycles send only the plan."""
+    pts = [point(0), point(10, 2), point(30, 4)]
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    assert [r.count for r in planner.plan()] == [1, 2, 4]
+    planner.on_success(ReadRequest(H, 0, 1, (0,)))
+    planner.on_success(ReadRequest(H, 10, 2, (1,)))
+    busy = ReadRequest(H, 30, 4, (2,))
+    assert planner.on_rejected(busy, 6) == []
+    check = ReadRequest(H, 30, 4, ())
+    assert planner.probes() == [check]
+    assert planner.is_limit_probe(check)
+    assert planner.on_rejected(check, 6) == []
+    for _ in range(3):  # later cycles: the same failure, no second check
+        assert planner.on_rejected(busy, 6) == []
+        assert planner.probes() == []
+    assert planner.max_registers == 125  # 06 says nothing about read length
