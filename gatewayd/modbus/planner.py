@@ -499,9 +499,11 @@ class DeviceReadPlanner:
 
         Any plan, for any due subset, reads through gaps between consecutive points of at
         most `gap_fill` registers; the ones not yet verified by `on_success` are returned
-        as probes (read them, discard the data, report them like any request). Call it at
-        the end of every cycle and read until it returns []: after the first cycle it costs
-        a cached check, and the device never sees exception 02 again.
+        as probes (read them, discard the data, report them like any request). A step of
+        the register-limit search goes first; once no gap is left, any plan read longer
+        than the device ever answered is checked (`_unproven_read`). Call it at the end of
+        every cycle and read until it returns []: after the first cycle it costs a cached
+        check, and the device never sees exception 02 or 03 again.
         """
         limit_probe = self._limit_probe()
         if limit_probe is not None:
