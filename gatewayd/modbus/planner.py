@@ -582,10 +582,13 @@ class DeviceReadPlanner:
         so later cycles never see the refusal again.
         """
         refused, low = self._shortest_refused, self._longest_ok
+        if refused is None or low == 0 or refused - low <= 1:  # every cycle: cheap checks first
+            self._limit_probe_sent = None
+            return None
         holding = self._verified.get(Table.HOLDING, set())
         inputs = self._verified.get(Table.INPUT, set())
         searched = (low, len(holding) + len(inputs))
-        if refused is None or low == 0 or refused - low <= 1 or self._no_run_for == searched:
+        if self._no_run_for == searched:
             self._limit_probe_sent = None
             return None
         length = (low + refused) // 2

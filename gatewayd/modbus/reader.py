@@ -273,7 +273,7 @@ class DeviceReader:
         if retry or exc.code == ILLEGAL_DATA_ADDRESS or self.planner.is_limit_probe(request):
             # Split (or shortened): the parts are read right away; points found
             # unreadable fail now and are left out of every later plan.
-            asked = frozenset(due) if newly_unreadable else frozenset()
+            asked = set(due)
             for index in newly_unreadable:
                 if index in asked:
                     outcome.failed.append(
