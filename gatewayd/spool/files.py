@@ -20,7 +20,7 @@ from urllib.parse import quote
 import structlog
 
 from gatewayd.config.models import SyncMode
-from gatewayd.spool import schema
+from gatewayd.spool import openerror, schema
 from gatewayd.spool.frames import FrameEncoder
 
 log = structlog.get_logger()
@@ -198,6 +198,11 @@ def open_or_replace(
 ) -> sqlite3.Connection:
     """`connect`, but a corrupt or too-new file is moved aside and a fresh one opened."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The directory is written as well as the file (-wal, -shm, the reserve, the status
+    # file): SQLite can open an existing spool without them and fail later, or not at all
+    # and leave the status file unwritten, so a read-only directory stops the start here.
+    if (error := openerror.create_probe(path.parent)) is not None:
+        raise error
     if _is_empty_file(path):
         # SQLite would take a 0-byte file for a new database, and the counters and rows it
         # held would be gone without a word: a real spool always has at least its header.
