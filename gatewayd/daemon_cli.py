@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from gatewayd.config.cli import load_or_report
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
+#: Files 0600, directories 0700 (the unit sets UMask=0077 too; this covers other starts).
+PRIVATE_UMASK = 0o077
 #: A status file older than this means the daemon is not running (it rewrites every 5 s).
 STALE_STATUS_S = 30.0
 
@@ -54,6 +57,9 @@ def run_run(args: argparse.Namespace) -> int:
     from gatewayd.logging import configure_logging  # noqa: PLC0415
     from gatewayd.spool.openerror import SpoolOpenError  # noqa: PLC0415
 
+    # Everything the daemon writes (spool, reserve, status, the activated secret) is
+    # private whoever starts it: a shell's umask 022 would make them world-readable.
+    os.umask(PRIVATE_UMASK)
     config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG

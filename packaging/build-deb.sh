@@ -91,7 +91,8 @@ if ! grep -q '^  path: /var/lib/gatewayd/spool.db' "$stage/etc/gatewayd/gatewayd
     echo "error: could not point the example's spool.path at /var/lib/gatewayd" >&2
     exit 1
 fi
-chmod 0644 "$stage/etc/gatewayd/gatewayd.yaml"
+# It may hold inline secrets: not world-readable (postinst gives it to group gatewayd).
+chmod 0640 "$stage/etc/gatewayd/gatewayd.yaml"
 install -m 0644 "$repo"/config/models/*.yaml "$stage/etc/gatewayd/models/"
 install -D -m 0644 "$repo/README.md" "$stage/usr/share/doc/gatewayd/README.md"
 

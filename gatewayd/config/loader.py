@@ -25,7 +25,12 @@ from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
 from gatewayd.config.models import Config, DeviceModel, GatewayConfig, TlsConfig
-from gatewayd.config.secretfiles import SecretFileError, read_secret, resolve_secret_file
+from gatewayd.config.secretfiles import (
+    SecretFileError,
+    SecretFileTooOpenError,
+    read_secret,
+    resolve_secret_file,
+)
 from gatewayd.config.site_rules import check_site
 from gatewayd.config.suggest import hint_for
 from gatewayd.config.yamlload import YamlDocument, load_yaml_file
@@ -281,6 +286,11 @@ class _Load:
         file = resolve_secret_file(value, self.abs_dir, self.environ)
         try:
             return file, SecretStr(read_secret(file))
+        except SecretFileTooOpenError as exc:
+            # Named as the user sees it: next to the config as given, else where it was found.
+            fix = self.shown_dir / value if file == _abs(self.abs_dir / value) else file
+            self.issues.append(doc.issue(at, f"{exc} ('{value}')", f"chmod 600 {fix}"))
+            return None
         except SecretFileError as exc:
             hint = None
             if not value.is_absolute():

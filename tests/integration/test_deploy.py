@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import write_secret
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 INSTALL_SH = REPO / "deploy" / "install.sh"
@@ -98,8 +100,7 @@ def site_files(tmp_path: Path) -> tuple[Path, Path]:
     source.mkdir()
     config = source / "gatewayd.yaml"
     config.write_text(yaml.safe_dump(site_config(), sort_keys=False))
-    secret = source / "gateway.secret"
-    secret.write_text(GATEWAY_SECRET + "\n")
+    secret = write_secret(source / "gateway.secret", GATEWAY_SECRET + "\n")
     return config, secret
 
 
