@@ -34,6 +34,7 @@ from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
+from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import CommandHandler, Uplink
@@ -365,18 +366,12 @@ class Daemon:
         )
 
     async def _status_loop(self, spool: Spool) -> None:
-        path = state_dir(self.config) / STATUS_FILE
+        status_file = StatusFile(state_dir(self.config) / STATUS_FILE)
         while True:
             report = await self.report(spool)
             self.notifier.status(report.line())
-            try:
-                await asyncio.to_thread(
-                    _write_atomic, path, json.dumps(asdict(report), default=str)
-                )
-            except OSError as exc:
-                # A full or read-only disk must not stop acquisition: the spool copes with
-                # it, and the status file is only a convenience for `gatewayd status`.
-                log.warning("cannot write the status file", path=str(path), error=str(exc))
+            # Write errors are logged once per episode (StatusFile), never raised.
+            await asyncio.to_thread(status_file.write, json.dumps(asdict(report), default=str))
             await self.clock.sleep(STATUS_INTERVAL_S)
 
 
@@ -385,12 +380,6 @@ def _report_crash(task: asyncio.Task[None]) -> None:
     systemd watchdog restarts the daemon; the spool keeps everything already read."""
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("bus task crashed", task=task.get_name(), error=repr(error), exc_info=error)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temp = path.with_suffix(".tmp")
-    temp.write_text(text)
-    temp.replace(path)
 
 
 def run_daemon(config_path: Path, *, commands: CommandFactory | None = None) -> int:
