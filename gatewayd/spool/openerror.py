@@ -14,6 +14,7 @@ only fail again): `EX_CANTCREAT` (73) when the spool cannot be written or create
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import tempfile
@@ -62,32 +63,40 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _fix(error: OSError, target: str) -> str:
+    """What makes `target` (the file, or a directory) writable, for this `error`."""
+    if error.errno == errno.EROFS:
+        return f"{target} is on a read-only file system: remount it read-write"
+    if error.errno == errno.EPERM:
+        return f"{target} is probably immutable: lsattr shows the 'i' flag, chattr -i clears it"
+    return f"make {target} writable by uid {os.geteuid()}, the user gatewayd runs as"
+
+
 def explain(path: Path, exc: BaseException) -> SpoolOpenError:
     """Turn a failure to open the spool at `path` into a `SpoolOpenError` naming the cause."""
     directory = path.parent
-    user = f"the user gatewayd runs as (uid {os.geteuid()})"
     if not directory.is_dir():
         return SpoolOpenError(
             path,
             f"cannot create its directory {directory}: {_describe(exc)}",
-            f"create {directory} writable by {user}, or point spool.path elsewhere",
+            f"create {directory} writable by uid {os.geteuid()}, the user gatewayd runs "
+            "as, or point spool.path elsewhere",
             os.EX_CANTCREAT,
         )
     if (error := _write_probe(path)) is not None:
         return SpoolOpenError(
             path,
             f"the file is not writable: {_reason(error)}",
-            f"make it writable by {user} (chown/chmod; chattr -i if immutable; "
-            "a read-only file system must be remounted read-write)",
+            _fix(error, "the file"),
             os.EX_CANTCREAT,
         )
     if (error := create_probe(directory)) is not None:
+        # SQLite keeps its -wal and -shm files there, and the reserve and status files live
+        # there too: the directory must be writable, not only the file.
         return SpoolOpenError(
             path,
-            f"cannot create files in {directory}: {_reason(error)}",
-            "SQLite keeps its -wal and -shm files, the reserve and the status file there: "
-            f"make {directory} writable by "
-            f"{user}, or point spool.path at a writable directory",
+            f"cannot create files in its directory {directory}: {_reason(error)}",
+            _fix(error, "the directory"),
             os.EX_CANTCREAT,
         )
     code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None

@@ -2,7 +2,8 @@
 
 Tests run as root, which ignores file modes, so "read-only" is made real with the
 immutable attribute (`chattr +i`): nobody, root included, may write the file or create
-files in the directory. Skipped, with the reason, where the file system has no such flag.
+files in the directory; and with a read-only bind mount in a private mount namespace.
+Skipped, with the reason, where neither can be had.
 """
 
 from __future__ import annotations
@@ -68,10 +69,9 @@ def test_read_only_state_directory_exits_73_naming_it(
     assert done.returncode == os.EX_CANTCREAT == 73, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines() == [
-        f"gatewayd: cannot open the spool {spool}: cannot create files in {spool.parent}: "
-        f"Operation not permitted (SQLite keeps its -wal and -shm files, the reserve and "
-        f"the status file there: make {spool.parent} writable by the user gatewayd runs "
-        f"as (uid {os.geteuid()}), or point spool.path at a writable directory)"
+        f"gatewayd: cannot open the spool {spool}: cannot create files in its directory "
+        f"{spool.parent}: Operation not permitted (the directory is probably immutable: "
+        "lsattr shows the 'i' flag, chattr -i clears it)"
     ]
     assert sorted(spool.parent.iterdir()) == []
 
@@ -89,7 +89,9 @@ def test_existing_spool_in_a_read_only_directory_exits_73_and_keeps_its_rows(
     done = _run(config)
     assert done.returncode == 73, done.stderr
     (line,) = done.stderr.splitlines()
-    assert line.startswith(f"gatewayd: cannot open the spool {spool}: cannot create files in")
+    assert line.startswith(
+        f"gatewayd: cannot open the spool {spool}: cannot create files in its directory"
+    )
     assert spool.read_bytes() == before
 
 
@@ -106,9 +108,36 @@ def test_read_only_spool_file_exits_73_naming_it(tmp_path: Path, immutable: list
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines() == [
         f"gatewayd: cannot open the spool {spool}: the file is not writable: Operation not "
-        f"permitted (make it writable by the user gatewayd runs as (uid {os.geteuid()}) "
-        "(chown/chmod; chattr -i if immutable; a read-only file system must be remounted "
-        "read-write))"
+        "permitted (the file is probably immutable: lsattr shows the 'i' flag, chattr -i "
+        "clears it)"
     ]
     assert spool.read_bytes() == before
     assert [p.name for p in spool.parent.iterdir() if ".corrupt-" in p.name] == []
+
+
+def test_read_only_file_system_says_remount(tmp_path: Path) -> None:
+    """A spool directory on a read-only mount (a private mount namespace, so nothing else
+    sees it): exit 73 and the hint to remount read-write."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    script = (
+        "import sys; from pathlib import Path; from gatewayd.spool.store import SpoolStore\n"
+        "from gatewayd.spool.openerror import SpoolOpenError\n"
+        "try: SpoolStore.open(Path(sys.argv[1]))\n"
+        "except SpoolOpenError as e: print(e.exit_status, e.render())\n"
+    )
+    state = tmp_path / "state"
+    state.mkdir()
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+         'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"',
+         "sh", str(state), sys.executable, "-c", script, str(state / "spool.db")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
+    assert done.stdout.splitlines() == [
+        f"73 cannot open the spool {state / 'spool.db'}: cannot create files in its directory "
+        f"{state}: Read-only file system (the directory is on a read-only file system: "
+        "remount it read-write)"
+    ], done.stderr

@@ -51,3 +51,4 @@ def test_a_missing_directory_that_cannot_be_made_is_ex_cantcreat(tmp_path: Path)
         SpoolStore.open(path)
     assert caught.value.exit_status == 73
     assert caught.value.problem == f"cannot create its directory {path.parent}: Not a directory"
+
