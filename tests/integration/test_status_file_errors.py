@@ -39,7 +39,7 @@ class CountingNotifier(Notifier):
 async def test_status_write_errors_log_once_per_episode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """20 failed writes log one warning with the path; the first good write after them logs
+    """19+ failed writes log one warning with the path; the first good write after them logs
     one "recovered" line with the count, and the file is there again."""
     monkeypatch.setattr(app, "STATUS_INTERVAL_S", 0.01)
     config_path = write_site(tmp_path, free_port(), free_port())
@@ -71,5 +71,6 @@ async def test_status_write_errors_log_once_per_episode(
     assert "Is a directory" in failing[0]["error"]
     events = [e for e in logs if "status file" in e["event"]]
     assert [e["log_level"] for e in events] == ["warning", "info"]
-    assert events[1]["failures"] >= 20
+    # Turn 20 began after write 19 failed; write 20 may already see the directory gone.
+    assert events[1]["failures"] >= 19
     assert json.loads(status.read_text())["pid"] > 0
