@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
-from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
+from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.mapping.events import EventEngine
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
@@ -178,11 +178,13 @@ class BusPoller:
         heartbeat_interval: float = 1.0,
         rng: random.Random | None = None,
         device_backoff: Backoff = DEVICE_BACKOFF,
+        on_cycle: Callable[[], None] | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
         `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
-        `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog).
+        `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
+        `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         """
         self.bus = bus
         self._results = results
@@ -195,6 +197,7 @@ class BusPoller:
         self._clock = clock if clock is not None else SystemClock()
         self._heartbeat = heartbeat
         self._heartbeat_interval = heartbeat_interval
+        self.on_cycle = on_cycle
         self._rng = rng if rng is not None else random.Random()
         self._device_backoff = device_backoff
         self._bus_backoff = bus_backoff(bus.reconnect_max)
@@ -206,6 +209,9 @@ class BusPoller:
         # Timeouts of devices that stopped answering may take only a small share of the bus.
         self._probe_budget = ProbeBudget(capacity=bus.timeout, now=self._clock.monotonic())
         self._bus_error: str | None = None
+        self._capacity_logged = False
+        # A serial port that cannot be opened is a "port" to the people reading status.
+        self._unavailable = "port unavailable" if isinstance(bus, SerialBus) else "bus unavailable"
 
         own = [d for d in devices if d.bus == bus.name]
         self.capacity: BusCapacity = bus_capacity(bus, own, models)
@@ -239,6 +245,11 @@ class BusPoller:
     def devices(self) -> tuple[str, ...]:
         """Names of the devices on this bus."""
         return tuple(self._devices)
+
+    @property
+    def bus_failures(self) -> int:
+        """Failed connects (or lost connections) in a row; 0 while the bus is up."""
+        return self._bus_failures
 
     def device_states(self) -> dict[str, DeviceStatus]:
         """A snapshot of every device's health, by device name."""
@@ -285,8 +296,14 @@ class BusPoller:
         return cast(T, await future)
 
     async def run(self) -> None:
-        """Poll until cancelled; the client is closed on the way out."""
-        self.capacity.log_if_overloaded(self._log)
+        """Poll until cancelled; the client is closed on the way out.
+
+        May be called again after it raised (`BusSupervisor`): the devices keep their
+        state and the bus reconnects.
+        """
+        if not self._capacity_logged:
+            self.capacity.log_if_overloaded(self._log)
+            self._capacity_logged = True
         try:
             while True:
                 self._beat()
@@ -360,7 +377,7 @@ class BusPoller:
             self._bus_down(str(exc))
             return
         if self._bus_failures:
-            self._log.info("bus reconnected", after_failures=self._bus_failures)
+            self._log.info("bus recovered", after_failures=self._bus_failures)
         self._bus_failures = 0
         self._bus_error = None
 
@@ -374,7 +391,7 @@ class BusPoller:
         for entry in self._devices.values():
             if entry.polling:
                 entry.health.state = DeviceState.DOWN
-                entry.health.last_error = f"bus unavailable: {error}"
+                entry.health.last_error = f"{self._unavailable}: {error}"
 
     async def _between_requests(self) -> None:
         # A long cycle (many devices, slow line) still beats the watchdog and lets
@@ -464,6 +481,8 @@ class BusPoller:
                 failed_requests=failed_requests,
             )
         )
+        if self.on_cycle is not None:
+            self.on_cycle()
 
     def _has_healthy_device(self) -> bool:
         """Does any device of this bus answer? (Only then do probes need a budget.)"""
