@@ -53,6 +53,11 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   Python 3.11 drops a cancellation that lands in the same loop turn as the answer: the
   poller being stopped would keep polling. Requests and connects run under
   `KeepingCancels` (`gatewayd.cancels`), which raises such a cancellation again.
+- **Open errors.** pymodbus' connect turns an OSError into a bare False, and lets a
+  termios.error (a tty driver refusing a setting: Linux ptys refuse parity) escape. The
+  client wraps pymodbus' transport factory to keep the OSError, catches termios.error and
+  pyserial's ValueError too, and raises one `BusUnavailable` naming the port, the line
+  setting and the reason: the poller retries it like a refused TCP connect.
 - **Logs.** pymodbus logs through stdlib `logging` under "pymodbus"; it is set to CRITICAL
   unless someone configured it, since every failure surfaces here as our own error and is
   logged by the poller (late-answer skips would otherwise log as errors).
