@@ -14,7 +14,8 @@ tick after the backoff; the other devices keep their schedule. It logs one warni
 goes down and one info line when it recovers.
 
 Quality of what is emitted per due point (the rules are `gatewayd.mapping.mapper`'s):
-- read fine → `GOOD` with the value, stamped with the response's wall time;
+- read fine → `GOOD` with the value, stamped with the device's cycle time (when its first
+  request went out; the response's wall time with `timestamps: request`, see the reader);
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
   good value;
 - not attempted (device in backoff, bus down) and its last good value is older than the
@@ -501,9 +502,9 @@ class BusPoller:
             return mapper.stale(due, round(self._clock.time() * 1000)), [], []
         samples: list[Sample] = []
         good_blocks: list[SampleBlock] = []
-        # Good readings sharing a timestamp come out in point order, each group stamped
-        # with its response's time; responses already in point order and finite become
-        # one SampleBlock each (no per-point work).
+        # Good readings sharing a timestamp (all of the cycle's by default, a response's
+        # with `timestamps: request`) come out in point order; responses already in point
+        # order and finite become one SampleBlock each (no per-point work).
         by_ts: dict[int, list[DecodedBlock]] = {}
         for block in outcome.blocks:
             by_ts.setdefault(block.ts_ms, []).append(block)

@@ -136,10 +136,41 @@ async def test_cycles_align_to_the_interval_without_drift(rig_factory) -> None:
         int(WALL * 1000) + 1000 * n for n in range(300)
     ]
     last = by_point(results[-1].samples)
-    assert last["d1", "a"] == Sample("d1", "a", 7, int(WALL * 1000) + 299_013)
+    # One stamp per device and cycle (`timestamps: cycle`): when its first request went out.
+    assert last["d1", "a"] == Sample("d1", "a", 7, int(WALL * 1000) + 299_000)
+    assert last["d1", "c"] == Sample("d1", "c", 9, int(WALL * 1000) + 299_000)
     assert {s.measurepoint for s in results[-1].samples} == {"a", "b", "c"}
     # a and b merged into one request, c (gap 8 > gap_fill 4) in another: 2 per cycle.
     assert all(r.requests == 2 for r in results)
+
+
+@pytest.mark.parametrize(
+    ("where", "stamps"),
+    [
+        ("default", {"a": 0, "b": 0, "c": 0}),  # cycle: when the first request went out
+        ("device", {"a": 13, "b": 13, "c": 26}),  # request: when each answer arrived
+        ("model", {"a": 13, "b": 13, "c": 26}),
+    ],
+)
+async def test_timestamps_one_per_cycle_or_one_per_request(
+    rig_factory, where: str, stamps: dict[str, int]
+) -> None:
+    """`timestamps: request` (device or model key) stamps each answer (13 ms per request
+    here); by default every point of a device's cycle carries the cycle's one stamp."""
+    unit = FakeUnit(registers=regs((0, 7), (1, 8), (10, 9)), latency=0.013)
+    model = make_model(
+        "m",
+        [pt("a", 0), pt("b", 1), pt("c", 10)],
+        **({"timestamps": "request"} if where == "model" else {}),
+    )
+    device = dev("d1", 1, **({"timestamps": "request"} if where == "device" else {}))
+    async with rig_factory([device], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        results = rig.drain()
+    assert len(results) == 1
+    assert results[0].requests == 2
+    first = by_point(results[0].samples)
+    assert {name: s.ts_ms - int(WALL * 1000) for (_, name), s in first.items()} == stamps
 
 
 async def test_per_point_interval_reads_only_due_points_merged(rig_factory) -> None:
