@@ -138,6 +138,10 @@ def _in_point_order(blocks: Sequence[DecodedBlock]) -> bool:
     return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
 
 
+def _sample_time(sample: Sample) -> int:
+    return sample.ts_ms
+
+
 def _value(value: Value | None) -> Value:
     if value is None:  # read_indices raises instead of returning failed readings
         raise AssertionError("a good reading without a value")
@@ -377,6 +381,10 @@ class BusPoller:
         except BusUnavailable as exc:
             self._bus_down(str(exc))
             return
+        self._bus_up()
+
+    def _bus_up(self) -> None:
+        """The bus is connected again: the episode's one "recovered" line, counters reset."""
         if self._bus_failures:
             self._log.info("bus recovered", after_failures=self._bus_failures)
         self._bus_failures = 0
@@ -410,6 +418,9 @@ class BusPoller:
             try:
                 if not self._client.connected:
                     await self._client.connect()
+                    # A command may bring the bus back: that ends the episode too, or the
+                    # next outage would go unlogged (its failure count would not be 1).
+                    self._bus_up()
                 result = await operation.op(handle)
             except Exception as exc:
                 if not operation.future.done():
@@ -531,6 +542,13 @@ class BusPoller:
             failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
         for ts_ms, indices in failed_by_ts.items():
             samples.extend(mapper.failed(indices, ts_ms))
+        if samples and entry.reader.stamp_per_request:
+            # Several stamps in one cycle (`timestamps: request`): the spool writes a cycle's
+            # blocks before its point samples, which would put this device's records out of
+            # time order. The rare mixed case goes point by point, in time order.
+            expanded = [sample for block in good_blocks for sample in block.samples()]
+            samples = sorted([*expanded, *samples], key=_sample_time)
+            good_blocks = []
         self._update_health(entry, outcome, now)
         watched = entry.events.points
         if not watched:  # no event rules: nothing to feed
