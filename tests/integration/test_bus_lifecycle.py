@@ -228,6 +228,6 @@ async def test_read_exits_69_without_traceback_when_the_driver_refuses_the_setti
     assert process.returncode == 69, err.decode()
     assert out == b""
     assert err.decode().splitlines() == [
-        f"gatewayd: bus rs485 unavailable: bus rs485: cannot open or configure {pair.a} "
+        f"gatewayd: bus rs485: cannot open or configure {pair.a} "
         "(9600 baud 8E1): [Errno 22] Invalid argument (termios)"
     ]
