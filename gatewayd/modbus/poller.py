@@ -268,6 +268,14 @@ class BusPoller:
             for name, d in self._devices.items()
         }
 
+    def mark_crashed(self, error: str) -> None:
+        """The bus task died (`BusSupervisor` restarts it): its devices are DOWN meanwhile,
+        with the reason, rather than frozen in their last state (or "starting")."""
+        for entry in self._devices.values():
+            if entry.polling:
+                entry.health.state = DeviceState.DOWN
+                entry.health.last_error = f"bus task crashed, restarting: {error}"
+
     def set_polling(self, device: str, enabled: bool) -> None:
         """Start or stop polling `device` (its schedule keeps ticking; nothing is read)."""
         entry = self._device(device)

@@ -5,7 +5,8 @@ that stops answering, a connection that drops) and never returns. An exception t
 escapes it anyway is a bug or a failure nobody foresaw; without a supervisor the bus's
 devices would stay frozen in whatever state they had while the daemon kept running, until
 the systemd watchdog noticed the missing heartbeat. The supervisor logs the crash once
-per episode (with its traceback), keeps the bus's heartbeat going while it waits, runs the
+per episode (with its traceback), marks the bus's devices DOWN with the reason, keeps the
+bus's heartbeat going while it waits, runs the
 same poller again (it keeps what its devices taught it: holes, read limits, last values)
 after the bus backoff (0.5 s doubling up to the bus' `reconnect_max`), and logs one
 "recovered" line once a restarted poller completes a poll cycle.
@@ -68,6 +69,7 @@ class BusSupervisor:
             else:
                 error = RuntimeError("the bus task returned by itself")
             self.crashes += 1
+            self.poller.mark_crashed(repr(error))
             delay = self._backoff.delay(self.crashes, self._rng)
             if self.crashes == 1:
                 self._log.error(

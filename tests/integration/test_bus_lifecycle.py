@@ -210,6 +210,36 @@ async def test_crashing_bus_task_is_restarted_with_backoff(
     assert recovered[0]["crashes"] == 2
 
 
+async def test_bus_task_crashing_every_time_shows_its_devices_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bus task that crashes on every start: its device is DOWN with the reason (not
+    "starting" for ever), restarts keep coming with backoff, one error line in all."""
+    model = DeviceModel.model_validate(METER)
+    async with DeviceSimulator(still_units(model, 1)) as sim:
+        path = write_site(tmp_path, {"name": "plant", "type": "tcp", "host": "127.0.0.1",
+                                     "port": sim.port, "timeout": "500ms",
+                                     "reconnect_max": "1s"})  # fmt: skip
+
+        async def crashing_read(self: DeviceReader, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug on every cycle")
+
+        monkeypatch.setattr(DeviceReader, "read", crashing_read)
+        with structlog.testing.capture_logs() as logs:
+            async with running(path) as daemon:
+                supervisor = daemon.supervisors["plant"]
+                await async_wait_until(lambda: supervisor.restarts >= 3, 30, "three restarts")
+                status = daemon.pollers["plant"].device_states()["meter-1"]
+                crashes = supervisor.crashes
+    assert status.state is DeviceState.DOWN
+    assert status.last_error == (
+        "bus task crashed, restarting: RuntimeError('a bug on every cycle')"
+    )
+    assert crashes >= 3
+    assert len(events(logs, "bus task crashed; restarting it with backoff")) == 1
+    assert not events(logs, "bus task recovered")
+
+
 async def test_read_exits_69_without_traceback_when_the_driver_refuses_the_setting(
     tmp_path: Path,
 ) -> None:

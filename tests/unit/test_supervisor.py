@@ -27,6 +27,10 @@ class CrashingPoller:
         self.crashes = crashes
         self.started_at: list[float] = []
         self.running = asyncio.Event()
+        self.marked: list[str] = []
+
+    def mark_crashed(self, error: str) -> None:
+        self.marked.append(error)
 
     async def run(self) -> None:
         self.started_at.append(self.clock.monotonic())
@@ -65,6 +69,8 @@ async def test_restarts_follow_the_bus_backoff_and_log_one_episode() -> None:
     assert 0.8 <= delays[1] <= 1.0
     assert 1.6 <= delays[2] <= 2.0
     assert supervisor.restarts == 3
+    assert poller.marked == ["RuntimeError('crash 1')", "RuntimeError('crash 2')",
+                             "RuntimeError('crash 3')"]  # fmt: skip
     assert supervisor.crashes == 0
     # Beats at least once a second while waiting (the watchdog must not fire).
     assert all(b - a <= 1.0 + 1e-9 for a, b in itertools.pairwise(beats))
