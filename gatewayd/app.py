@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
+from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
 from gatewayd.statusfile import StatusFile
@@ -115,6 +117,7 @@ class Daemon:
         self.heartbeat = Heartbeat()
         self.results: asyncio.Queue[CycleResult] = asyncio.Queue(RESULT_QUEUE_SIZE)
         self.pollers: dict[str, BusPoller] = {}
+        self.supervisors: dict[str, BusSupervisor] = {}
         self._poller_tasks: dict[str, asyncio.Task[None]] = {}
         self._commands = commands
         self._observer = observer
@@ -225,16 +228,16 @@ class Daemon:
                 continue
             name = f"bus:{bus.name}"
             self.heartbeat.register(name, HEARTBEAT_SILENCE_S)
+            beat = functools.partial(self.heartbeat.beat, name)
             poller = BusPoller(
-                bus,
-                devices,
-                config.models,
-                self.results,
-                clock=self.clock,
-                heartbeat=lambda name=name: self.heartbeat.beat(name),  # type: ignore[misc]
+                bus, devices, config.models, self.results, clock=self.clock, heartbeat=beat
             )
+            # A bus task that crashes is restarted by the daemon, with the bus backoff.
+            supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)
+            poller.on_cycle = supervisor.cycle_done
             self.pollers[bus.name] = poller
-            task = asyncio.create_task(poller.run(), name=name)
+            self.supervisors[bus.name] = supervisor
+            task = asyncio.create_task(supervisor.run(), name=name)
             task.add_done_callback(_report_crash)
             self._poller_tasks[bus.name] = task
 
@@ -247,6 +250,7 @@ class Daemon:
             self.heartbeat.unregister(f"bus:{name}")
         self._poller_tasks.clear()
         self.pollers.clear()
+        self.supervisors.clear()
 
     def _publishing(self, device: str) -> bool:
         uplink = self.uplink
@@ -376,8 +380,9 @@ class Daemon:
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
-    """A bus task must never end by itself: say so loudly. Its heartbeat stops, so the
-    systemd watchdog restarts the daemon; the spool keeps everything already read."""
+    """A supervised bus task never ends by itself (crashes are restarted); if it still does,
+    say so loudly. Its heartbeat stops, so the systemd watchdog restarts the daemon; the
+    spool keeps everything already read."""
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("bus task crashed", task=task.get_name(), error=repr(error), exc_info=error)
 

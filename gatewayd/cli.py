@@ -46,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EX_USAGE
+    # Logs go to stderr from the start, for every command: stdout carries only the
+    # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
+    # print to stdout. `run` and `demo` configure their own destination on top.
+    from gatewayd.logging import configure_logging  # noqa: PLC0415 - after argument parsing
+
+    configure_logging()
     try:
         status: int = func(args)
     except KeyboardInterrupt:

@@ -84,6 +84,13 @@ class Order(StrEnum):
     LITTLE = "little"
 
 
+class Timestamps(StrEnum):
+    """How a device's readings of one poll cycle are stamped."""
+
+    CYCLE = "cycle"  # one stamp per device and cycle: when its first request was sent
+    REQUEST = "request"  # each response stamped with its own arrival time
+
+
 class Parity(StrEnum):
     NONE = "N"
     EVEN = "E"
@@ -317,6 +324,8 @@ class DeviceModel(Strict):
     description: str | None = None
     byte_order: Order = Order.BIG
     word_order: Order = Order.BIG
+    # One timestamp per device and cycle (one EnOS record), or one per request.
+    timestamps: Timestamps = Timestamps.CYCLE
     points: Annotated[list[PointConfig], Field(min_length=1)]
     events: list[EventRule] = []
     services: list[ServiceConfig] = []
@@ -339,6 +348,7 @@ class DeviceConfig(Strict):
     poll_interval: Annotated[Duration, Field(gt=0)] = 5.0
     byte_order: Order | None = None  # None: the model's
     word_order: Order | None = None
+    timestamps: Timestamps | None = None  # None: the model's
     enabled: bool = True
     timeout: Annotated[Duration, Field(gt=0)] | None = None  # None: the bus's
     max_registers: Annotated[int, Field(ge=1, le=125)] | None = None  # None: the bus's
