@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -202,6 +203,21 @@ class GatewaySession:
         try:
             with KeepingCancels():  # and for PUBACK
                 await self._client.publish(topic, payload, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"publish failed: {exc}") from None
+
+    async def publish_reply(self, topic: str, payload: bytes) -> None:
+        """Publish a command reply (QoS 1) and wait for its PUBACK as long as the link lives.
+
+        Unlike `publish`, a slow PUBACK is no error: behind a full in-flight window the
+        wait includes queueing, and timing it out would end a healthy session. A lost
+        connection ends the session (and with it this wait) through `lost`.
+        """
+        if self._lost.is_set():
+            raise BrokerUnavailable(self._lost_reason or "connection lost")
+        try:
+            with KeepingCancels():
+                await self._client.publish(topic, payload, qos=1, timeout=math.inf)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from None
 
