@@ -88,11 +88,17 @@ class ReplyOutbox:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.open = True
         self.sent = 0
+        self.publishing = 0  # handed to the broker, PUBACK not yet in
 
     @property
     def queued(self) -> int:
         """Replies not yet handed to the broker."""
         return self._queue.qsize()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing awaiting a PUBACK."""
+        return not self.queued and not self.publishing
 
     def put(self, topic: str, payload: bytes) -> None:
         """Queue a reply (never blocks)."""
@@ -110,6 +116,7 @@ class ReplyOutbox:
     async def _worker(self) -> None:
         while True:
             topic, payload = await self._queue.get()
+            self.publishing += 1
             try:
                 await self._publish(topic, payload)
             except BrokerUnavailable:
@@ -121,6 +128,8 @@ class ReplyOutbox:
             except Exception:
                 log.exception("command reply not published", topic=topic)
                 continue
+            finally:
+                self.publishing -= 1
             self.sent += 1
 
 
@@ -143,6 +152,12 @@ class CommandDispatcher:
         self._refused_in_episode = 0
         self._unsent_in_episode = 0
         self.stats = DispatchStats()
+
+    @property
+    def idle(self) -> bool:
+        """No command running and no reply waiting to be published."""
+        outbox = self._outbox
+        return not self._tasks and (outbox is None or outbox.idle)
 
     # ------------------------------------------------------------------ sessions
 
