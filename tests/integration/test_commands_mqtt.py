@@ -97,20 +97,20 @@ async def test_duplicate_in_flight_is_written_once(broker: Mosquitto, tmp_path: 
     # A slow device (0.2 s per request): the second delivery arrives while the first runs.
     async with mqtt_site(tmp_path, broker.port, turnaround=0.2) as site:
         cloud, unit = site.cloud, site.units[1]
-        cloud.send(set_topic(1), 5, {"u16": 11})
-        cloud.send(set_topic(1), 5, {"u16": 22})  # same command id: must not run
+        cloud.send(set_topic(1), "5", {"u16": 11})
+        cloud.send(set_topic(1), "5", {"u16": 22})  # same command id: must not run
         first, second = await replies(site, 2)
         assert first.raw == second.raw
-        assert (typed_id(first.raw), first.body["code"]) == (5, DONE)
+        assert (typed_id(first.raw), first.body["code"]) == ("5", DONE)
         assert (unit.written(U16, 11), unit.written(U16, 22)) == (1, 0)
         assert site.sim.get_value(1, "u16") == 11
 
-        cloud.send(set_topic(1), "5", {"u16": 33})  # another command: a string id
+        cloud.send(set_topic(1), 5, {"u16": 33})  # another command: an integer id
         third = (await replies(site, 3))[2]
-        assert (typed_id(third.raw), third.body["code"]) == ("5", DONE)
+        assert (typed_id(third.raw), third.body["code"]) == (5, DONE)
         assert unit.written(U16, 33) == 1
 
-        cloud.send(set_topic(1), 5, {"u16": 11})  # redelivered after it finished
+        cloud.send(set_topic(1), "5", {"u16": 11})  # redelivered after it finished
         fourth = (await replies(site, 4))[3]
         assert fourth.raw == first.raw
         assert unit.written(U16, 11) == 1
@@ -123,13 +123,13 @@ async def test_burst_to_a_slow_device_is_refused_fast(broker: Mosquitto, tmp_pat
     burst = 200
     async with mqtt_site(tmp_path, broker.port, turnaround=0.05) as site:
         for n in range(burst):
-            site.cloud.send(set_topic(1), n, {"u16": 1000 + n})
+            site.cloud.send(set_topic(1), str(n), {"u16": 1000 + n})
         got = await replies(site, burst, timeout=60)
         await async_wait_until(lambda: site.uplink.commands.idle, 30, "commands finished")
         assert site.cloud.reply_count() == burst
         assert site.connects == 1
         by_id = Counter(typed_id(r.raw) for r in got)
-        assert by_id == Counter(range(burst))  # each exactly once
+        assert by_id == Counter(str(n) for n in range(burst))  # each exactly once
         codes = Counter(r.body["code"] for r in got)
         assert set(codes) == {DONE, OVERLOADED}, codes
         assert codes[OVERLOADED] >= burst // 2  # the queue is bounded well below the burst
