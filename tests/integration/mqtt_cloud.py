@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 
 from gatewayd.app import Daemon
 from gatewayd.commands import command_handler_factory
@@ -162,10 +163,15 @@ def typed_id(raw: bytes) -> str | int:
 
 
 class GatewayLink:
-    """A TCP proxy gatewayd → broker that can cut the gateway off (outage) and restore it."""
+    """A TCP proxy gatewayd → broker that can cut the gateway off (outage) and restore it.
 
-    def __init__(self, broker_port: int) -> None:
+    `latency` delays what the broker sends to the gateway (commands, PUBACKs): a far
+    broker, whose acknowledgements arrive late.
+    """
+
+    def __init__(self, broker_port: int, *, latency: float = 0.0) -> None:
         self.broker_port = broker_port
+        self.latency = latency
         self.port = free_port()
         self.up = True
         self._server: asyncio.Server | None = None
@@ -205,7 +211,7 @@ class GatewayLink:
         self._writers.update((writer, up_writer))
         pumps = [
             asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump(up_reader, writer, self.latency)),
         ]
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for task in pumps:
@@ -215,11 +221,29 @@ class GatewayLink:
             self._writers.discard(end)
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            while data := await reader.read(65536):
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float = 0.0
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        in_transit: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await in_transit.get()
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())  # the wire's latency: timing
                 writer.write(data)
                 await writer.drain()
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await reader.read(65536):
+                    in_transit.put_nowait((loop.time() + latency, data))
+                    if delivering.done():
+                        return
+        finally:
+            delivering.cancel()
 
 
 class WriteLog(SimulatedUnit):
@@ -273,22 +297,34 @@ class MqttSite:
 
 @contextlib.asynccontextmanager
 async def mqtt_site(
-    tmp: Path, broker_port: int, *, turnaround: float = 0.0, **device_options: Any
+    tmp: Path,
+    broker_port: int,
+    *,
+    turnaround: float = 0.0,
+    latency: float = 0.0,
+    broker_timeout: str | None = None,
+    **device_options: Any,
 ) -> AsyncIterator[MqttSite]:
     """Simulator (two `COMMAND_MODEL` units) → gatewayd → link → mosquitto ← the cloud.
 
-    `turnaround` is the devices' think time per request (a slow device). Yields once both
-    sub-devices are logged in (the cloud answered the batch login).
+    `turnaround` is the devices' think time per request (a slow device), `latency` the
+    link's towards the gateway, `broker_timeout` the gateway's `broker.connect_timeout`
+    (also the MQTT client's wait for an acknowledgement). Yields once both sub-devices
+    are logged in (the cloud answered the batch login).
     """
     motions = dict.fromkeys((p.measurepoint for p in model().points), Motion.FIXED)
     units = {u: WriteLog(u, model(), motions=motions) for u in (1, 2)}
     async with DeviceSimulator(list(units.values())) as sim:
         for unit in units:
             sim.faults(unit).turnaround = turnaround
-        link = GatewayLink(broker_port)
+        link = GatewayLink(broker_port, latency=latency)
         await link.start()
         cloud = await asyncio.to_thread(SpecCloud, broker_port)
         path = write_site(tmp, sim.port, link.port, **device_options)
+        if broker_timeout is not None:
+            data = yaml.safe_load(path.read_text())
+            data["gateway"]["broker"]["connect_timeout"] = broker_timeout
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
         config = load_config(path)
         # Reconnect within a second, many times if need be: the link is private.
         policy = ReconnectPolicy(

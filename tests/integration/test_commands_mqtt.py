@@ -141,6 +141,22 @@ async def test_burst_to_a_slow_device_is_refused_fast(broker: Mosquitto, tmp_pat
         assert "nothing written" in refused["message"]
 
 
+async def test_slow_acknowledgements_never_drop_the_session(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A far broker (PUBACKs 0.1 s late, 1 s client timeout) and 300 commands: no drop."""
+    burst = 300
+    async with mqtt_site(tmp_path, broker.port, latency=0.1, broker_timeout="1s") as site:
+        for n in range(burst):
+            site.cloud.send(set_topic(1 + n % 2), str(n), {"u16": n})
+        got = await replies(site, burst, timeout=90)
+        await async_wait_until(lambda: site.uplink.commands.idle, 30, "commands finished")
+        assert site.connects == 1
+        assert site.cloud.reply_count() == burst
+    assert Counter(typed_id(r.raw) for r in got) == Counter(str(n) for n in range(burst))
+    assert {r.body["code"] for r in got} <= {DONE, OVERLOADED}
+
+
 async def test_three_bursts_are_answered_exactly_once(broker: Mosquitto, tmp_path: Path) -> None:
     """3 x 1,000 commands to two devices: every one answered once, session kept, writes match."""
     burst = 1000
