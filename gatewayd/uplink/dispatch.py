@@ -16,10 +16,10 @@ inbound stream (a burst of thousands is taken in as fast as it arrives):
   only answer later, or not before the deadline.
 - **Replies** (`ReplyOutbox`): a command that started runs to its end even if the MQTT
   session drops, so it is never half-run and then run again. Its reply goes out on the
-  session that is up when it is ready, at most `REPLIES_IN_FLIGHT` awaiting their PUBACK
-  (the rest of the in-flight window stays free for data); a slow PUBACK is waited for,
-  never an error. When no session is up, the reply is not sent (counted, logged once per
-  outage); a redelivery after the reconnect is answered from the ledger.
+  session that is up when it is ready (`GatewaySession.publish_reply`: QoS 0, so replies
+  never take the in-flight window from data and a slow broker is never an error). When
+  no session is up, the reply is not sent (counted, logged once per outage); a
+  redelivery after the reconnect is answered from the ledger.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ SEEN_COMMANDS = 1024
 PENDING_PER_DEVICE = 32
 #: Commands waiting for or using any device.
 PENDING_TOTAL = 256
-#: Replies awaiting their PUBACK at once (paho's in-flight window is 20, shared with data).
+#: Replies being handed to the socket at once.
 REPLIES_IN_FLIGHT = 4
 
 #: Commands that go to a device through the command handler (and so wait for its bus).
@@ -75,7 +75,7 @@ class DispatchStats:
 
 
 class ReplyOutbox:
-    """One session's command replies: queued, at most `in_flight` awaiting their PUBACK."""
+    """One session's command replies: queued, at most `in_flight` being published."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class ReplyOutbox:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.open = True
         self.sent = 0
-        self.publishing = 0  # handed to the broker, PUBACK not yet in
+        self.publishing = 0  # being published
 
     @property
     def queued(self) -> int:
@@ -97,7 +97,7 @@ class ReplyOutbox:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing awaiting a PUBACK."""
+        """Nothing queued and nothing being published."""
         return not self.queued and not self.publishing
 
     def put(self, topic: str, payload: bytes) -> None:

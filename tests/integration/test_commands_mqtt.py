@@ -144,9 +144,9 @@ async def test_burst_to_a_slow_device_is_refused_fast(broker: Mosquitto, tmp_pat
 async def test_slow_acknowledgements_never_drop_the_session(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    """A far broker (PUBACKs 0.1 s late, 1 s client timeout) and 300 commands: no drop."""
-    burst = 300
-    async with mqtt_site(tmp_path, broker.port, latency=0.1, broker_timeout="1s") as site:
+    """A far broker (PUBACKs 0.2 s late, 1 s client timeout) and 1,000 commands: no drop."""
+    burst = 1000
+    async with mqtt_site(tmp_path, broker.port, latency=0.2, broker_timeout="1s") as site:
         for n in range(burst):
             site.cloud.send(set_topic(1 + n % 2), str(n), {"u16": n})
         got = await replies(site, burst, timeout=90)
