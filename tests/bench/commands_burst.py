@@ -1,6 +1,6 @@
 """Command bursts: 3 x 5,000 `measurepoint.set` at once, answered exactly once, session kept.
 
-    python -m tests.bench commands_burst [--burst N] [--rounds R]
+    python -m tests.bench commands_burst [--burst N] [--rounds R] [--latency S]
 
 `gatewayd run` (as `tests.bench.commands_daemon`, its own process, so its RSS is its own)
 on the two-device command site (`tests/integration/commands_site.py`), the Modbus
@@ -11,6 +11,8 @@ replies. Figures per round: replies, duplicates, missing, done (200) and overloa
 counts, seconds to the last reply; overall: device writes against done replies, new
 sessions (batch logins after the first: a dropped session logs in again), and the
 daemon's RSS before the first burst, at its peak and after the last (ratio to the start).
+`--latency S` puts the gateway behind a link that delivers the broker's bytes (commands,
+acknowledgements) S seconds late: a far broker.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from tests.bench.common import Report, rss_kib
 from tests.integration.commands_site import model, write_site
 from tests.integration.modbus_fixtures import still_units
 from tests.integration.mosquitto_fixtures import start_mosquitto
-from tests.integration.mqtt_cloud import BROKER_OPTIONS, SpecCloud, set_topic, typed_id
+from tests.integration.mqtt_cloud import (
+    BROKER_OPTIONS,
+    GatewayLink,
+    SpecCloud,
+    set_topic,
+    typed_id,
+)
 from tests.support import async_wait_until
 
 FC_WRITE_REGISTER, FC_WRITE_REGISTERS = 6, 16
@@ -47,14 +55,16 @@ async def _wait_replies(cloud: SpecCloud, count: int, timeout: float, pid: int) 
     return max(peak, rss_kib(pid))
 
 
-async def run(report: Report, burst: int, rounds: int) -> None:
+async def run(report: Report, burst: int, rounds: int, latency: float = 0.0) -> None:
     """The benchmark (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="gwcmd-") as name:
         tmp = Path(name)
         broker = start_mosquitto(tmp, extra=BROKER_OPTIONS)
         (tmp / "site").mkdir()
         async with DeviceSimulator(still_units(model(), 1, 2)) as sim:
-            config = write_site(tmp / "site", sim.port, broker.port)
+            link = GatewayLink(broker.port, latency=latency)
+            await link.start()
+            config = write_site(tmp / "site", sim.port, link.port)
             cloud = await asyncio.to_thread(SpecCloud, broker.port)
             log = (tmp / "gatewayd.log").open("wb")
             proc = subprocess.Popen(  # noqa: ASYNC220 - started once
@@ -119,6 +129,7 @@ async def run(report: Report, burst: int, rounds: int) -> None:
                 await asyncio.to_thread(proc.wait, 60)
                 log.close()
                 cloud.close()
+                await link.stop()
                 broker.stop()
 
 
@@ -132,9 +143,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args()
     report = Report("commands_burst", "run")
-    asyncio.run(run(report, args.burst, args.rounds))
+    asyncio.run(run(report, args.burst, args.rounds, args.latency))
     print(report.table())
 
 
