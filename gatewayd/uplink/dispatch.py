@@ -162,7 +162,9 @@ class CommandDispatcher:
     # ------------------------------------------------------------------ sessions
 
     def attach(self, outbox: ReplyOutbox) -> None:
-        """A session is up: replies go to `outbox` from now on."""
+        """A session is up: replies go to `outbox` from now on (it runs once serving)."""
+        if self._outbox is not None:  # a session that ended before it served
+            self.detach(self._outbox)
         self._outbox = outbox
         if self._unsent_in_episode:
             log.info("command replies flow again", unsent=self._unsent_in_episode)

@@ -230,6 +230,9 @@ class Uplink:
                     await self._logout_all(session)
 
     async def _serve(self, session: GatewaySession) -> None:
+        # Commands arrive as soon as the session is up: their replies may queue meanwhile.
+        replies = ReplyOutbox(session.publish_reply)
+        self.commands.attach(replies)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
         delivery = Delivery(
@@ -243,8 +246,6 @@ class Uplink:
             stats=self.stats,
         )
         self._delivery = delivery
-        replies = ReplyOutbox(session.publish_reply)
-        self.commands.attach(replies)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(session), name="uplink-watch")
