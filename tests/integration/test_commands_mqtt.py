@@ -144,9 +144,9 @@ async def test_burst_to_a_slow_device_is_refused_fast(broker: Mosquitto, tmp_pat
 async def test_slow_acknowledgements_never_drop_the_session(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    """A far broker (PUBACKs 0.2 s late, 1 s client timeout) and 1,000 commands: no drop."""
+    """A far broker (PUBACKs 0.2 s late, 3 s client timeout) and 1,000 commands: no drop."""
     burst = 1000
-    async with mqtt_site(tmp_path, broker.port, latency=0.2, broker_timeout="1s") as site:
+    async with mqtt_site(tmp_path, broker.port, latency=0.2, broker_timeout="3s") as site:
         for n in range(burst):
             site.cloud.send(set_topic(1 + n % 2), str(n), {"u16": n})
         got = await replies(site, burst, timeout=90)
@@ -181,14 +181,17 @@ async def test_three_bursts_are_answered_exactly_once(broker: Mosquitto, tmp_pat
         assert unit.written(U16, msg_id % 60000) == (1 if msg_id in done else 0), msg_id
 
 
-async def test_seeded_traffic_across_an_outage(broker: Mosquitto, tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [20261205, 7])
+async def test_seeded_traffic_across_an_outage(
+    broker: Mosquitto, tmp_path: Path, seed: int
+) -> None:
     """Random bursts with duplicates, an outage mid-burst, redeliveries: never written twice.
 
     Rule: a delivery is answered exactly once unless it was lost with the session (sent
     while the gateway was cut off, or answered while no session was up); its outcome is
     kept, so the redelivery after the reconnect gets it without a second write.
     """
-    r = random.Random(20261205)
+    r = random.Random(seed)
     pool: list[str | int] = [*range(1, 121), *(str(n) for n in range(1, 121))]
 
     def value(msg_id: str | int) -> int:  # unique per typed id: 5 and "5" write different values
@@ -207,7 +210,7 @@ async def test_seeded_traffic_across_an_outage(broker: Mosquitto, tmp_path: Path
         await async_wait_until(lambda: site.uplink.commands.idle, 30, "commands finished")
 
     async with mqtt_site(tmp_path, broker.port, turnaround=0.002) as site:
-        cut_round = 4
+        cut_round, cut_burst = 4, 0
         for round_ in range(8):
             before = site.cloud.reply_count()
             burst = [r.choice(pool) for _ in range(r.randint(5, 60))]
@@ -219,6 +222,7 @@ async def test_seeded_traffic_across_an_outage(broker: Mosquitto, tmp_path: Path
                 await quiet()
                 assert site.cloud.reply_count() == before + len(burst)
                 continue
+            cut_burst = len(burst)
             half = len(burst) // 2
             for msg_id in burst[:half]:
                 deliver(msg_id)
@@ -242,7 +246,7 @@ async def test_seeded_traffic_across_an_outage(broker: Mosquitto, tmp_path: Path
         got = site.cloud.replies()
         assert site.connects == 2  # only the cut dropped the session
 
-    assert lost_in_outage <= len(burst)  # only the outage round lost anything
+    assert lost_in_outage <= cut_burst  # only the outage round lost anything
     by_id: defaultdict[str | int, list[Reply]] = defaultdict(list)
     for reply in got:
         by_id[typed_id(reply.raw)].append(reply)
