@@ -107,7 +107,7 @@ class SpecCloud:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
-        if "/thing/service/" in topic or topic.endswith("/thing/activate/info"):
+        if "/thing/service/" in topic or "/thing/activate/info" in topic:
             if topic.endswith("_reply"):  # the gateway answering one of our commands
                 with self._lock:
                     self._replies.append(Reply(topic, bytes(msg.payload)))

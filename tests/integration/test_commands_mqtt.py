@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.app import SECRET_FILE, state_dir
 from gatewayd.enos.codes import ReplyCode
 from tests.integration.commands_site import PK, device_key
 from tests.integration.mosquitto_fixtures import Mosquitto, start_mosquitto
@@ -90,6 +91,19 @@ async def test_reply_ids_keep_their_json_type(broker: Mosquitto, tmp_path: Path)
         "s": ReplyCode.COMMAND_INVALID_PARAMS,
     }
     assert by_id[424244].body["data"] == {"u16": 2}
+
+
+async def test_mode2_gateway_refuses_an_activation(broker: Mosquitto, tmp_path: Path) -> None:
+    """thing.activate.info to a mode-2 gateway: answered 2017, no secret file planted."""
+    topic = "/ext/session/gwPK/gwDK/thing/activate/info"
+    params = {"productKey": "gwPK", "deviceKey": "gwDK", "deviceSecret": "planted"}
+    async with mqtt_site(tmp_path, broker.port) as site:
+        site.cloud.send(topic, 1, params, method="thing.activate.info")
+        [reply] = await replies(site, 1)
+        secret = state_dir(site.daemon.config) / SECRET_FILE
+    assert reply.topic == topic + "_reply"
+    assert (typed_id(reply.raw), reply.body["code"]) == (1, 2017)
+    assert not secret.exists()
 
 
 async def test_duplicate_in_flight_is_written_once(broker: Mosquitto, tmp_path: Path) -> None:
