@@ -403,7 +403,12 @@ class Uplink:
     async def _inbound_loop(self, session: GatewaySession) -> None:
         async for inbound in session.inbound():
             # Never blocks: each command runs on its own, a full queue is refused at once.
-            self.commands.submit(inbound)
+            try:
+                self.commands.submit(inbound)
+            except Exception:
+                # `submit` handles bad input itself; anything escaping it is a bug, and one
+                # command's bug must not end the session that carries every other message.
+                log.exception("cloud command failed", topic=inbound.topic)
 
     async def answer(self, inbound: Inbound) -> tuple[str, bytes] | None:
         """The (reply topic, payload) for a downstream message; None when none is due.
