@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -202,6 +203,24 @@ class GatewaySession:
         try:
             with KeepingCancels():  # and for PUBACK
                 await self._client.publish(topic, payload, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"publish failed: {exc}") from None
+
+    async def publish_reply(self, topic: str, payload: bytes) -> None:
+        """Publish a command reply at QoS 0 (§2.4: JAVA and NODE do; the cloud takes 0 or 1).
+
+        A reply is sent once whatever the broker says (a lost session loses it either way,
+        and a redelivered command is answered from the dispatcher's ledger), so waiting
+        for a PUBACK would buy nothing, while holding a slot of the in-flight window that
+        data needs: a burst of replies queued behind it timed out and ended the session.
+        The only wait is for the socket to take the bytes, and it has no timeout: a slow
+        link is not a lost one (`lost` says when the connection is gone).
+        """
+        if self._lost.is_set():
+            raise BrokerUnavailable(self._lost_reason or "connection lost")
+        try:
+            with KeepingCancels():
+                await self._client.publish(topic, payload, qos=0, timeout=math.inf)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from None
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import structlog
 
 from gatewayd.config.models import Config
 from gatewayd.enos import messages
-from gatewayd.enos.codes import describe
+from gatewayd.enos.codes import ReplyCode, describe
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.enos.session import (
@@ -38,6 +37,7 @@ from gatewayd.enos.session import (
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
+from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
@@ -47,8 +47,6 @@ log = structlog.get_logger(__name__)
 RELOGIN_INTERVAL_S = 60.0
 #: Bound on logging sub-devices out at shutdown.
 LOGOUT_BUDGET_S = 5.0
-#: Remembered command ids, so a redelivered command is answered but not executed twice.
-SEEN_COMMANDS = 1024
 #: Login codes after which retrying cannot help until something changes in the cloud.
 DISABLED = 723
 NOT_IN_TOPOLOGY = 740
@@ -122,7 +120,8 @@ class Uplink:
         self.stats = DeliveryStats()
         self.status = UplinkStatus()
         self._login_wanted = asyncio.Event()
-        self._seen: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        # Commands outlive a session (never half-run, then run again): the dispatcher is ours.
+        self.commands = CommandDispatcher(self._execute)
         # The CONNECT timestamp is an opaque string that only has to match the sign; keep
         # it per process like the SDKs do.
         self._timestamp = str(int(clock.time() * 1000))
@@ -141,6 +140,12 @@ class Uplink:
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""
+        try:
+            await self._run_sessions()
+        finally:
+            await self.commands.close()
+
+    async def _run_sessions(self) -> None:
         while True:
             attempt_at = self._policy.next_attempt(self._clock.monotonic())
             wait = attempt_at - self._clock.monotonic()
@@ -225,6 +230,9 @@ class Uplink:
                     await self._logout_all(session)
 
     async def _serve(self, session: GatewaySession) -> None:
+        # Commands arrive as soon as the session is up: their replies may queue meanwhile.
+        replies = ReplyOutbox(session.publish_reply)
+        self.commands.attach(replies)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
         delivery = Delivery(
@@ -242,12 +250,14 @@ class Uplink:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(session), name="uplink-watch")
                 group.create_task(self._login_loop(session), name="uplink-login")
-                group.create_task(self._inbound_loop(session, group), name="uplink-inbound")
+                group.create_task(replies.run(), name="uplink-replies")
+                group.create_task(self._inbound_loop(session), name="uplink-inbound")
                 group.create_task(delivery.run(), name="uplink-delivery")
         except BaseExceptionGroup as group:
             raise _first_cause(group) from None
         finally:
             self._delivery = None
+            self.commands.detach(replies)
 
     async def _watch(self, session: GatewaySession) -> None:
         await session.lost.wait()
@@ -390,50 +400,24 @@ class Uplink:
 
     # ------------------------------------------------------------------ commands
 
-    async def _inbound_loop(self, session: GatewaySession, group: asyncio.TaskGroup) -> None:
+    async def _inbound_loop(self, session: GatewaySession) -> None:
         async for inbound in session.inbound():
-            # Each command runs on its own so a slow device write never holds up others.
-            group.create_task(self._handle_inbound(session, inbound))
-
-    async def _handle_inbound(self, session: GatewaySession, inbound: Inbound) -> None:
-        try:
-            answer = await self.answer(inbound)
-        except Exception:
-            # `answer` handles bad input itself; anything escaping it is a bug, and one
-            # command's bug must not end the session that carries every other message.
-            log.exception("cloud command failed", topic=inbound.topic)
-            return
-        if answer is not None:
-            await session.publish(*answer)
+            # Never blocks: each command runs on its own, a full queue is refused at once.
+            try:
+                self.commands.submit(inbound)
+            except Exception:
+                # `submit` handles bad input itself; anything escaping it is a bug, and one
+                # command's bug must not end the session that carries every other message.
+                log.exception("cloud command failed", topic=inbound.topic)
 
     async def answer(self, inbound: Inbound) -> tuple[str, bytes] | None:
         """The (reply topic, payload) for a downstream message; None when none is due.
 
         Never raises for bad input: a malformed command gets an error reply when it can be
         addressed (it has an id and a command topic), and is logged and dropped otherwise.
+        Duplicates and backpressure as for commands from the session (`CommandDispatcher`).
         """
-        try:
-            command = messages.decode_command(inbound.topic, inbound.payload)
-        except messages.CommandError as exc:
-            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
-            payload = exc.reply_payload()
-            if payload is None or exc.reply_topic is None:
-                return None
-            return exc.reply_topic, payload
-        except messages.MalformedMessage as exc:
-            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
-            return None
-        key = (inbound.topic, command.id)
-        cached = self._seen.get(key)
-        if cached is not None:
-            # EnOS redelivered a command we already executed: answer, do not act again.
-            return command.reply_topic, cached
-        code, data, message = await self._execute(command)
-        payload = command.reply(code, data, message)
-        self._seen[key] = payload
-        while len(self._seen) > SEEN_COMMANDS:
-            self._seen.popitem(last=False)
-        return command.reply_topic, payload
+        return await self.commands.answer(inbound)
 
     async def _execute(self, command: messages.Command) -> tuple[int, object, str]:
         kind = command.kind
@@ -453,10 +437,39 @@ class Uplink:
             log.exception("cloud command handler failed", method=command.method)
             return 1102, None, f"command handler failed: {exc}"
 
-    def _activate(self, command: messages.Command) -> tuple[int, object, str]:
+    def _activation_refusal(self, command: messages.Command) -> str | None:
+        """Why `thing.activate.info` must not be honoured now, or None (honour it).
+
+        Only a mode-3 gateway still waiting for its secret takes one, and only for its own
+        keys: anything else would let a cloud (or whoever can publish on the topic) plant
+        a secret file or replace the secret of an activated gateway.
+        """
+        gateway = self._config.gateway
+        own = (gateway.product_key, gateway.device_key)
         activation = command.activation
-        if activation is None or self._secret_path is None:
-            return 2000, None, "activation not expected"
+        if gateway.secure_mode != 3:
+            return f"the gateway uses secure mode {gateway.secure_mode}, not 3"
+        if activation is None or own != (command.product_key, command.device_key):
+            return "not addressed to this gateway"
+        if own != (activation.product_key, activation.device_key):
+            return "the secret is for another device"
+        if self._secret_path is None or self._secret_path.exists():
+            return "no activation pending (already activated)"
+        return None
+
+    def _activate(self, command: messages.Command) -> tuple[int, object, str]:
+        refusal = self._activation_refusal(command)
+        if refusal is not None:
+            log.warning(
+                "thing.activate.info ignored",
+                reason=refusal,
+                product_key=command.product_key,
+                device_key=command.device_key,
+            )
+            return ReplyCode.ACTIVATION_REFUSED, None, f"activation refused: {refusal}"
+        activation = command.activation
+        assert activation is not None  # checked above
+        assert self._secret_path is not None
         self._secret_path.parent.mkdir(parents=True, exist_ok=True)
         temp = self._secret_path.with_suffix(".tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
