@@ -172,6 +172,9 @@ class Uplink:
 
     # ------------------------------------------------------------------ connection
 
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
     def _fail(self, reason: str) -> None:
         self.status.state = "disconnected"
         self.status.last_error = reason
@@ -314,9 +317,7 @@ class Uplink:
         for logged in result.logged_in:
             device = self.registry.by_keys(logged.product_key, logged.device_key)
             if device is not None:
-                device.online = True
-                device.last_error = ""
-                device.refused_at = None
+                device.logged_in(self._now_ms())
         if result.whole_request_failed:
             log.error(
                 "sub-device batch login failed", code=describe(reply.code), message=reply.message
@@ -346,9 +347,7 @@ class Uplink:
         if reply is None:
             return
         if reply.ok:
-            device.online = True
-            device.last_error = ""
-            device.refused_at = None
+            device.logged_in(self._now_ms())
             return
         if reply.code == NOT_IN_TOPOLOGY and topo_retry:
             topo = messages.topo_add(
