@@ -6,8 +6,11 @@ caller through `inbound()`. It does not reconnect: the uplink decides when to tr
 (`gatewayd.enos.reconnect`), because EnOS punishes eager reconnects with a lock-out.
 
 Library failures become our own errors here: `ConnectRefused(rc)` for a CONNACK error,
-`BrokerUnavailable` for everything that means "the transport is gone", `ReplyTimeout` when
-the broker took the message but EnOS never answered.
+`BrokerUnreachable` when the TCP/TLS connection never came up (no CONNECT was sent, so
+EnOS' connect budget is untouched), `BrokerUnavailable` for everything else that means
+"the transport is gone", `ReplyTimeout` when the broker took the message but EnOS never
+answered. `on_connect_sending` is called the moment a CONNECT is about to go out, so the
+uplink counts (and persists) exactly the CONNECTs EnOS sees.
 """
 
 from __future__ import annotations
@@ -17,17 +20,17 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
 
 from gatewayd.cancels import KeepingCancels
-from gatewayd.config.models import TlsConfig
+from gatewayd.config.models import BrokerConfig, TlsConfig
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +42,10 @@ _V5_TO_V311_CONNACK = {132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
 
 class BrokerUnavailable(Exception):
     """The MQTT transport is down (connect failed, connection lost, publish impossible)."""
+
+
+class BrokerUnreachable(BrokerUnavailable):
+    """The TCP (or TLS) connection to the broker failed: no CONNECT packet was sent."""
 
 
 class ConnectRefused(BrokerUnavailable):
@@ -97,6 +104,18 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
     return context
 
 
+def insecure_tls_warnings(broker: BrokerConfig) -> list[str]:
+    """Warnings for a broker config that connects without checking who answers."""
+    tls = broker.tls
+    if tls.enabled and not tls.verify:
+        return [
+            f"TLS certificate verification is off (gateway.broker.tls.verify: false): the"
+            f" connection to {broker.host}:{broker.port} is encrypted but not"
+            f" authenticated; anyone on the path can impersonate EnOS"
+        ]
+    return []
+
+
 def _reply_id(payload: bytes) -> str | None:
     """The `id` of a reply payload, as a string, or None when it has none."""
     try:
@@ -118,6 +137,7 @@ class GatewaySession:
         tls: ssl.SSLContext | None = None,
         reply_timeout: float = 30.0,
         max_inflight: int = 20,
+        on_connect_sending: Callable[[], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._reply_timeout = reply_timeout
@@ -137,12 +157,31 @@ class GatewaySession:
             # broker's delayed ACK (up to 40 ms): request/reply drains ran at half speed.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        self._connect_sent = False
+        self._hook_socket_open(on_connect_sending)
         self._pending: dict[tuple[str, str], asyncio.Future[RawReply]] = {}
         self._subscribed: set[str] = set()
         self._inbound: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._lost_reason: str = ""
+
+    def _hook_socket_open(self, on_connect_sending: Callable[[], None] | None) -> None:
+        """Learn when the CONNECT goes out. paho opens the TCP socket (and completes the
+        TLS handshake), calls `on_socket_open`, then sends CONNECT at once, all in the
+        executor thread aiomqtt connects from; aiomqtt offers no hook of its own, so its
+        paho callback is wrapped. A failure before this point sent no CONNECT."""
+        paho = self._client._client
+        aiomqtt_open = paho.on_socket_open
+
+        def opened(client: Any, userdata: Any, sock: Any) -> None:
+            self._connect_sent = True
+            if on_connect_sending is not None:
+                on_connect_sending()  # before CONNECT leaves: persisted write-ahead
+            if aiomqtt_open is not None:
+                aiomqtt_open(client, userdata, sock)
+
+        paho.on_socket_open = opened
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +193,8 @@ class GatewaySession:
             rc = _V5_TO_V311_CONNACK.get(int(value), int(value))
             raise ConnectRefused(rc, str(exc)) from None
         except aiomqtt.MqttError as exc:
+            if not self._connect_sent:
+                raise BrokerUnreachable(str(exc) or "connect failed") from None
             raise BrokerUnavailable(str(exc) or "connect failed") from None
         self._reader = asyncio.create_task(self._read_loop(), name="enos-session-reader")
         return self
