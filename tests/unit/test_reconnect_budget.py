@@ -3,6 +3,7 @@ noticed within seconds, and no 2-minute window ever holds a fifth CONNECT, acros
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -77,7 +78,7 @@ def test_failed_tcp_connects_do_not_consume_the_budget() -> None:
         now = policy.next_attempt(now)
         tries.append(now)
         policy.unreachable(now)
-    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
     assert len(tries) >= 12
     assert all(0.5 <= gap <= 5.0 for gap in gaps), gaps
     assert policy.throttle.attempts_within(0.0, 400.0) == 1
