@@ -86,9 +86,10 @@ class ConnectHistoryFile:
         return [written] * self._keep
 
     def save(self, wall_times: Sequence[float]) -> None:
-        """Write the history atomically (0600). A failure is logged once and not raised:
-        the in-memory history still guards this run."""
-        document = {"version": VERSION, "connects": [round(t, 3) for t in wall_times]}
+        """Write the latest CONNECTs (as many as the budget allows) atomically (0600). A
+        failure is logged once and not raised: the in-memory history still guards this run."""
+        kept = sorted(wall_times)[-self._keep :]
+        document = {"version": VERSION, "connects": [round(t, 3) for t in kept]}
         temp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -174,7 +174,7 @@ class Uplink:
             except BrokerUnreachable as exc:
                 # No CONNECT went out: EnOS' budget is untouched, retry in seconds.
                 self._policy.unreachable(self._clock.monotonic())
-                self._fail("unreachable", f"EnOS broker unreachable: {exc}")
+                self._fail("unreachable", f"cannot reach the EnOS broker (no CONNECT sent): {exc}")
             except ConnectRefused as exc:
                 self._policy.failed(self._clock.monotonic(), refused=True)
                 self.status.refused += 1
