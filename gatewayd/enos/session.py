@@ -20,6 +20,7 @@ import contextlib
 import json
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +32,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from gatewayd.cancels import KeepingCancels
 from gatewayd.config.models import BrokerConfig, TlsConfig
+from gatewayd.enos.mqttlog import PublishBacklog, end_library_episode, mqtt_logger
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +158,12 @@ class GatewaySession:
             # Without TCP_NODELAY, Nagle holds the tail of each large batch until the
             # broker's delayed ACK (up to 40 ms): request/reply drains ran at half speed.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            logger=mqtt_logger(),
         )
+        # aiomqtt warns on every publish while more than its threshold wait for PUBACK (a
+        # command burst gave 8,764 lines); PublishBacklog says it once per episode instead.
+        self._client.pending_calls_threshold = sys.maxsize
+        self._publishes = PublishBacklog(threshold=max_inflight)
         self._connect_sent = False
         self._hook_socket_open(on_connect_sending)
         self._pending: dict[tuple[str, str], asyncio.Future[RawReply]] = {}
@@ -212,6 +219,7 @@ class GatewaySession:
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(5):
                 await self._client.__aexit__(None, None, None)
+        end_library_episode()
 
     @property
     def lost(self) -> asyncio.Event:
@@ -240,11 +248,14 @@ class GatewaySession:
         """Publish and wait for the broker's PUBACK (QoS 1)."""
         if self._lost.is_set():
             raise BrokerUnavailable(self._lost_reason or "connection lost")
+        self._publishes.enter()
         try:
             with KeepingCancels():  # and for PUBACK
                 await self._client.publish(topic, payload, qos=qos)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from None
+        finally:
+            self._publishes.leave()
 
     async def request(
         self, topic: str, msg_id: str, payload: bytes, *, timeout: float | None = None
