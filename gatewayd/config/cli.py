@@ -20,6 +20,7 @@ from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.config.render import render_config
 from gatewayd.config.schema import schema_text
+from gatewayd.enos.tlscheck import insecure_tls_warnings
 
 EX_OK = 0
 EX_CONFIG = 78
@@ -73,6 +74,8 @@ def run_check(args: argparse.Namespace) -> int:
         render_config(config), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
     sys.stdout.write(text)
+    for warning in insecure_tls_warnings(config.gateway.broker):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     return EX_OK
 
 

@@ -31,7 +31,7 @@ import structlog
 from aiomqtt.exceptions import MqttConnectError
 
 from gatewayd.cancels import KeepingCancels
-from gatewayd.config.models import BrokerConfig, TlsConfig
+from gatewayd.config.models import TlsConfig
 from gatewayd.enos.mqttlog import PublishBacklog, end_library_episode, mqtt_logger
 
 log = structlog.get_logger(__name__)
@@ -104,18 +104,6 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def insecure_tls_warnings(broker: BrokerConfig) -> list[str]:
-    """Warnings for a broker config that connects without checking who answers."""
-    tls = broker.tls
-    if tls.enabled and not tls.verify:
-        return [
-            f"TLS certificate verification is off (gateway.broker.tls.verify: false): the"
-            f" connection to {broker.host}:{broker.port} is encrypted but not"
-            f" authenticated; anyone on the path can impersonate EnOS"
-        ]
-    return []
 
 
 def _reply_id(payload: bytes) -> str | None:

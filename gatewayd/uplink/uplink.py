@@ -38,10 +38,10 @@ from gatewayd.enos.session import (
     GatewaySession,
     Inbound,
     ReplyTimeout,
-    insecure_tls_warnings,
     tls_context,
 )
 from gatewayd.enos.sign import mqtt_credentials
+from gatewayd.enos.tlscheck import insecure_tls_warnings
 from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.ports import SpoolPort

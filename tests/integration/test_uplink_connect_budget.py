@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import structlog
 
-from gatewayd.config.models import BrokerConfig, Config
+from gatewayd.config.models import Config
 from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
 from gatewayd.enos.session import (
@@ -29,7 +29,6 @@ from gatewayd.enos.session import (
     BrokerUnreachable,
     Endpoint,
     GatewaySession,
-    insecure_tls_warnings,
 )
 from gatewayd.modbus.clock import SystemClock
 from gatewayd.uplink.subdevices import SubDeviceRegistry
@@ -195,14 +194,15 @@ async def test_uplink_counts_persists_and_hints_tls_for_swallowed_connects(
     assert f"if port {port} expects TLS, set gateway.broker.tls.enabled: true" in warnings[0]
 
 
-def test_tls_without_verification_is_warned_about() -> None:
-    """verify: false gives one clear warning; verified TLS and plain TCP give none."""
-    insecure = BrokerConfig.model_validate(
-        {"host": "h", "port": 18883, "tls": {"enabled": True, "verify": False}}
-    )
-    assert len(insecure_tls_warnings(insecure)) == 1
-    assert "not authenticated" in insecure_tls_warnings(insecure)[0]
-    assert "h:18883" in insecure_tls_warnings(insecure)[0]
-    assert insecure_tls_warnings(BrokerConfig.model_validate({"host": "h"})) == []
-    verified = BrokerConfig.model_validate({"host": "h", "tls": {"enabled": True}})
-    assert insecure_tls_warnings(verified) == []
+async def test_uplink_warns_at_start_when_tls_is_not_verified(tmp_path: Path) -> None:
+    """tls.verify: false: the uplink's start logs the warning once, before connecting."""
+    policy = fast_policy()
+    spool: Any = None
+    config = uplink_config(tmp_path, free_port(), {"enabled": True, "verify": False})
+    uplink = Uplink(config, spool, SubDeviceRegistry([]), clock=SystemClock(), policy=policy)
+    with structlog.testing.capture_logs() as captured:
+        async with running_uplink(uplink):
+            await async_wait_until(lambda: policy.unreachable_count >= 3, 30, "3 connects")
+    warnings = warnings_of(captured)
+    assert warnings[0].startswith("TLS certificate verification is off")
+    assert sum(1 for w in warnings if w.startswith("TLS certificate")) == 1
