@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,35 @@ async def test_uplink_warns_at_start_when_tls_is_not_verified(tmp_path: Path) ->
     warnings = warnings_of(captured)
     assert warnings[0].startswith("TLS certificate verification is off")
     assert sum(1 for w in warnings if w.startswith("TLS certificate")) == 1
+
+
+async def test_a_restarted_uplink_waits_for_the_persisted_window(tmp_path: Path) -> None:
+    """Four CONNECTs 10 s before this start (a crash loop): the first CONNECT is planned
+    for when the oldest leaves EnOS' window, and none is sent meanwhile."""
+    history = tmp_path / "connects.json"
+    now = time.time()
+    sent = [now - 10.0, now - 8.0, now - 5.0, now - 2.0]
+    history.write_text(json.dumps({"version": 1, "connects": sent}))
+    counted: list[int] = []
+    peer = SwallowingPeer(counted)
+    spool: Any = None
+    async with peer.running() as port:
+        uplink = Uplink(
+            uplink_config(tmp_path, port),
+            spool,
+            SubDeviceRegistry([]),
+            clock=SystemClock(),
+            policy=ReconnectPolicy(rng=random.Random(5)),
+            connect_history=ConnectHistoryFile(history),
+        )
+        async with running_uplink(uplink):
+            await async_wait_until(
+                lambda: uplink.status.retry_at_ms is not None, 10, "the planned CONNECT"
+            )
+            planned_ms = uplink.status.retry_at_ms
+            state = uplink.status.state
+    assert planned_ms is not None
+    assert planned_ms / 1000 == pytest.approx(sent[0] + 122.0, abs=1.0)
+    assert state.startswith("reconnecting in")
+    assert peer.connects == 0
+    assert uplink.status.connects == 0
