@@ -116,6 +116,8 @@ async def test_offline_samples_arrive_only_by_resume_and_live_ones_do_not_wait(
         )
 
     assert set(before) == set(after) == {"meter1", "meter2"}
+    # One CONNECT brought the gateway back (refused TCP connects cost none), none refused.
+    assert (site.emulator.stats.connects, site.emulator.stats.refused_connects) == (1, 0)
     posted = [r for r in site.delivered() if r.channel == "post"]
     # No sample taken before its device's login (first session) or between the cut and
     # its re-login arrived by post.
