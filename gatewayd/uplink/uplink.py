@@ -181,7 +181,11 @@ class Uplink:
                 self._fail("refused", f"EnOS refused CONNECT (return code {exc.rc})")
             except BrokerUnavailable as exc:
                 self._policy.failed(self._clock.monotonic())
-                self._fail("lost", f"EnOS connection lost: {exc}{self._tls_hint()}")
+                if self._session_up:
+                    self._fail("lost", f"EnOS connection lost: {exc}")
+                else:
+                    reason = f"EnOS did not accept CONNECT: {exc}{self._tls_hint()}"
+                    self._fail("no-connack", reason)
             except Exception as exc:
                 # A bug in delivery must not take the daemon down: the rows are safe in
                 # the spool, so log it loudly and start over with a fresh session.
@@ -197,7 +201,8 @@ class Uplink:
         return int(self._clock.time() * 1000)
 
     def _fail(self, kind: str, reason: str) -> None:
-        """One warning per kind of failure per outage (lost, unreachable, refused, error);
+        """One warning per kind of failure per outage (lost, unreachable, no-connack,
+        refused, error);
         the retries that fail the same way are logged at debug level only."""
         self.status.state = "disconnected"
         self.status.last_error = reason
@@ -229,7 +234,7 @@ class Uplink:
     def _tls_hint(self) -> str:
         """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
         broker = self._config.gateway.broker
-        if self._session_up or broker.tls.enabled:
+        if broker.tls.enabled:
             return ""
         return (
             f" (the broker closed or ignored the connection after CONNECT; if port"
