@@ -35,8 +35,9 @@ def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
         assert max(40.0, ceiling / 2) <= delay <= ceiling
 
 
-def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
-    """Outage long after the first connect: quick retries, then within the EnOS budget."""
+def test_failing_connects_back_off_within_the_budget() -> None:
+    """CONNECTs that keep failing (TCP up, no session) long after the first connect: quick
+    retries, then spread within the EnOS budget."""
     policy = ReconnectPolicy(rng=random.Random(5))
     policy.attempted(0.0)
     policy.succeeded()
