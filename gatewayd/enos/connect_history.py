@@ -100,6 +100,7 @@ class ConnectHistoryFile:
                 os.fsync(handle.fileno())
             temp.replace(self.path)
         except OSError as exc:
+            temp.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
             if not self._write_failed:
                 log.warning(
                     "cannot persist the CONNECT history; a restart may not know recent CONNECTs",
