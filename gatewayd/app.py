@@ -28,6 +28,8 @@ import structlog
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
+from gatewayd.enos.connect_history import FILE_NAME as CONNECTS_FILE
+from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
@@ -214,6 +216,7 @@ class Daemon:
             on_lifecycle=self._on_lifecycle,
             secret_path=state_dir(self.config) / SECRET_FILE,
             policy=self._reconnect,
+            connect_history=ConnectHistoryFile(state_dir(self.config) / CONNECTS_FILE),
         )
 
     def _command_handler(self) -> CommandHandler | None:

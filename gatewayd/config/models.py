@@ -371,7 +371,8 @@ class SpoolConfig(Strict):
 
 class UplinkConfig(Strict):
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 500  # records per message
-    # A sample older than this when it is sent goes out as resume (backfill), not post.
+    # A sample older than this when it is sent goes out as resume (backfill), not post;
+    # so does one taken while its sub-device was not logged in (outage, before its login).
     live_window: Annotated[Duration, Field(gt=0)] = 30.0
     # Backlog pacing. The byte budget covers all uplink traffic: live data spends it first
     # and never waits; the backlog drains with what is left (EnOS: about 1 MB/s a device).

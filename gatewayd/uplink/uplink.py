@@ -4,7 +4,10 @@ Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as re
 them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
 `thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
 loss: every sub-device is offline, rows in flight return to the spool, and the next
-CONNECT waits for `ReconnectPolicy` (jittered backoff, never more than 4 attempts in 2 min).
+connect waits for `ReconnectPolicy`: a TCP connect that fails costs no CONNECT and is
+retried within seconds; CONNECTs back off (jittered) and never exceed 4 in 2 minutes,
+counting the ones a previous run sent (`ConnectHistoryFile`). An outage logs one warning
+per kind of failure and one "connected to EnOS again" line.
 On shutdown the sub-devices are logged out within a bounded time.
 """
 
@@ -21,12 +24,15 @@ from pathlib import Path
 import structlog
 
 from gatewayd.config.models import Config
+from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
 from gatewayd.enos.codes import ReplyCode, describe
+from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.enos.session import (
     BrokerUnavailable,
+    BrokerUnreachable,
     ConnectRefused,
     Endpoint,
     GatewaySession,
@@ -105,7 +111,10 @@ class Uplink:
         on_lifecycle: LifecycleHook | None = None,
         secret_path: Path | None = None,
         policy: ReconnectPolicy | None = None,
+        connect_history: ConnectHistoryFile | None = None,
     ) -> None:
+        """`connect_history` persists the CONNECTs of the last throttle window across
+        restarts (None: in memory only, as in tests with a private broker)."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -125,6 +134,12 @@ class Uplink:
         # The CONNECT timestamp is an opaque string that only has to match the sign; keep
         # it per process like the SDKs do.
         self._timestamp = str(int(clock.time() * 1000))
+        self._history = connect_history
+        self._session_up = False
+        # The current outage: since when (monotonic), failed connects, kinds warned about.
+        self._down_since: float | None = None
+        self._failed_connects = 0
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -140,6 +155,9 @@ class Uplink:
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""
+        for warning in config_warnings(self._config):  # the same list `gatewayd check` prints
+            log.warning(warning.render())
+        self._restore_connect_history()
         try:
             await self._run_sessions()
         finally:
@@ -153,34 +171,96 @@ class Uplink:
                 self.status.state = f"reconnecting in {wait:.0f}s"
                 self.status.retry_at_ms = int((self._clock.time() + wait) * 1000)
                 await self._clock.sleep(wait)
-            self._policy.attempted(self._clock.monotonic())
             self.status.state = "connecting"
             self.status.retry_at_ms = None
-            self.status.connects += 1
+            self._session_up = False
             try:
                 await self._connect_and_serve()
+            except BrokerUnreachable as exc:
+                # No CONNECT went out: EnOS' budget is untouched, retry in seconds.
+                self._policy.unreachable(self._clock.monotonic())
+                self._fail("unreachable", f"cannot reach the EnOS broker (no CONNECT sent): {exc}")
             except ConnectRefused as exc:
-                self._policy.failed(refused=True)
+                self._policy.failed(self._clock.monotonic(), refused=True)
                 self.status.refused += 1
-                self._fail(f"EnOS refused CONNECT (return code {exc.rc})")
+                self._fail("refused", f"EnOS refused CONNECT (return code {exc.rc})")
             except BrokerUnavailable as exc:
-                self._policy.failed()
-                self._fail(f"EnOS connection lost: {exc}")
+                self._policy.failed(self._clock.monotonic())
+                if self._session_up:
+                    self._fail("lost", f"EnOS connection lost: {exc}")
+                else:
+                    reason = f"EnOS did not accept CONNECT: {exc}{self._tls_hint()}"
+                    self._fail("no-connack", reason)
             except Exception as exc:
                 # A bug in delivery must not take the daemon down: the rows are safe in
                 # the spool, so log it loudly and start over with a fresh session.
                 log.exception("uplink failed; reconnecting")
-                self._policy.failed()
-                self._fail(f"uplink error: {exc!r}")
+                self._policy.failed(self._clock.monotonic())
+                self._fail("error", f"uplink error: {exc!r}")
             finally:
                 self.registry.mark_all_offline()
 
     # ------------------------------------------------------------------ connection
 
-    def _fail(self, reason: str) -> None:
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+    def _fail(self, kind: str, reason: str) -> None:
+        """One warning per kind of failure per outage (lost, unreachable, no-connack,
+        refused, error);
+        the retries that fail the same way are logged at debug level only."""
         self.status.state = "disconnected"
         self.status.last_error = reason
+        if self._down_since is None:
+            self._down_since = self._clock.monotonic()
+        self._failed_connects += 1
+        if kind in self._warned:
+            log.debug(reason)
+            return
+        self._warned.add(kind)
         log.warning(reason)
+
+    def _recovered(self) -> None:
+        """The one 'recovered' line of an outage (or the first connect's line)."""
+        host = self._config.gateway.broker.host
+        if self._down_since is None:
+            log.info("connected to EnOS", host=host)
+            return
+        log.info(
+            "connected to EnOS again",
+            host=host,
+            down_s=round(self._clock.monotonic() - self._down_since, 1),
+            failed_attempts=self._failed_connects,
+        )
+        self._down_since = None
+        self._failed_connects = 0
+        self._warned.clear()
+
+    def _tls_hint(self) -> str:
+        """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
+        broker = self._config.gateway.broker
+        if broker.tls.enabled:
+            return ""
+        return (
+            f" (the broker closed or ignored the connection after CONNECT; if port"
+            f" {broker.port} expects TLS, set gateway.broker.tls.enabled: true)"
+        )
+
+    def _restore_connect_history(self) -> None:
+        """Start with the CONNECTs a previous run sent in the last window."""
+        if self._history is None:
+            return
+        wall = self._history.load(self._clock.time())
+        self._policy.throttle.restore(wall, self._clock.monotonic(), self._clock.time())
+
+    def _connect_sending(self) -> None:
+        """A CONNECT is about to go out (called from the connecting thread, while the
+        loop awaits the connect): count it and persist the window before it leaves."""
+        now = self._clock.monotonic()
+        self._policy.attempted(now)
+        self.status.connects += 1
+        if self._history is not None:
+            self._history.save(self._policy.throttle.wall_times(now, self._clock.time()))
 
     def _endpoint(self) -> Endpoint:
         gateway = self._config.gateway
@@ -217,12 +297,16 @@ class Uplink:
     async def _connect_and_serve(self) -> None:
         tls = tls_context(self._config.gateway.broker.tls)
         session = GatewaySession(
-            self._endpoint(), tls=tls, reply_timeout=self._config.uplink.reply_timeout
+            self._endpoint(),
+            tls=tls,
+            reply_timeout=self._config.uplink.reply_timeout,
+            on_connect_sending=self._connect_sending,
         )
         async with session:
+            self._session_up = True
             self._policy.succeeded()
             self.status.state = "connected"
-            log.info("connected to EnOS", host=self._config.gateway.broker.host)
+            self._recovered()
             try:
                 await self._serve(session)
             finally:
@@ -324,9 +408,7 @@ class Uplink:
         for logged in result.logged_in:
             device = self.registry.by_keys(logged.product_key, logged.device_key)
             if device is not None:
-                device.online = True
-                device.last_error = ""
-                device.refused_at = None
+                device.logged_in(self._now_ms())
         if result.whole_request_failed:
             log.error(
                 "sub-device batch login failed", code=describe(reply.code), message=reply.message
@@ -356,9 +438,7 @@ class Uplink:
         if reply is None:
             return
         if reply.ok:
-            device.online = True
-            device.last_error = ""
-            device.refused_at = None
+            device.logged_in(self._now_ms())
             return
         if reply.code == NOT_IN_TOPOLOGY and topo_retry:
             topo = messages.topo_add(
