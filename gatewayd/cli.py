@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_USAGE
     # Logs go to stderr from the start, for every command: stdout carries only the
     # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
-    # print to stdout. `run` and `demo` configure their own destination on top.
-    from gatewayd.logging import configure_logging  # noqa: PLC0415 - after argument parsing
+    # print to stdout. Warnings and errors only: a one-shot command's progress is its output,
+    # and `run` and `demo` configure their own level and destination on top.
+    from gatewayd.logging import LogLevel, configure_logging  # noqa: PLC0415 - after parsing
 
-    configure_logging()
+    configure_logging(LogLevel.WARNING)
     try:
         status: int = func(args)
     except KeyboardInterrupt:

@@ -20,6 +20,8 @@
 # .deb needs no network and runs no pip. The venv is bound to the Python it was built on
 # (/usr/bin/python3, 3.11 on Debian 12), hence Depends: python3 (>= 3.11), python3 (<< 3.12).
 set -euo pipefail
+# dpkg-deb wants 0755 directories in the package, whatever umask the builder has.
+umask 022
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 outdir=$(realpath -m "${1:-$repo/dist}")
