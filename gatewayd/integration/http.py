@@ -123,6 +123,7 @@ class IntegrationClient:
         self._token_lock = asyncio.Lock()
         self._client: httpx.AsyncClient | None = None
         self._ids = IdGenerator.from_time_ms(wall_ms())
+        self._last_stamp = 0
         #: Token requests made (for tests and status): each one is a round trip.
         self.token_requests = 0
 
@@ -167,9 +168,11 @@ class IntegrationClient:
             if held is not None:
                 return held
             now = self._clock()
-            body = token_request_body(
-                self.settings.access_key, self._wall_ms(), self.settings.secret_key
-            )
+            # Strictly increasing: the service refuses an encryption it has seen (1001), and
+            # two requests in one millisecond (a refresh right after a refusal) would repeat it.
+            stamp = max(self._wall_ms(), self._last_stamp + 1)
+            self._last_stamp = stamp
+            body = token_request_body(self.settings.access_key, stamp, self.settings.secret_key)
             self.token_requests += 1
             try:
                 response = await self._http.post(

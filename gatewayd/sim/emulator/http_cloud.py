@@ -19,7 +19,6 @@ import math
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -109,19 +108,33 @@ class StoredEvent:
 
 @dataclass(slots=True)
 class HttpFaults:
-    """Fault injection for the next calls (any endpoint), consumed in order."""
+    """Fault injection for the next calls of an endpoint (or of any), consumed in order.
 
-    _statuses: deque[int] = field(default_factory=deque)
-    _delays: deque[float] = field(default_factory=deque)
-    expire_all: bool = False
+    Endpoints: "token", "postEvent", "download", "delete"; None matches every call.
+    """
 
-    def fail_next(self, n: int = 1, status: int = 503) -> None:
-        """Answer the next `n` calls with HTTP `status` (their effects are not applied)."""
-        self._statuses.extend([status] * n)
+    _statuses: list[tuple[str | None, int]] = field(default_factory=list)
+    _delays: list[tuple[str | None, float]] = field(default_factory=list)
 
-    def delay_next(self, n: int, seconds: float) -> None:
+    def fail_next(self, n: int = 1, status: int = 503, endpoint: str | None = None) -> None:
+        """Answer the next `n` calls with HTTP `status`, without applying them."""
+        self._statuses.extend([(endpoint, status)] * n)
+
+    def delay_next(self, n: int, seconds: float, endpoint: str | None = None) -> None:
         """Answer the next `n` calls `seconds` late (after applying them)."""
-        self._delays.extend([seconds] * n)
+        self._delays.extend([(endpoint, seconds)] * n)
+
+    def take(self, endpoint: str) -> tuple[int | None, float]:
+        """The injected status (or None) and delay for one call to `endpoint`."""
+        return _pop(self._statuses, endpoint), _pop(self._delays, endpoint) or 0.0
+
+
+def _pop(queue: list[tuple[str | None, Any]], endpoint: str) -> Any:
+    for index, (target, value) in enumerate(queue):
+        if target in (None, endpoint):
+            del queue[index]
+            return value
+    return None
 
 
 @dataclass(slots=True)
@@ -173,8 +186,7 @@ class IntegrationCloud:
         endpoint = query.get("action", "token") if url.path != TOKEN_PATH else "token"
         with self._lock:
             self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
-            status = self.faults._statuses.popleft() if self.faults._statuses else None
-            delay = self.faults._delays.popleft() if self.faults._delays else 0.0
+            status, delay = self.faults.take(endpoint)
         if status is not None:
             return _json(status, {"code": status, "msg": "injected fault"}, delay)
         try:
