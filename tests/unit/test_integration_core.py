@@ -150,8 +150,8 @@ def test_event_message_refuses_dangling_and_unused_files() -> None:
     plain = EventRecord(PK_DK, 1, {"e": {"x": 1}})
     with pytest.raises(BadEventRequest, match="refers to: \\['f1'\\]"):
         build_event_message("1", [plain], [_attachment()], realtime=True)
+    bad = _attachment(name='a"b')
     with pytest.raises(BadEventRequest, match="must match"):
-        bad = _attachment(name='a"b')
         build_event_message(
             "1", [EventRecord(PK_DK, 1, {"e": {"c": 'local://a"b'}})], [bad], realtime=True
         )
