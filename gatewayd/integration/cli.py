@@ -32,6 +32,7 @@ from gatewayd.integration.replies import (
     IntegrationNotFound,
     IntegrationUnavailable,
 )
+from gatewayd.logging import register_secret
 
 EX_OK = 0
 EX_USAGE = 64
@@ -112,6 +113,7 @@ async def _call(config: Config, action: Callable[[Any], Any]) -> Any:
     )
 
     assert config.integration.http is not None
+    register_secret(config.integration.http.secret_key)  # never in a log line
     async with IntegrationClient(HttpSettings.from_config(config.integration.http)) as client:
         return await action(client)
 

@@ -78,6 +78,8 @@ class HttpSettings:
     org_id: str
     access_key: str
     secret_key: str = field(repr=False)
+    #: Where the secret key came from ("inline" or its file), to name it in auth errors.
+    secret_source: str = "inline"  # noqa: S105 (a description, not a secret)
     verify: bool = True
     ca_file: Path | None = None
     connect_timeout: float = 10.0
@@ -95,6 +97,7 @@ class HttpSettings:
             org_id=config.org_id,
             access_key=config.access_key,
             secret_key=config.secret_key.get_secret_value(),
+            secret_source=str(config.secret_key_file) if config.secret_key_file else "inline",
             verify=config.verify,
             ca_file=config.ca_file,
             connect_timeout=config.connect_timeout,
@@ -190,8 +193,8 @@ class IntegrationClient:
                 grant = parse_token_reply(response.content)
             except TokenRefused as exc:
                 raise IntegrationAuthError(
-                    f"token service refused access key {self.settings.access_key!r}: "
-                    f"status {exc.status}: {exc.msg}"
+                    f"token service refused access key {self.settings.access_key!r} "
+                    f"(secret key: {self.settings.secret_source}): status {exc.status}: {exc.msg}"
                 ) from None
             self._tokens.store(grant, now)
             log.debug("integration token obtained", expire_s=grant.expire)
