@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gatewayd.config.units import Duration, Size
 
@@ -393,15 +393,13 @@ class IntegrationHttpConfig(Strict):
     # Longest wait for any one read or write of a request (not the whole upload).
     timeout: Annotated[Duration, Field(gt=0)] = 30.0
 
-    @model_validator(mode="after")
-    def _urls(self) -> IntegrationHttpConfig:
-        for name in ("address", "apigw"):
-            value = getattr(self, name)
-            if value is not None:
-                problem = base_url_problem(value)
-                if problem:
-                    raise ValueError(f"{name}: {problem}")
-        return self
+    @field_validator("address", "apigw")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        problem = base_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 def base_url_problem(value: str) -> str | None:
