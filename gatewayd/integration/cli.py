@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gatewayd.config.cli import load_or_report
-from gatewayd.config.models import Config
+from gatewayd.config.models import Config, LogFormat, LogLevel
 from gatewayd.config.suggest import hint_for
 from gatewayd.integration.message import AssetRef
 from gatewayd.integration.replies import (
@@ -32,7 +32,7 @@ from gatewayd.integration.replies import (
     IntegrationNotFound,
     IntegrationUnavailable,
 )
-from gatewayd.logging import register_secret
+from gatewayd.logging import configure_logging, register_secret
 
 EX_OK = 0
 EX_USAGE = 64
@@ -113,6 +113,9 @@ async def _call(config: Config, action: Callable[[Any], Any]) -> Any:
     )
 
     assert config.integration.http is not None
+    # Logs go to stderr (stdout may be the file, `-o -`), and only warnings: the outcome
+    # is the command's own one line.
+    configure_logging(LogLevel.WARNING, LogFormat.CONSOLE, stream=sys.stderr)
     register_secret(config.integration.http.secret_key)  # never in a log line
     async with IntegrationClient(HttpSettings.from_config(config.integration.http)) as client:
         return await action(client)
