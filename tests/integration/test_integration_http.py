@@ -184,13 +184,15 @@ async def test_server_error_and_slow_reply_are_retryable(
     """An injected 503 and a reply slower than the timeout are Retryable, not rejections."""
     record, files = _trip(tmp_path)
     cloud = integration_server.cloud
-    async with IntegrationClient(_settings(integration_server.url, timeout=0.5)) as client:
-        await client.token()
-        cloud.faults.fail_next(1, status=503, endpoint="postEvent")
+    cloud.faults.fail_next(1, status=503, endpoint="postEvent")
+    async with IntegrationClient(_settings(integration_server.url)) as client:
         failed = await client.post_event([record], files)
-        cloud.faults.delay_next(1, 3.0, endpoint="postEvent")
-        slow = await client.post_event([record], files)
     assert failed == Retryable("HTTP 503: injected fault")
+    # Generous for a loaded machine: the token comes in well under 5 s, the upload's
+    # reply 60 s late (the server thread sleeps; the test does not wait for it).
+    cloud.faults.delay_next(1, 60.0, endpoint="postEvent")
+    async with IntegrationClient(_settings(integration_server.url, timeout=5.0)) as client:
+        slow = await client.post_event([record], files)
     assert isinstance(slow, Retryable)
     assert "timed out waiting for the reply" in slow.reason
     assert slow.auth is False
