@@ -127,8 +127,6 @@ class IntegrationClient:
         self._client: httpx.AsyncClient | None = None
         self._ids = IdGenerator.from_time_ms(wall_ms())
         self._last_stamp = 0
-        #: Token requests made (for tests and status): each one is a round trip.
-        self.token_requests = 0
 
     async def __aenter__(self) -> Self:
         verify: ssl.SSLContext | bool = self.settings.verify
@@ -176,7 +174,6 @@ class IntegrationClient:
             stamp = max(self._wall_ms(), self._last_stamp + 1)
             self._last_stamp = stamp
             body = token_request_body(self.settings.access_key, stamp, self.settings.secret_key)
-            self.token_requests += 1
             try:
                 response = await self._http.post(
                     self.settings.apigw + TOKEN_PATH,
@@ -271,9 +268,8 @@ class IntegrationClient:
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
-            raise IntegrationUnavailable(
-                f"{request.url.host}:{request.url.port or ''} {_describe(exc)}"
-            ) from None
+            where = request.url.copy_with(query=None)  # the query is long and says nothing here
+            raise IntegrationUnavailable(f"{request.method} {where}: {_describe(exc)}") from None
 
     # ------------------------------------------------------------------ files
 
