@@ -26,6 +26,9 @@ from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from gatewayd.sim.emulator.config import EmulatorConfig, ThingModel
+from gatewayd.sim.emulator.state import default_asset_id
+
 TOKEN_PATH = "/apim-token-service/v2.0/token/get"  # noqa: S105 (a URL path)
 INTEGRATION_PATH = "/connect-service/v2.1/integration"
 FILES_PATH = "/connect-service/v2.1/files"
@@ -62,6 +65,32 @@ class IntegrationSpec:
     accounts: dict[str, str]
     assets: tuple[Asset, ...]
     token_lifetime: float = 7200.0
+
+    @classmethod
+    def from_emulator_config(cls, config: EmulatorConfig) -> IntegrationSpec:
+        """The HTTP side of an `emulator.yaml`: its `integration` section and every device."""
+        if config.integration is None:
+            raise ValueError("the emulator config has no 'integration' section")
+        products = {p.product_key: p for p in config.products}
+        assets = []
+        for device in config.devices:
+            model_name = products[device.product_key].model
+            model = config.models[model_name] if model_name else ThingModel()
+            key = (device.product_key, device.device_key)
+            assets.append(
+                Asset(
+                    device.product_key,
+                    device.device_key,
+                    device.asset_id or default_asset_id(key),
+                    {eid: frozenset(spec.files) for eid, spec in model.events.items()},
+                )
+            )
+        return cls(
+            config.integration.org_id,
+            dict(config.integration.accounts),
+            tuple(assets),
+            config.integration.token_lifetime,
+        )
 
 
 @dataclass(frozen=True, slots=True)

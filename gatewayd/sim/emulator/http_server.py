@@ -69,16 +69,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class IntegrationHttpServer:
-    """Serves `cloud` on 127.0.0.1 (`port` 0: any free one), with TLS if `ssl_context`."""
+    """Serves `cloud` on `host` (`port` 0: any free one), with TLS if `ssl_context`."""
 
     def __init__(
         self,
         cloud: IntegrationCloud,
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.cloud = cloud
-        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server = _Server((host, port), _Handler)
         self._server.cloud = cloud
         if ssl_context is not None:
             self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
@@ -94,7 +95,8 @@ class IntegrationHttpServer:
 
     @property
     def url(self) -> str:
-        return f"{self._scheme}://127.0.0.1:{self.port}"
+        host = str(self._server.server_address[0])
+        return f"{self._scheme}://{host}:{self.port}"
 
     def start(self) -> None:
         self._thread.start()
