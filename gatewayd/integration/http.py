@@ -44,6 +44,7 @@ from gatewayd.integration.replies import (
     UploadOutcome,
     classify_upload_reply,
     file_call_error,
+    is_error_envelope,
 )
 from gatewayd.integration.stream import body_chunks
 from gatewayd.integration.token import (
@@ -61,6 +62,8 @@ INTEGRATION_PATH = "/connect-service/v2.1/integration"
 FILES_PATH = "/connect-service/v2.1/files"
 #: Replies other than file downloads are small JSON; read no more than this of one.
 MAX_REPLY_BYTES = 1 << 20
+#: A download reply in JSON this small may be an error envelope rather than the file.
+ENVELOPE_MAX_BYTES = 64 * 1024
 
 
 def base_url(value: str) -> str:
@@ -295,14 +298,12 @@ class IntegrationClient:
             try:
                 response = await self._http.send(request, stream=True)
                 try:
-                    if response.status_code == 200 and not _is_json(response):
-                        written = 0
-                        async for chunk in response.aiter_bytes():
-                            write(chunk)
-                            written += len(chunk)
-                        return written
-                    _raise_file_error(response.status_code, await _read_bounded(response))
-                    raise IntegrationUnavailable("EnOS answered a download with a JSON success")
+                    if response.status_code != 200:
+                        _raise_file_error(response.status_code, await _read_bounded(response))
+                        raise IntegrationUnavailable(
+                            f"EnOS answered a download with HTTP {response.status_code}"
+                        )
+                    return await _stream_file(response, write)
                 finally:
                     await response.aclose()
             except httpx.HTTPError as exc:
@@ -343,6 +344,32 @@ def _raise_file_error(status: int, body: bytes) -> None:
         raise _AuthRefused
     if isinstance(error, IntegrationError):
         raise error
+
+
+async def _stream_file(response: httpx.Response, write: Callable[[bytes], object]) -> int:
+    """Copy a 200 download reply into `write`; its length. An EnOS error envelope raises.
+
+    EnOS answers some failures with 200 and a JSON `{"code", "msg"}`. A JSON reply is
+    therefore looked at first; a small object with an integer `code` and a `msg` is taken
+    for such an envelope (a stored JSON file of exactly that shape is the one ambiguity),
+    anything else is the file and is written out, head first.
+    """
+    chunks = response.aiter_bytes()
+    written = 0
+    if _is_json(response):
+        head = bytearray()
+        async for chunk in chunks:
+            head += chunk
+            if len(head) > ENVELOPE_MAX_BYTES:
+                break
+        if len(head) <= ENVELOPE_MAX_BYTES and is_error_envelope(bytes(head)):
+            _raise_file_error(200, bytes(head))
+        write(bytes(head))
+        written = len(head)
+    async for chunk in chunks:
+        write(chunk)
+        written += len(chunk)
+    return written
 
 
 def _is_json(response: httpx.Response) -> bool:

@@ -142,3 +142,9 @@ def file_call_error(http_status: int, body: bytes) -> IntegrationError | AuthFai
     if http_status == 200 and code in SUCCESS_CODES:
         return None
     return IntegrationRefused(code if code is not None else http_status, msg)
+
+
+def is_error_envelope(body: bytes) -> bool:
+    """Whether a JSON body is an EnOS reply envelope (an integer `code` and a `msg`)."""
+    reply = _json_object(body)
+    return reply is not None and _code(reply) is not None and "msg" in reply

@@ -11,7 +11,13 @@ import pytest
 
 from gatewayd.integration.http import HttpSettings, IntegrationClient
 from gatewayd.integration.message import AssetRef, EventRecord, local_value
-from gatewayd.integration.replies import Accepted, IntegrationNotFound, Rejected, Retryable
+from gatewayd.integration.replies import (
+    Accepted,
+    IntegrationNotFound,
+    IntegrationRefused,
+    Rejected,
+    Retryable,
+)
 from gatewayd.integration.stream import FileChanged, describe_file
 from gatewayd.sim.emulator.http_server import IntegrationHttpServer
 from tests.integration.integration_http_support import (
@@ -319,3 +325,28 @@ def test_emulator_refuses_a_chunked_upload_and_a_bad_content_length(
     chunked.read()
     assert chunked.status == 411
     assert cloud.files == {}
+
+
+async def test_a_stored_json_file_downloads_and_a_200_error_envelope_raises(
+    integration_server: IntegrationHttpServer, tmp_path: Path
+) -> None:
+    """A .json file served as application/json is the file; a 200 {code, msg} is an error."""
+    document = json.dumps({"samples": list(range(20_000))}).encode()  # > 64 KiB
+    small = b'{"phase": "L1", "values": [1, 2]}'
+    cloud = integration_server.cloud
+    async with IntegrationClient(_settings(integration_server.url)) as client:
+        for index, data in enumerate((document, small)):
+            path = tmp_path / f"capture{index}.json"
+            path.write_bytes(data)
+            files = [describe_file(path, "f1", "tripRecord", ASSET)]
+            record = EventRecord(ASSET, TIME_MS, {"tripRecord": {"capture": local_value("f1")}})
+            assert isinstance(await client.post_event([record], files), Accepted)
+        for uri, stored in cloud.files.items():
+            chunks: list[bytes] = []
+            assert await client.download(uri, ASSET, chunks.append) == len(stored.data)
+            assert b"".join(chunks) == stored.data
+        stranger = AssetRef(product_key=PK, device_key="nobody")
+        with pytest.raises(IntegrationRefused) as refused:
+            await client.download(next(iter(cloud.files)), stranger, chunks.append)
+    assert refused.value.code == 1257
+    assert sorted(len(f.data) for f in cloud.files.values()) == [len(small), len(document)]

@@ -26,6 +26,7 @@ from gatewayd.integration.replies import (
     Retryable,
     classify_upload_reply,
     file_call_error,
+    is_error_envelope,
 )
 from gatewayd.integration.token import (
     TokenCache,
@@ -231,3 +232,13 @@ def test_file_call_errors() -> None:
     refused = file_call_error(200, b'{"code":1257,"msg":"device not found"}')
     assert isinstance(refused, IntegrationRefused)
     assert (refused.code, refused.msg) == (1257, "device not found")
+
+
+def test_error_envelope_needs_an_integer_code_and_a_msg() -> None:
+    """{code, msg} is an envelope; a JSON file of another shape (or not JSON) is not."""
+    assert is_error_envelope(b'{"code": 1257, "msg": "device not found", "data": null}')
+    assert is_error_envelope(b'{"code": "404", "msg": "gone"}')
+    assert not is_error_envelope(b'{"code": 7}')
+    assert not is_error_envelope(b'{"samples": [1, 2]}')
+    assert not is_error_envelope(b"[1, 2]")
+    assert not is_error_envelope(b"\x89PNG")

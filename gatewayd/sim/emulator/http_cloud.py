@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import math
+import mimetypes
 import threading
 import time
 import uuid
@@ -420,7 +421,9 @@ class IntegrationCloud:
         return HttpResponse(
             200,
             {
-                "Content-Type": "application/octet-stream",
+                # By extension, as a web server would: a stored .json file is application/json.
+                "Content-Type": mimetypes.guess_type(stored.original_filename)[0]
+                or "application/octet-stream",
                 "Content-Length": str(len(data)),
                 "Content-Disposition": f'attachment; filename="{stored.original_filename}"',
             },
