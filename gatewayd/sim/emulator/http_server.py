@@ -11,6 +11,7 @@ keep-alive so the client's connection pool is exercised. All decisions are
 from __future__ import annotations
 
 import ssl
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,10 +30,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         length_text = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or (
-            self.command == "POST" and length_text is None
-        ):
-            # EnOS' gateway wants the length up front; so does this emulator.
+        chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        if chunked or (self.command == "POST" and length_text is None):
+            # EnOS' gateway wants the length up front; so does this emulator. The chunked
+            # body is read first: closing on unread data would reset the connection and
+            # the client might never see the 411.
+            if chunked:
+                self._drain_chunked()
             self.send_error(411, "Length Required")
             return
         length = int(length_text or 0)
@@ -56,6 +60,18 @@ class _Handler(BaseHTTPRequestHandler):
             for chunk in response.body:
                 self.wfile.write(chunk)
 
+    def _drain_chunked(self) -> None:
+        """Read and drop a chunked body (up to `MAX_BODY_BYTES`)."""
+        total = 0
+        while total <= MAX_BODY_BYTES:
+            size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return
+            self.rfile.read(size + 2)  # the chunk and its CRLF
+            total += size
+
     do_GET = _serve  # noqa: N815 (http.server's naming)
     do_POST = _serve  # noqa: N815
 
@@ -66,6 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     cloud: IntegrationCloud
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (aborted upload, timed-out wait) is not an error here."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class IntegrationHttpServer:
