@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -111,6 +112,18 @@ async def test_token_is_cached_across_calls(
     assert all(isinstance(o, Accepted) for o in outcomes)
     assert integration_server.cloud.calls["token"] == 1
     assert integration_server.cloud.calls["postEvent"] == 3
+
+
+async def test_concurrent_uploads_share_one_token_request(
+    integration_server: IntegrationHttpServer, tmp_path: Path
+) -> None:
+    """Four uploads started together wait for one token request, then all are accepted."""
+    record, files = _trip(tmp_path)
+    async with IntegrationClient(_settings(integration_server.url)) as client:
+        outcomes = await asyncio.gather(*(client.post_event([record], files) for _ in range(4)))
+    assert [type(o) for o in outcomes] == [Accepted] * 4
+    assert integration_server.cloud.calls["token"] == 1
+    assert len(integration_server.cloud.files) == 4
 
 
 async def test_token_is_refreshed_shortly_before_expiry(
