@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.daemon_cli",
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
+    "gatewayd.integration.cli",
     "gatewayd.demo.cli",
     "gatewayd.sim.emulator_cli",
 )
