@@ -176,6 +176,31 @@ class SpecCloud:
 
     # ------------------------------------------------------------------ commands
 
+    async def push_command(
+        self, key: Key, suffix: str, method: str, params: Any, *, command_id: object = None
+    ) -> tuple[str, object]:
+        """Publish a command on `/sys/{pk}/{dk}/thing/service/{suffix}` to the gateway's
+        connection, only while `key` is logged in (or is the gateway); (topic, id)."""
+        if key != self.gateway and key not in self.online:
+            raise AssertionError(f"{key} is not logged in: EnOS would not route a command to it")
+        if command_id is None:
+            command_id = str(next(self._command_ids))
+        topic = f"/sys/{key[0]}/{key[1]}/thing/service/{suffix}"
+        payload = json.dumps(
+            {"id": command_id, "version": "1.0", "method": method, "params": params}
+        ).encode()
+        await self.gate.inject(self.gateway, topic, payload)
+        return topic, command_id
+
+    def replies_to(self, topic: str, command_id: object) -> list[bytes]:
+        """Raw replies on `topic + "_reply"` carrying `command_id`, matched by the id's text
+        (a reply that changed the id's JSON type still counts; tests check the type)."""
+        return [
+            raw
+            for reply_topic, raw in self.records.command_replies
+            if reply_topic == topic + "_reply" and str(_id_of(raw)) == str(command_id)
+        ]
+
     async def send_command(
         self,
         key: Key,
@@ -186,28 +211,16 @@ class SpecCloud:
         command_id: object = None,
         timeout: float = 30.0,
     ) -> bytes:
-        """Publish a command on `/sys/{pk}/{dk}/thing/service/{suffix}` to the gateway's
-        connection (only while `key` is logged in, or is the gateway) and return the raw
-        reply payload carrying the same id."""
-        if key != self.gateway and key not in self.online:
-            raise AssertionError(f"{key} is not logged in: EnOS would not route a command to it")
-        if command_id is None:
-            command_id = str(next(self._command_ids))
-        topic = f"/sys/{key[0]}/{key[1]}/thing/service/{suffix}"
-        payload = json.dumps(
-            {"id": command_id, "version": "1.0", "method": method, "params": params}
-        ).encode()
-        seen = len(self.records.command_replies)
-        await self.gate.inject(self.gateway, topic, payload)
+        """`push_command`, then wait for its reply and return the raw payload."""
+        topic, command_id = await self.push_command(
+            key, suffix, method, params, command_id=command_id
+        )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for reply_topic, raw in self.records.command_replies[seen:]:
-                # Matched by the id's text: a reply that changed the id's type still counts
-                # as the reply (the test then checks the type byte by byte).
-                if reply_topic == topic + "_reply" and str(_id_of(raw)) == str(command_id):
-                    return raw
+        while not (replies := self.replies_to(topic, command_id)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reply to command {command_id!r} on {topic} in {timeout}s")
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no reply to command {command_id!r} on {topic} in {timeout}s")
+        return replies[0]
 
     # ------------------------------------------------------------------ upstream
 
