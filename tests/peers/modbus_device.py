@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
 SIZE = 64  # registers / coils per table per unit
@@ -54,6 +55,7 @@ class ModbusTcpDevice:
         self.units = {uid: Unit() for uid in unit_ids}
         self.writes: list[Write] = []
         self.requests = 0
+        self.reads: Counter[tuple[int, int, int, int]] = Counter()  # (unit, fc, addr, count)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,6 +119,7 @@ class ModbusTcpDevice:
         try:
             if function in (1, 3, 4):
                 address, count = struct.unpack(">HH", pdu[1:5])
+                self.reads[unit_id, function, address, count] += 1
                 return self._read(unit, function, address, count)
             if function in (5, 6):
                 address, value = struct.unpack(">HH", pdu[1:5])

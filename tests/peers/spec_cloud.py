@@ -47,7 +47,7 @@ class Request:
     """An upstream message as it arrived, and what this cloud answered (None = no reply)."""
 
     seq: int
-    arrived: float  # time.monotonic()
+    arrived_ms: int  # wall clock, comparable with the daemon's sample times
     topic: str
     raw: bytes
     doc: Any
@@ -65,6 +65,18 @@ class Point:
     device_key: str
     point: str
     value: Any
+    time: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event the cloud stored (§3.6 event post answered 200)."""
+
+    seq: int
+    product_key: str
+    device_key: str
+    event_id: str
+    params: dict[str, Any]
     time: int
 
 
@@ -91,7 +103,7 @@ class Records:
     requests: list[Request] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
-    events: list[Request] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     command_replies: list[tuple[str, bytes]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -266,7 +278,7 @@ class SpecCloud:
         self.records.problems += [f"{topic} #{seq}: {p}" for p in problems]
         replied = None if fault is not None and fault.code is None else code
         self.records.requests.append(
-            Request(seq, time.monotonic(), topic, raw, doc, where.method, replied)
+            Request(seq, int(time.time() * 1000), topic, raw, doc, where.method, replied)
         )
         if replied is None or self._client is None:
             return
@@ -449,8 +461,10 @@ class SpecCloud:
         problems += found
         if found:
             return 1204, {}, "Model validate failed"
-        self.records.events.append(Request(seq, time.monotonic(), where.event_id, b"", doc,
-                                           where.method, 200))  # fmt: skip
+        params = doc["params"]
+        self.records.events.append(
+            Event(seq, *key, where.event_id, params["events"], params["time"])
+        )
         return 200, {}, ""
 
 
