@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,16 @@ async def daemon(site: Site) -> AsyncIterator[asyncio.subprocess.Process]:
     assert process.returncode == 0, site.log.read_text()[-4000:]
 
 
+async def wait_for(site: Site, predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """`async_wait_until`, failing with what the cloud saw: refused CONNECTs, spec problems."""
+    try:
+        await async_wait_until(predicate, timeout, what)
+    except AssertionError as exc:
+        refused = [a.reason for a in site.cloud.gate.attempts if not a.accepted]
+        problems = site.cloud.records.problems[:5]
+        raise AssertionError(f"{exc}; refused CONNECTs: {refused}; problems: {problems}") from None
+
+
 def every_point_seen(site: Site, times: int) -> bool:
     """Each point of each meter stored with at least `times` distinct timestamps."""
     for dk, points in EXPECTED.items():
@@ -178,7 +188,7 @@ async def test_live_values_reach_the_spec_cloud_exactly_once(site: Site) -> None
     """CONNECT signed per §1.5, logins before data, exact values, ms timestamps, no repeats."""
     started_ms = int(time.time() * 1000)
     async with daemon(site):
-        await async_wait_until(lambda: every_point_seen(site, 5), 60, "5 samples of each point")
+        await wait_for(site, lambda: every_point_seen(site, 5), 60, "5 samples of each point")
     stopped_ms = int(time.time() * 1000)
     records = site.cloud.records
     assert records.problems == []
@@ -260,7 +270,7 @@ async def test_measurepoint_set_reply_keeps_the_id_type_and_writes(
 ) -> None:
     """A set command is answered 200 with its id as sent (byte check) and hits the register."""
     async with daemon(site):
-        await async_wait_until(lambda: logged_in(site) and every_point_seen(site, 1), 60,
+        await wait_for(site, lambda: logged_in(site) and every_point_seen(site, 1), 60,
                                "both meters logged in and posting")  # fmt: skip
         raw = await site.cloud.send_command(
             ("meterPK", "meter2"), "measurepoint/set", "thing.service.measurepoint.set",
@@ -271,8 +281,9 @@ async def test_measurepoint_set_reply_keeps_the_id_type_and_writes(
         assert site.device.int16(2, "holding", 20) == -17
         written = [(w.unit, w.address, w.values) for w in site.device.writes]
         assert written == [(2, 20, (0x10000 - 17,))]
-        await async_wait_until(
-            lambda: any(p.point == "setpoint" and p.value == -17 for p in site.points_of("meter2")),
+        new_value = ("setpoint", -17)
+        await wait_for(
+            site, lambda: any((p.point, p.value) == new_value for p in site.points_of("meter2")),
             30, "the new setpoint in the cloud",
         )  # fmt: skip
         assert re.search(id_bytes, raw), raw
@@ -299,9 +310,9 @@ async def test_1212_makes_the_daemon_log_in_again_and_resend(site: Site) -> None
     """A batch refused with 1212: the meters log in again, then every refused value arrives."""
     records = site.cloud.records
     async with daemon(site):
-        await async_wait_until(lambda: every_point_seen(site, 2), 60, "data flowing")
+        await wait_for(site, lambda: every_point_seen(site, 2), 60, "data flowing")
         site.cloud.fail(POST_BATCH, 1212)
-        await async_wait_until(lambda: records.replied(POST_BATCH, 1212), 30, "a 1212 reply")
+        await wait_for(site, lambda: records.replied(POST_BATCH, 1212), 30, "a 1212 reply")
         refused = records.replied(POST_BATCH, 1212)[0]
 
         def stored_after() -> set[tuple[str, str, str, int]]:
@@ -310,7 +321,7 @@ async def test_1212_makes_the_daemon_log_in_again_and_resend(site: Site) -> None
 
         # Batches sent before the re-login are refused too (the cloud holds the meters
         # offline after 1212): all of them must arrive in the end.
-        await async_wait_until(lambda: refused_values(records) <= stored_after(), 60,
+        await wait_for(site, lambda: refused_values(records) <= stored_after(), 60,
                                "the refused values stored")  # fmt: skip
     refused_keys = {(pk, dk) for pk, dk, _, _ in refused_values(records)}
     assert refused_keys == set(METERS)
@@ -333,10 +344,10 @@ async def test_1212_refused_values_are_resent_as_resume(site: Site) -> None:
     """§6.3: values whose post got 1212 go out again with resume.batch, not post."""
     records = site.cloud.records
     async with daemon(site):
-        await async_wait_until(lambda: every_point_seen(site, 2), 60, "data flowing")
+        await wait_for(site, lambda: every_point_seen(site, 2), 60, "data flowing")
         site.cloud.fail(POST_BATCH, 1212)
-        await async_wait_until(lambda: records.replied(POST_BATCH, 1212), 30, "a 1212 reply")
-        await async_wait_until(lambda: refused_values(records) <= stored(records), 60,
+        await wait_for(site, lambda: records.replied(POST_BATCH, 1212), 30, "a 1212 reply")
+        await wait_for(site, lambda: refused_values(records) <= stored(records), 60,
                                "the refused values stored")  # fmt: skip
     again = refused_values(records)
     channels = {p.channel for p in records.points
@@ -347,7 +358,7 @@ async def test_1212_refused_values_are_resent_as_resume(site: Site) -> None:
 async def test_service_invoke_writes_and_replies_its_outputs(site: Site) -> None:
     """`thing.service.nudge` (§3.7) writes its parameter and replies the output read back."""
     async with daemon(site):
-        await async_wait_until(lambda: logged_in(site) and every_point_seen(site, 1), 60,
+        await wait_for(site, lambda: logged_in(site) and every_point_seen(site, 1), 60,
                                "both meters logged in and posting")  # fmt: skip
         raw = await site.cloud.send_command(
             ("meterPK", "meter1"), "nudge", "thing.service.nudge", {"value": 123},
@@ -368,19 +379,19 @@ async def test_service_invoke_writes_and_replies_its_outputs(site: Site) -> None
 async def test_duplicate_command_in_flight_is_written_once(site: Site) -> None:
     """The same set command delivered twice back to back: two replies, one device write."""
     async with daemon(site):
-        await async_wait_until(lambda: logged_in(site) and every_point_seen(site, 1), 60,
+        await wait_for(site, lambda: logged_in(site) and every_point_seen(site, 1), 60,
                                "both meters logged in and posting")  # fmt: skip
         for _ in range(2):
             topic, command_id = await site.cloud.push_command(
                 ("meterPK", "meter1"), "measurepoint/set", "thing.service.measurepoint.set",
                 {"setpoint": 55}, command_id="9300",
             )  # fmt: skip
-        await async_wait_until(lambda: len(site.cloud.replies_to(topic, command_id)) >= 2, 30,
+        await wait_for(site, lambda: len(site.cloud.replies_to(topic, command_id)) >= 2, 30,
                                "both replies")  # fmt: skip
         # Let a second execution, if any, reach the device before counting writes: the
         # next reads of the register show 55 in the cloud only after every write is done.
         seen = len(site.points_of("meter1"))
-        await async_wait_until(lambda: len(site.points_of("meter1")) >= seen + 8, 30,
+        await wait_for(site, lambda: len(site.points_of("meter1")) >= seen + 8, 30,
                                "two more cycles")  # fmt: skip
     assert [json.loads(r)["code"] for r in site.cloud.replies_to(topic, command_id)] == [200, 200]
     assert [(w.unit, w.address, w.values) for w in site.device.writes] == [(1, 20, (55,))]
@@ -390,10 +401,10 @@ async def test_unanswered_batch_is_sent_again_and_stored_once(site: Site) -> Non
     """A batch the cloud never answers (§6.4: no reply) is resent; each value stored once."""
     records = site.cloud.records
     async with daemon(site):
-        await async_wait_until(lambda: every_point_seen(site, 2), 60, "data flowing")
+        await wait_for(site, lambda: every_point_seen(site, 2), 60, "data flowing")
         site.cloud.drop(POST_BATCH)
-        await async_wait_until(
-            lambda: any(r.method == POST_BATCH and r.code is None for r in records.requests),
+        await wait_for(
+            site, lambda: any(r.method == POST_BATCH and r.code is None for r in records.requests),
             30, "a batch left unanswered",
         )  # fmt: skip
         (dropped,) = [r for r in records.requests if r.method == POST_BATCH and r.code is None]
@@ -402,8 +413,8 @@ async def test_unanswered_batch_is_sent_again_and_stored_once(site: Site) -> Non
             for item in dropped.doc["params"]
             for name in item["measurepoints"]
         }
-        await async_wait_until(
-            lambda: values <= {(p.device_key, p.point, p.time) for p in records.points},
+        await wait_for(
+            site, lambda: values <= {(p.device_key, p.point, p.time) for p in records.points},
             60, "the unanswered values stored",
         )  # fmt: skip
     assert records.duplicates() == {}
@@ -413,11 +424,11 @@ async def test_unanswered_batch_is_sent_again_and_stored_once(site: Site) -> Non
 async def test_threshold_event_posted_once_on_the_spec_topic(site: Site) -> None:
     """temp above 30 fires `overTemp` once, on /sys/{pk}/{dk}/thing/event/overTemp/post."""
     async with daemon(site):
-        await async_wait_until(lambda: every_point_seen(site, 1), 60, "data flowing")
+        await wait_for(site, lambda: every_point_seen(site, 1), 60, "data flowing")
         site.device.set_int16(1, "holding", 10, 70)  # 35.0 after scale 0.5
-        await async_wait_until(lambda: site.cloud.records.events, 30, "the event")
+        await wait_for(site, lambda: site.cloud.records.events, 30, "the event")
         seen = len(site.points_of("meter1"))
-        await async_wait_until(lambda: len(site.points_of("meter1")) >= seen + 12, 30,
+        await wait_for(site, lambda: len(site.points_of("meter1")) >= seen + 12, 30,
                                "three more cycles above the threshold")  # fmt: skip
     (event,) = site.cloud.records.events
     assert (event.product_key, event.device_key, event.event_id) == (
@@ -435,9 +446,9 @@ async def test_wrong_gateway_secret_gets_connack_4_and_publishes_nothing(
 ) -> None:
     """The gate refuses a bad sign with CONNACK 4; the daemon keeps running, sends nothing."""
     async with make_site(tmp_path, broker, "notTheSecret") as site, daemon(site):
-        await async_wait_until(lambda: site.cloud.gate.attempts, 30, "a CONNECT")
+        await wait_for(site, lambda: site.cloud.gate.attempts, 30, "a CONNECT")
         # Polling goes on while the cloud refuses the gateway.
-        await async_wait_until(lambda: site.device.requests >= 10, 30, "10 Modbus requests")
+        await wait_for(site, lambda: site.device.requests >= 10, 30, "10 Modbus requests")
     (attempt, *_) = site.cloud.gate.attempts
     assert not attempt.accepted
     assert "not the sign" in attempt.reason
