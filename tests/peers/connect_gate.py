@@ -113,8 +113,12 @@ class ConnectGate:
             device = (product_key, device_key)
             self._links[device] = link
             await _splice(reader, upstream, broker_reader, link)
-        except (asyncio.IncompleteReadError, ConnectionError, mqtt_wire.MalformedPacket,
-                TimeoutError):  # fmt: skip
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            mqtt_wire.MalformedPacket,
+            TimeoutError,
+        ):
             pass  # the device or the broker went away: the connection simply ends
         finally:
             if device is not None and self._links.get(device) is link:
@@ -128,16 +132,23 @@ class ConnectGate:
     def _admit(self, packet: mqtt_wire.Packet) -> bool:
         """Record the CONNECT and decide: MQTT 3.1.1 only (§1.1) and a valid sign."""
         connect = mqtt_wire.parse_connect(packet)
-        verdict = check_connect(connect.client_id, connect.username, connect.password,
-                                self.secrets)  # fmt: skip
+        verdict = check_connect(connect.client_id, connect.username, connect.password, self.secrets)
         accepted, reason = verdict.accepted, verdict.reason
         if accepted and (connect.protocol_name, connect.protocol_level) != ("MQTT", 4):
             accepted, reason = False, f"protocol {connect.protocol_name} {connect.protocol_level}"
         password = None if connect.password is None else connect.password.decode("latin-1")
-        self.attempts.append(ConnectAttempt(
-            connect.client_id, connect.username, password, connect.keepalive_s,
-            connect.clean_session, connect.protocol_level, accepted, reason,
-        ))  # fmt: skip
+        self.attempts.append(
+            ConnectAttempt(
+                connect.client_id,
+                connect.username,
+                password,
+                connect.keepalive_s,
+                connect.clean_session,
+                connect.protocol_level,
+                accepted,
+                reason,
+            )
+        )
         return accepted
 
 

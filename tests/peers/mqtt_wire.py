@@ -125,8 +125,9 @@ def parse_connect(packet: Packet) -> Connect:
     password = cursor.binary() if flags & 0x40 else None
     if cursor.at != len(cursor.data):
         raise MalformedPacket(f"{len(cursor.data) - cursor.at} stray bytes after CONNECT payload")
-    return Connect(name, level, bool(flags & 0x02), keepalive, client_id, username, password,
-                   will_topic)  # fmt: skip
+    return Connect(
+        name, level, bool(flags & 0x02), keepalive, client_id, username, password, will_topic
+    )
 
 
 def build_connect(

@@ -299,7 +299,7 @@ class SpecCloud:
             where.kind not in {"post", "resume", "event"}
             and (where.product_key, where.device_key) != self.gateway
         ):
-            problems.append(f"{where.kind} on a topic that is not the gateway's")  # fmt: skip
+            problems.append(f"{where.kind} on a topic that is not the gateway's")
             return 1009, {}, "Publish to topic with no write permission"
         handler = getattr(self, f"_on_{where.kind}")
         result: Reply = handler(seq, where, doc, problems)
@@ -324,8 +324,11 @@ class SpecCloud:
         if not isinstance(entries, list) or not entries:
             problems.append("combine.login.batch params.subDevices is not a non-empty list")
             return 1220, {"loginedSubDevices": [], "failedSubDevices": []}, "Payload format error"
-        shared = {k: params[k] for k in ("clientId", "timestamp", "signMethod", "signmethod")
-                  if k in params}  # fmt: skip
+        shared = {
+            k: params[k]
+            for k in ("clientId", "timestamp", "signMethod", "signmethod")
+            if k in params
+        }
         logged, failed, first_code, messages = [], [], 200, ""
         for entry in entries:
             if not isinstance(entry, dict):
