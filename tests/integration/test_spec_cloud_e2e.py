@@ -90,7 +90,9 @@ class Site:
         return [p for p in self.cloud.records.points if p.device_key == dk]
 
 
-def write_config(tmp: Path, modbus_port: int, cloud_port: int, gateway_secret: str) -> Path:
+def write_config(
+    tmp: Path, modbus_port: int, cloud_port: int, gateway_secret: str, uplink: dict[str, Any]
+) -> Path:
     (tmp / "models").mkdir(exist_ok=True)
     (tmp / "models" / "meter.yaml").write_text(yaml.safe_dump(MODEL))
     doc = {
@@ -98,7 +100,7 @@ def write_config(tmp: Path, modbus_port: int, cloud_port: int, gateway_secret: s
                     "device_secret": gateway_secret,
                     "broker": {"host": "127.0.0.1", "port": cloud_port}},
         "spool": {"path": "spool.db", "synchronous": "normal"},
-        "uplink": {"reply_timeout": "5s"},
+        "uplink": {"reply_timeout": "5s", **uplink},
         "logging": {"format": "json"},
         "buses": [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": modbus_port,
                    "timeout": "1s"}],
@@ -124,20 +126,29 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 
 @contextlib.asynccontextmanager
-async def make_site(tmp: Path, broker: Mosquitto, gateway_secret: str) -> AsyncIterator[Site]:
+async def make_site(
+    tmp: Path,
+    broker: Mosquitto,
+    gateway_secret: str = "gwSecret",
+    *,
+    topology: set[tuple[str, str]] | None = None,
+    uplink: dict[str, Any] | None = None,
+) -> AsyncIterator[Site]:
+    """Device and cloud running, config written; `topology` None = both meters bound to the
+    gateway in the cloud; `uplink` adds settings to the config's uplink section."""
     async with (
         ModbusTcpDevice([1, 2]) as device,
-        SpecCloud(broker.port, GATEWAY, "gwSecret", METERS) as cloud,
+        SpecCloud(broker.port, GATEWAY, "gwSecret", METERS, topology=topology) as cloud,
     ):
         load_registers(device)
-        path = write_config(tmp, device.port, cloud.port, gateway_secret)
+        path = write_config(tmp, device.port, cloud.port, gateway_secret, uplink or {})
         yield Site(path, device, cloud, tmp / "gatewayd.log")
 
 
 @pytest.fixture
 async def site(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Site]:
     """Device, cloud and a config whose gateway secret is the one the cloud knows."""
-    async with make_site(tmp_path, broker, "gwSecret") as made:
+    async with make_site(tmp_path, broker) as made:
         yield made
 
 
@@ -492,6 +503,29 @@ async def test_threshold_event_posted_once_on_the_spec_topic(site: Site) -> None
     # carries the later block's time, seen 5-9 ms after temp's under load.)
     assert temps[hot][0] <= event.time < temps[hot + 1][0]
     assert site.cloud.records.problems == []
+
+
+async def test_auto_topo_adds_the_meters_with_valid_signs_then_logs_them_in(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Meters not bound to the gateway: login 740, `thing.topo.add` (signs checked, §3.4),
+    login again, then data."""
+    async with (
+        make_site(tmp_path, broker, topology=set(), uplink={"auto_topo": True}) as site,
+        daemon(site),
+    ):
+        await wait_for(site, lambda: every_point_seen(site, 1), 60, "data after topo add")
+    records = site.cloud.records
+    assert records.problems == []
+    assert site.cloud.topology == set(METERS)
+    topo_adds = [r for r in records.requests if r.method == "thing.topo.add"]
+    assert all(r.code == 200 for r in topo_adds)
+    added = {(e["productKey"], e["deviceKey"]): r.seq for r in topo_adds for e in r.doc["params"]}
+    assert set(added) == set(METERS)
+    refused = [r.seq for r in records.requests if r.method.startswith("combine.login")]
+    for key, seq in added.items():
+        assert min(refused) < seq < min(login.seq for login in records.logins if login.key == key)
+    assert min(login.seq for login in records.logins) < min(p.seq for p in records.points)
 
 
 async def test_wrong_gateway_secret_gets_connack_4_and_publishes_nothing(
