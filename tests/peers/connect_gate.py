@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class ConnectAttempt:
     protocol_level: int
     accepted: bool
     reason: str
+    at_ms: int  # wall clock when the verdict was given
 
 
 class _Link:
@@ -58,11 +60,14 @@ class ConnectGate:
         self.broker_port = broker_port
         self.secrets = dict(secrets)
         self.attempts: list[ConnectAttempt] = []
+        #: (topic, payload) of every PUBLISH the broker sent a device, once written to it.
+        self.forwarded: list[tuple[str, bytes]] = []
         self.port = 0
         self._on_disconnect = on_disconnect
         self._links: dict[tuple[str, str], _Link] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._down = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -78,6 +83,16 @@ class ConnectGate:
                 await task
         if self._server is not None:
             await self._server.wait_closed()
+
+    def go_down(self) -> None:
+        """A cloud outage: drop every connection and close new ones before CONNACK."""
+        self._down = True
+        for link in list(self._links.values()):
+            link.writer.close()
+
+    def come_back(self) -> None:
+        """End the outage: connections are checked and spliced through again."""
+        self._down = False
 
     def connected(self, device: tuple[str, str]) -> bool:
         """Whether `device` (pk, dk) has an accepted connection open now."""
@@ -100,6 +115,8 @@ class ConnectGate:
         device: tuple[str, str] | None = None
         link = _Link(writer)
         try:
+            if self._down:
+                return
             packet = await asyncio.wait_for(mqtt_wire.read_packet(reader), 30)
             if not self._admit(packet):
                 writer.write(mqtt_wire.build_connack(mqtt_wire.BAD_USERNAME_OR_PASSWORD))
@@ -112,7 +129,7 @@ class ConnectGate:
             device_key, _, product_key = (last.username or "").partition("&")
             device = (product_key, device_key)
             self._links[device] = link
-            await _splice(reader, upstream, broker_reader, link)
+            await _splice(reader, upstream, broker_reader, link, self.forwarded.append)
         except (
             asyncio.IncompleteReadError,
             ConnectionError,
@@ -147,6 +164,7 @@ class ConnectGate:
                 connect.protocol_level,
                 accepted,
                 reason,
+                int(time.time() * 1000),
             )
         )
         return accepted
@@ -157,6 +175,7 @@ async def _splice(
     broker_writer: asyncio.StreamWriter,
     broker_reader: asyncio.StreamReader,
     link: _Link,
+    on_publish: Callable[[tuple[str, bytes]], None],
 ) -> None:
     """Copy bytes both ways until either side closes; toward the device whole packets only,
     so an injected PUBLISH never lands inside one of the broker's packets."""
@@ -170,6 +189,9 @@ async def _splice(
         while True:
             packet = await mqtt_wire.read_packet(broker_reader)
             await link.send(packet.raw)
+            if packet.kind == mqtt_wire.PUBLISH:
+                topic, _, payload = mqtt_wire.parse_publish(packet)
+                on_publish((topic, payload))
 
     tasks = [asyncio.create_task(device_to_broker()), asyncio.create_task(broker_to_device())]
     try:

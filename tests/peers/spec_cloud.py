@@ -169,6 +169,28 @@ class SpecCloud:
         """Where the gateway connects: the gate, not mosquitto itself."""
         return self.gate.port
 
+    def reply_reached_gateway(self, request: Request) -> bool:
+        """Whether the reply to `request` was written to the gateway's connection (a reply
+        lost with the connection lets the gateway send the request again, §6.4)."""
+        request_id = request.doc.get("id") if isinstance(request.doc, dict) else None
+        return any(
+            topic == request.topic + "_reply" and _id_of(payload) == request_id
+            for topic, payload in self.gate.forwarded
+        )
+
+    def repeated_after_reply(self) -> dict[tuple[str, str, str, int], int]:
+        """Values stored more than once although the first reply reached the gateway: a
+        resend the spec does not allow (it allows one only after no reply or an error)."""
+        first: dict[tuple[str, str, str, int], int] = {}
+        for p in self.records.points:
+            first.setdefault((p.product_key, p.device_key, p.point, p.time), p.seq)
+        by_seq = {r.seq: r for r in self.records.requests}
+        return {
+            key: count
+            for key, count in self.records.duplicates().items()
+            if self.reply_reached_gateway(by_seq[first[key]])
+        }
+
     # ------------------------------------------------------------------ faults
 
     def fail(self, method: str, code: int, times: int = 1) -> None:
