@@ -70,19 +70,27 @@ def is_command_reply(topic: str) -> bool:
 
 
 def check_envelope(doc: object, method: str) -> list[str]:
-    """Problems with the request envelope §2.1: id, version, method (1260), params."""
+    """Problems that make a request unusable (§2.1): not an object, a method that does not
+    match the topic (1260), no params."""
     if not isinstance(doc, dict):
         return [f"payload is {type(doc).__name__}, not a JSON object"]
+    problems = []
+    if doc.get("method") != method:
+        problems.append(f"method {doc.get('method')!r} does not match the topic ({method})")
+    if "params" not in doc:
+        problems.append("params missing")
+    return problems
+
+
+def check_id_and_version(doc: dict[str, Any]) -> list[str]:
+    """Deviations the cloud tolerates but the spec advises against (§2.1): an id that is
+    not a non-empty string (older docs type it Long), a version that is not a string."""
     problems = []
     request_id = doc.get("id")
     if not isinstance(request_id, str) or not request_id:
         problems.append(f"id {request_id!r} is not a non-empty string (§2.1)")
     if not isinstance(doc.get("version"), str):
         problems.append(f"version {doc.get('version')!r} is not a string")
-    if doc.get("method") != method:
-        problems.append(f"method {doc.get('method')!r} does not match the topic ({method})")
-    if "params" not in doc:
-        problems.append("params missing")
     return problems
 
 

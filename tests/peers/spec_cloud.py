@@ -33,6 +33,7 @@ from tests.peers.enos_payloads import (
     check_batch,
     check_envelope,
     check_event,
+    check_id_and_version,
     check_single_post,
     is_command_reply,
     route,
@@ -274,7 +275,10 @@ class SpecCloud:
             where = route(topic)
             if where is None:
                 continue  # our own replies come back through `#`; nothing else is upstream
-            await self._answer(topic, raw, where)
+            try:
+                await self._answer(topic, raw, where)
+            except Exception as exc:  # a payload this cloud cannot even take apart
+                self.records.problems.append(f"{topic}: responder failed on it: {exc!r}")
 
     async def _answer(self, topic: str, raw: bytes, where: Route) -> None:
         seq = next(self._seq)
@@ -284,6 +288,7 @@ class SpecCloud:
         except ValueError:
             doc = None
         problems = check_envelope(doc, where.method) if doc is not None else ["not JSON"]
+        notes = check_id_and_version(doc) if isinstance(doc, dict) else []
         code, data, message = 200, cast(Any, {}), "success"
         fault = None if problems else self._take_fault(where.method)
         if problems:
@@ -297,7 +302,7 @@ class SpecCloud:
                 self._refuse_permission(doc)
         else:
             code, data, message = self._handle(seq, where, doc, problems)
-        self.records.problems += [f"{topic} #{seq}: {p}" for p in problems]
+        self.records.problems += [f"{topic} #{seq}: {p}" for p in problems + notes]
         replied = None if fault is not None and fault.code is None else code
         self.records.requests.append(
             Request(seq, int(time.time() * 1000), topic, raw, doc, where.method, replied)
