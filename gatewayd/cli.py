@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -51,9 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
     # print to stdout. Warnings and errors only: a one-shot command's progress is its output,
     # and `run` and `demo` configure their own level and destination on top.
-    from gatewayd.logging import LogLevel, configure_logging  # noqa: PLC0415 - after parsing
+    from gatewayd.logging import configure_logging  # noqa: PLC0415 - after argument parsing
 
-    configure_logging(LogLevel.WARNING)
+    configure_logging(logging.WARNING)
     try:
         status: int = func(args)
     except KeyboardInterrupt:
