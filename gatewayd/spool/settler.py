@@ -59,7 +59,15 @@ class Settler:
     # -- delivered -------------------------------------------------------------------
 
     def ack(self, kind: Kind, ids: Iterable[int]) -> int:
-        """Delete rows EnOS accepted (and unsettled ones); see `SpoolStore.ack`."""
+        """Commit: delete rows EnOS accepted; returns how many were deleted.
+
+        Ids not in flight are ignored. On a full disk the reserve is released, the WAL
+        checkpointed and truncated, and the delete tried once more. If it still fails the
+        rows stay in the spool and in flight ("unsettled": this run does not send them
+        again), a warning says so once per episode, 0 is returned, and every later ack
+        deletes them first (so the count it returns includes them); only a restart before
+        that sends them again (harmless duplicates: EnOS keys data by device, point, time).
+        """
         mine = self._ledger.to_ack(kind, ids)
         if not mine:
             return 0
@@ -130,7 +138,14 @@ class Settler:
     def dead_letter(
         self, kind: Kind, ids: Iterable[int], code: int, message: str, now_ms: int
     ) -> int:
-        """Move rejected rows to the dead letters; see `SpoolStore.dead_letter`."""
+        """Move rejected rows to the dead-letter table atomically; returns values moved
+        (the points of the frames, or the events).
+
+        A frame becomes one dead letter per point. The table keeps the newest
+        `dead_letter_limit` entries; older ones are dropped and counted, so a point
+        rejected forever cannot fill the disk. On a full disk the rows go back to the
+        pool (0 is returned).
+        """
         mine = self._ledger.owned(kind, ids)
         if not mine:
             return 0
@@ -186,7 +201,13 @@ class Settler:
         dead: Mapping[str, tuple[int, str]],
         now_ms: int,
     ) -> SpooledFrame | None:
-        """Settle some points of one frame in flight; see `SpoolStore.rewrite_frame`."""
+        """Settle some points of one frame in flight (the rare, per-point path).
+
+        `delivered` points are removed (EnOS accepted them), `dead` points
+        (name → (code, message)) move to the dead letters; the rest stays in the frame,
+        which stays in flight and is returned, or None when nothing is left (the frame is
+        deleted, as an ack would). Not in flight: nothing happens, None.
+        """
         if not self._ledger.holds(Kind.SAMPLES, frame_id):
             return None
         found = self._sql.select_frames(json.dumps([frame_id]))

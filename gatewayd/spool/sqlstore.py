@@ -19,6 +19,7 @@ from gatewayd.config.models import SyncMode
 from gatewayd.spool import files, stats
 from gatewayd.spool.frames import FrameEncoder
 from gatewayd.spool.rows import DeadLetter, Kind
+from gatewayd.spool.tally import TableCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +93,6 @@ _TRIM_DEAD_LETTERS = (
 _COUNT_EVENTS = "SELECT COUNT(*) FROM events"
 _COUNT_FRAMES = "SELECT COUNT(*), TOTAL(points) FROM frames"
 _COUNT_DEAD_LETTERS = "SELECT COUNT(*) FROM dead_letters"
-
-
-@dataclass(frozen=True, slots=True)
-class TableCounts:
-    """What the tables hold, counted in one pass at open (the mirrors' starting point)."""
-
-    frames: int
-    points: int
-    events: int
-    dead_letters: int
 
 
 class SqlStore:
@@ -267,6 +258,10 @@ class SqlStore:
         frames, points = conn.execute(_COUNT_FRAMES).fetchone()
         dead_letters = conn.execute(_COUNT_DEAD_LETTERS).fetchone()[0]
         return TableCounts(frames, int(points), events, dead_letters)
+
+    def read_counters(self, keys: Iterable[str]) -> dict[str, int]:
+        """The integer `meta` values of `keys` (0 for a key not set)."""
+        return {key: int(stats.read_meta(self.conn, key) or 0) for key in keys}
 
     def get_meta(self, key: str) -> str | None:
         """The `meta` value for `key`, or None."""

@@ -39,12 +39,10 @@ open and when an append or ack meets corruption.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -55,10 +53,11 @@ from gatewayd.spool.budget import Budget
 from gatewayd.spool.diskguard import DiskGuard
 from gatewayd.spool.episodes import Episodes
 from gatewayd.spool.frames import FrameEncoder
-from gatewayd.spool.ledger import DeliveryLedger, TakeMode
+from gatewayd.spool.ledger import DeliveryLedger
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.settler import Settler
 from gatewayd.spool.sqlstore import SqlStore
+from gatewayd.spool.taker import Taker
 from gatewayd.spool.tally import COUNTER_KEYS, Tally
 from gatewayd.spool.writer import CycleWriter
 
@@ -128,6 +127,7 @@ class SpoolStore:
             recover=self._recover,
             after_delete=self._writer.after_delete,
         )
+        self._taker = Taker(self._sql, self._ledger)
         self._guard.configure(self._sql.configure())
         self._load_counts()
         self._writer.trim_at_open()
@@ -225,15 +225,7 @@ class SpoolStore:
 
     def _load_counts(self) -> None:
         """(Re)build the counters from the file."""
-        counted = self._sql.count_rows()
-        meta = {key: int(self._sql.get_meta(key) or 0) for key in COUNTER_KEYS}
-        self._tally.load(
-            frames=counted.frames,
-            points=counted.points,
-            events=counted.events,
-            dead_letters=counted.dead_letters,
-            meta=meta,
-        )
+        self._tally.load(self._sql.count_rows(), self._sql.read_counters(COUNTER_KEYS))
 
     def _reload_counts(self) -> None:
         """After a rollback: counters moved inside the failed transaction; the file is
@@ -294,13 +286,7 @@ class SpoolStore:
         `exclude_devices` holds rows of devices the cloud refuses for now: they stay in
         the spool, untouched, and come out again once the device is no longer excluded.
         """
-        rows = self._take(Kind.SAMPLES, limit, older_than_ms, newer_than_ms, exclude_devices)
-        weigh = self._ledger.weigh
-        frames = []
-        for row_id, device, points, body, ts_ms in rows:
-            weigh(row_id, points)
-            frames.append(SpooledFrame(row_id, device, ts_ms, points, body))
-        return frames
+        return self._taker.frames(limit, older_than_ms, newer_than_ms, exclude_devices)
 
     def take_events(
         self,
@@ -311,44 +297,11 @@ class SpoolStore:
         exclude_devices: Collection[str] = (),
     ) -> list[SpooledEvent]:
         """Begin: the oldest `limit` events not in flight (filters as `take_frames`)."""
-        rows = self._take(Kind.EVENTS, limit, older_than_ms, newer_than_ms, exclude_devices)
-        return [
-            SpooledEvent(row_id, device, event_id, json.loads(params), ts_ms)
-            for row_id, device, event_id, params, ts_ms in rows
-        ]
-
-    def _take(
-        self,
-        kind: Kind,
-        limit: int,
-        older_than_ms: int | None,
-        newer_than_ms: int | None,
-        exclude_devices: Collection[str],
-    ) -> list[tuple[Any, ...]]:
-        mode = TakeMode.of(older_than_ms, newer_than_ms)
-        if limit <= 0:
-            return []
-        excluded = frozenset(exclude_devices)
-        cursor = self._ledger.scan_from(kind, mode, excluded)
-        rows = self._sql.select(
-            kind,
-            cursor,
-            self._ledger.window(kind, limit),
-            newer_than_ms=newer_than_ms,
-            held_json=json.dumps(sorted(excluded)) if excluded else None,
-        )
-        return self._ledger.take(kind, mode, rows, limit, older_than_ms)
+        return self._taker.events(limit, older_than_ms, newer_than_ms, exclude_devices)
 
     def ack(self, kind: Kind, ids: Iterable[int]) -> int:
-        """Commit: delete rows EnOS accepted; returns how many were deleted.
-
-        Ids not in flight are ignored. On a full disk the reserve is released, the WAL
-        checkpointed and truncated, and the delete tried once more. If it still fails the
-        rows stay in the spool and in flight ("unsettled": this run does not send them
-        again), a warning says so once per episode, 0 is returned, and every later ack
-        deletes them first (so the count it returns includes them); only a restart before
-        that sends them again (harmless duplicates: EnOS keys data by device, point, time).
-        """
+        """Commit: delete rows EnOS accepted; returns how many were deleted (ids not in
+        flight are ignored; a full disk keeps them "unsettled": see `Settler.ack`)."""
         return self._settler.ack(kind, ids)
 
     def release(self, kind: Kind, ids: Iterable[int]) -> int:
@@ -366,14 +319,8 @@ class SpoolStore:
     def dead_letter(
         self, kind: Kind, ids: Iterable[int], code: int, message: str, now_ms: int
     ) -> int:
-        """Move rejected rows to the dead-letter table atomically; returns values moved
-        (the points of the frames, or the events).
-
-        A frame becomes one dead letter per point. The table keeps the newest
-        `dead_letter_limit` entries; older ones are dropped and counted, so a point
-        rejected forever cannot fill the disk. On a full disk the rows go back to the
-        pool (0 is returned).
-        """
+        """Move rejected rows to the dead letters atomically; returns the values moved
+        (points of the frames, or events); see `Settler.dead_letter`."""
         return self._settler.dead_letter(kind, ids, code, message, now_ms)
 
     def rewrite_frame(
@@ -383,13 +330,8 @@ class SpoolStore:
         dead: Mapping[str, tuple[int, str]],
         now_ms: int,
     ) -> SpooledFrame | None:
-        """Settle some points of one frame in flight (the rare, per-point path).
-
-        `delivered` points are removed (EnOS accepted them), `dead` points
-        (name → (code, message)) move to the dead letters; the rest stays in the frame,
-        which stays in flight and is returned, or None when nothing is left (the frame is
-        deleted, as an ack would). Not in flight: nothing happens, None.
-        """
+        """Settle some points of one frame in flight; returns what is left of it (still in
+        flight), or None when nothing is (or it was not in flight); see `Settler`."""
         return self._settler.rewrite_frame(frame_id, delivered, dead, now_ms)
 
     # -- reading ---------------------------------------------------------------------

@@ -9,8 +9,9 @@ reload from the file after a rollback does not forget them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 from gatewayd.spool import stats
 from gatewayd.spool.rows import Kind
@@ -22,6 +23,16 @@ COUNTER_KEYS = (
     stats.META_UNSENDABLE,
     stats.META_APPENDED,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TableCounts:
+    """What the tables hold, counted in one pass at open (where the tally starts)."""
+
+    frames: int
+    points: int
+    events: int
+    dead_letters: int
 
 
 class Tally:
@@ -36,13 +47,11 @@ class Tally:
         self.dirty = False  # counters changed since they were last written
         self._written = False  # set by `to_persist` inside the open transaction
 
-    def load(
-        self, *, frames: int, points: int, events: int, dead_letters: int, meta: dict[str, int]
-    ) -> None:
+    def load(self, tables: TableCounts, meta: Mapping[str, int]) -> None:
         """Start from what the file holds (plus losses not yet written to it)."""
-        self.rows[Kind.SAMPLES], self.points = frames, points
-        self.rows[Kind.EVENTS] = events
-        self.dead_letters = dead_letters
+        self.rows[Kind.SAMPLES], self.points = tables.frames, tables.points
+        self.rows[Kind.EVENTS] = tables.events
+        self.dead_letters = tables.dead_letters
         self.counters = {
             key: meta.get(key, 0) + self._unpersisted.get(key, 0) for key in COUNTER_KEYS
         }
