@@ -37,10 +37,10 @@ from gatewayd.mapping.muting import Muting
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
-from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
 from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
+from gatewayd.uplink.frames import EnosQuality
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import CommandHandler, Uplink
 
@@ -155,7 +155,8 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, handler)
         register_secrets(self.config)
-        self.spool = await Spool.open(self.config.spool, quality_points=quality_points(self.config))
+        shapes = EnosQuality.from_config(self.config)
+        self.spool = await Spool.open(self.config.spool, shapes=shapes)
         try:
             await self._run_pipeline(self.spool)
         finally:
@@ -344,7 +345,7 @@ class Daemon:
                     self.muting.forget([name])
             self.uplink.reconfigure(new)
         # Frames are shaped when written: later cycles follow the new quality settings.
-        await spool.set_quality_points(quality_points(new))
+        await spool.set_shapes(EnosQuality.from_config(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
         self.notifier.ready()
