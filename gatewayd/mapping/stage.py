@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
-from gatewayd.config.models import EventRule, PointConfig
-from gatewayd.mapping.events import EventEngine
+from gatewayd.config.models import EventRule, InSetRule, PointConfig, ThresholdRule
+from gatewayd.mapping.events import EventEngine, RuleSpec
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.mapping.muting import Muting
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
-__all__ = ["DeviceMapping", "DeviceOutput", "FailedRead", "GoodBlock"]
+__all__ = ["DeviceMapping", "DeviceOutput", "FailedRead", "GoodBlock", "compile_rules"]
 
 
 class GoodBlock(Protocol):
@@ -62,6 +62,28 @@ class DeviceOutput(NamedTuple):
 _NOTHING = DeviceOutput([], [], [])
 
 
+def compile_rules(rules: Iterable[EventRule]) -> tuple[RuleSpec, ...]:
+    """The validated rules as the event engine's plain, frozen specs (at load time)."""
+    return tuple(_rule_spec(rule) for rule in rules)
+
+
+def _rule_spec(rule: EventRule) -> RuleSpec:
+    params = tuple(rule.params.items())
+    if isinstance(rule, ThresholdRule):
+        return RuleSpec(
+            rule.event,
+            rule.rule,
+            rule.point,
+            params,
+            above=rule.above,
+            below=rule.below,
+            hysteresis=rule.hysteresis,
+        )
+    if isinstance(rule, InSetRule):
+        return RuleSpec(rule.event, rule.rule, rule.point, params, values=tuple(rule.values))
+    return RuleSpec(rule.event, rule.rule, rule.point, params)
+
+
 def _in_point_order(blocks: Sequence[GoodBlock]) -> bool:
     """Whether the blocks' points, one block after the other, are in strictly ascending order."""
     if not all(block.ascending for block in blocks):
@@ -89,7 +111,7 @@ class DeviceMapping:
         """`stamp_per_request`: the device stamps each response (`timestamps: request`)."""
         self.device = device
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
-        self.events = EventEngine(rules, device=device)
+        self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
 
