@@ -59,9 +59,6 @@ class DeviceOutput(NamedTuple):
     events: list[Event]
 
 
-_NOTHING = DeviceOutput([], [], [])
-
-
 def compile_rules(rules: Iterable[EventRule]) -> tuple[RuleSpec, ...]:
     """The validated rules as the event engine's plain, frozen specs (at load time)."""
     return tuple(_rule_spec(rule) for rule in rules)
@@ -124,7 +121,7 @@ class DeviceMapping:
         """Points due but not attempted (backoff, bus down): STALE where the last good
         value outlived its interval."""
         samples = self.mapper.stale(due, now_ms)
-        return DeviceOutput(samples, [], []) if self.publishing else _NOTHING
+        return DeviceOutput(samples if self.publishing else [], [], [])
 
     def read(self, blocks: Sequence[GoodBlock], failed: Iterable[FailedRead]) -> DeviceOutput:
         """One poll's good blocks and failed points → samples, blocks and events.
@@ -173,7 +170,7 @@ class DeviceMapping:
             good_blocks = []
         events = self._fire(samples, good_blocks)
         if not self.publishing:
-            return _NOTHING
+            return DeviceOutput([], [], [])
         return DeviceOutput(samples, good_blocks, events)
 
     def _fire(self, samples: list[Sample], good_blocks: list[SampleBlock]) -> list[Event]:
