@@ -12,7 +12,8 @@ small parts, each with one job:
 - `settler.Settler`: acks, dead letters and partly settled frames.
 
 Samples are stored as frames (`frames.py`): one row per (device, poll instant) holding
-the pre-encoded EnOS `measurepoints` JSON of that device's points, so a drain handles
+the pre-encoded JSON object of that device's points (values shaped as the uplink asked,
+`frames.ValueShapes`), so a drain handles
 rows of a hundred points, not points. Counters that operators see (`Counts.samples`,
 dropped samples, dead letters) count POINTS; `Counts.frames` counts rows.
 
