@@ -23,6 +23,7 @@ CORES = (
     "gatewayd.modbus.backoff",  # device and bus backoff policy
     "gatewayd.modbus.probebudget",  # bus time share of dead-device probes
     "gatewayd.mapping.events",  # event rules
+    "gatewayd.mapping.mapper",  # values → samples with quality
     "gatewayd.mapping.muting",  # which devices are muted
     "gatewayd.enos.messages",  # EnOS codec
     "gatewayd.enos.topics",
@@ -142,11 +143,9 @@ def test_pure_cores_import_only_the_standard_librarys_pure_part() -> None:
 
 def test_the_walk_finds_impure_imports_directly_and_through_gatewayd_modules() -> None:
     """The walker is not blind: the reader's structlog (direct) and pydantic reached
-    through the mapper's config import (transitive) are both reported."""
+    through the mapping stage's config import (transitive) are both reported."""
     reader = violations("gatewayd.modbus.reader")
     assert any(v.endswith("-> structlog (third-party)") for v in reader)
-    mapper = violations("gatewayd.mapping.mapper")
-    assert (
-        "gatewayd.mapping.mapper -> gatewayd.config.models -> pydantic (third-party)" in mapper
-    )
+    stage = violations("gatewayd.mapping.stage")
+    assert "gatewayd.mapping.stage -> gatewayd.config.models -> pydantic (third-party)" in stage
     assert not any("TYPE_CHECKING" in v for v in reader)
