@@ -23,7 +23,7 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip>=25.1'
-	$(PY) -m pip install -q -e '.[systemd]' --group test --group lint --group deploy
+	$(PY) -m pip install -q -e '.[systemd,sim]' --group test --group lint --group deploy
 	touch $(STAMP)
 
 test: setup

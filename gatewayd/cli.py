@@ -20,8 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.daemon_cli",
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
-    "gatewayd.demo.cli",
-    "gatewayd.sim.emulator_cli",
+    "gatewayd.harness",  # demo, emulate: the optional simulation harness
 )
 
 EX_USAGE = 64
