@@ -32,6 +32,7 @@ from gatewayd.sim.emulator.records import (
     PointRecord,
     Records,
 )
+from gatewayd.sim.emulator.requests import decode_request
 from gatewayd.sim.emulator.state import CloudState, Device, Key, default_asset_id
 from gatewayd.sim.emulator.thingmodel import check_measurepoints, event_problem
 
@@ -224,7 +225,7 @@ class Responder:
             )
 
         try:
-            envelope = messages.decode_request(payload)
+            envelope = decode_request(payload)
         except MalformedMessage as exc:
             if len(payload) > self.max_payload_bytes:
                 return fail(1008, f"{len(payload)} bytes > {self.max_payload_bytes}", exc.id)
