@@ -22,8 +22,9 @@ from typing import Any
 from gatewayd.enos import messages, topics
 from gatewayd.enos.codes import ReplyCode
 from gatewayd.enos.messages import MalformedMessage
-from gatewayd.enos.sign import login_sign_params, verify_sign
+from gatewayd.enos.sign import login_sign_params
 from gatewayd.enos.topics import ParsedTopic, TopicKind
+from gatewayd.sim.emulator.credentials import verify_sign
 from gatewayd.sim.emulator.records import (
     AttributeRecord,
     Channel,
