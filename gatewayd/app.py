@@ -69,6 +69,8 @@ def register_secrets(config: Config) -> None:
     register_secret(config.gateway.product_secret)
     for device in config.devices:
         register_secret(device.device_secret)
+    if config.integration.http is not None:
+        register_secret(config.integration.http.secret_key)
 
 
 @dataclass

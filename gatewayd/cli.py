@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.daemon_cli",
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
+    "gatewayd.integration.cli",
     "gatewayd.harness",  # demo, emulate: the optional simulation harness
 )
 
@@ -47,10 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_USAGE
     # Logs go to stderr from the start, for every command: stdout carries only the
     # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
-    # print to stdout. `run` and `demo` configure their own destination on top.
+    # print to stdout. Warnings and errors only: a one-shot command's progress is its output,
+    # and `run` and `demo` configure their own level and destination on top.
     from gatewayd.logging import configure_logging  # noqa: PLC0415 - after argument parsing
 
-    configure_logging()
+    configure_logging(logging.WARNING)
     try:
         status: int = func(args)
     except KeyboardInterrupt:

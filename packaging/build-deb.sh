@@ -29,6 +29,8 @@
 # hence Depends: python3 (>= 3.X), python3 (<< 3.X+1). Bytecode is compiled on the box by
 # postinst (the build machine may not have the target's Python) and removed by prerm.
 set -euo pipefail
+# dpkg-deb wants 0755 directories in the package, whatever umask the builder has.
+umask 022
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 outdir=$(realpath -m "${1:-$repo/dist}")

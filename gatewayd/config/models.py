@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gatewayd.config.units import Duration, Size
 
@@ -385,6 +385,53 @@ class UplinkConfig(Strict):
     # the integration issue; a key that does nothing must not be accepted before then.
 
 
+class IntegrationHttpConfig(Strict):
+    """EnOS HTTP message integration: a service account posting to the integration address.
+
+    `address` and `apigw` are base URLs (`https://host[:port]`); a bare host means https.
+    The token service (`apigw`) defaults to the integration address's host.
+    """
+
+    address: Annotated[str, Field(min_length=1)]
+    apigw: Annotated[str, Field(min_length=1)] | None = None
+    org_id: Annotated[str, Field(min_length=1)]
+    access_key: Annotated[str, Field(min_length=1)]
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    verify: bool = True  # TLS certificate verification, as for the broker
+    ca_file: Path | None = None  # None: the system trust store
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    # Longest wait for any one read or write of a request (not the whole upload).
+    timeout: Annotated[Duration, Field(gt=0)] = 30.0
+
+    @field_validator("address", "apigw")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        problem = base_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` is not `host[:port]` or `http(s)://host[:port]`, or None when it is."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "https", value
+    if scheme not in ("http", "https"):
+        return f"scheme {scheme!r} is not http or https"
+    host = rest.removesuffix("/")
+    if not host or any(c in host for c in "/?#@ "):
+        return f"{value!r} is not a base URL like https://host[:port] (no path or query)"
+    return None
+
+
+class IntegrationConfig(Strict):
+    """EnOS message integration channels (only HTTP for now)."""
+
+    http: IntegrationHttpConfig | None = None
+
+
 class LoggingConfig(Strict):
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.AUTO
@@ -397,6 +444,7 @@ class Config(Strict):
     spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
     logging: LoggingConfig = LoggingConfig()
+    integration: IntegrationConfig = IntegrationConfig()
     models_dir: Path = Path("models")  # relative to the config file
     buses: list[BusConfig] = []
     devices: list[DeviceConfig] = []

@@ -41,6 +41,36 @@ def config_warnings(config: Config) -> list[ConfigWarning]:
                 "remove 'verify: false'; for a private CA give ca_file",
             )
         )
+    found += _integration_warnings(config)
+    return found
+
+
+def _integration_warnings(config: Config) -> list[ConfigWarning]:
+    """`integration.http` sending its token in clear or to an unverified server."""
+    http = config.integration.http
+    if http is None:
+        return []
+    found: list[ConfigWarning] = []
+    for key in ("address", "apigw"):
+        value = getattr(http, key)
+        if value is not None and value.startswith("http://"):
+            found.append(
+                ConfigWarning(
+                    ("integration", "http", key),
+                    "plain HTTP: the access token and the uploaded data cross the network "
+                    "in clear",
+                    "use https://",
+                )
+            )
+    if not http.verify:
+        found.append(
+            ConfigWarning(
+                ("integration", "http", "verify"),
+                "the integration server's TLS certificate is not verified: anyone on the "
+                "network path can take the access token and the data",
+                "remove 'verify: false'; for a private CA give ca_file",
+            )
+        )
     return found
 
 

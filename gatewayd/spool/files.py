@@ -30,7 +30,7 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 #: The companions SQLite keeps next to a WAL-mode database file.
 COMPANION_SUFFIXES = ("-wal", "-shm")
-#: The reserve file given up when the disk fills (see `store.py`).
+#: The reserve file given up when the disk fills (see `diskguard.py`).
 RESERVE_SUFFIX = ".reserve"
 
 

@@ -319,6 +319,12 @@ class Uplink:
         self.commands.attach(replies)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
+        # Rows a previous session left in flight go back to the pool. Its delivery releases
+        # what it was sending when it ends, but that release is itself an await that a
+        # second cancellation (the session's task group tearing down) can cut short, and
+        # rows left in flight would never be sent again before a restart.
+        if released := await self._spool.release_all():
+            log.info("rows left in flight by the last session returned to the spool", rows=released)
         delivery = Delivery(
             self._config,
             self._spool,
