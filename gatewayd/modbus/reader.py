@@ -25,6 +25,7 @@ from gatewayd.modbus.clock import Clock
 from gatewayd.modbus.errors import (
     ILLEGAL_DATA_ADDRESS,
     BusUnavailable,
+    DeviceProtocolError,
     DeviceRejected,
     DeviceTimeout,
     ModbusError,
@@ -202,7 +203,6 @@ class DeviceReader:
                 if index in self._unreadable:
                     outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
         pending = self.planner.plan(due)
-        shortened_after_timeout = False
         probe_rounds = 0 if probe else MAX_PROBE_ROUNDS
         while True:
             if not pending and probe_rounds < MAX_PROBE_ROUNDS:
@@ -220,22 +220,15 @@ class DeviceReader:
                 words = await self._read_with_retries(
                     client, request, outcome, self.retries if retries is None else retries
                 )
-            except DeviceTimeout as exc:
+            except DeviceTimeout as exc:  # DeviceProtocolError too: an unsound answer
+                # No evidence of a read limit either way (a lost or garbled answer says
+                # nothing about length): a limit probe's data is discarded anyway, and any
+                # other request ends the poll like a dead device's.
                 if self.planner.is_limit_probe(request):
-                    # Silence instead of exception 03 to a too-long read: the search narrows.
-                    self.planner.on_timeout(request, device_answered=True)
                     continue
-                # A device that answered earlier in this poll may choke on long reads: let
-                # the planner shorten once; a second timeout means it stopped answering.
-                if outcome.answered and not shortened_after_timeout:
-                    shortened_after_timeout = True
-                    retry = self.planner.on_timeout(request, device_answered=True)
-                    if retry:
-                        self._log_lowered_limit(request)
-                        pending[:0] = retry
-                        continue
                 outcome.timed_out = True
-                self._fail_all([request, *pending], outcome, clock, f"timeout: {exc}")
+                what = "bad answer" if isinstance(exc, DeviceProtocolError) else "timeout"
+                self._fail_all([request, *pending], outcome, clock, f"{what}: {exc}")
                 return outcome
             except BusUnavailable as exc:
                 outcome.bus_lost = True
@@ -248,6 +241,8 @@ class DeviceReader:
             self.planner.on_success(request)
             if request.points:
                 self._decode_into(request, words, _now_ms(clock), outcome)
+        if probe:  # a poll cycle (not a command's read): lowered limits count healthy cycles
+            self.planner.end_cycle(healthy=outcome.answered)
         return outcome
 
     def _handle_rejection(
@@ -328,7 +323,8 @@ class DeviceReader:
                 )
             except DeviceTimeout as exc:
                 outcome.failed_requests += 1
-                outcome.last_error = f"no answer to {_describe(request)}: {exc}"
+                what = "bad answer" if isinstance(exc, DeviceProtocolError) else "no answer"
+                outcome.last_error = f"{what} to {_describe(request)}: {exc}"
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable: the loop returns or raises")
