@@ -382,6 +382,7 @@ class RogueSerialDevice:
     async def __aenter__(self) -> RogueSerialDevice:
         self._fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(self._fd, termios.TCSANOW)
+        termios.tcflush(self._fd, termios.TCIOFLUSH)  # nothing left from an earlier user
         asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
         return self
 
