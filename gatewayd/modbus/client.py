@@ -120,7 +120,6 @@ _NEVER_DISCONNECT = 1 << 30
 _READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 
 
-
 class _LibraryEchoes(logging.Filter):
     """Keeps pymodbus' failure records out of the log unless gatewayd logs at debug.
 

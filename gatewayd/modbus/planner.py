@@ -80,10 +80,10 @@ from typing import NamedTuple
 from gatewayd.config.models import PointConfig, Table
 
 __all__ = [
-    "MAX_BITS",
-    "MAX_REGISTERS",
     "LIMIT_RETRY_CYCLES",
     "LIMIT_RETRY_MAX_CYCLES",
+    "MAX_BITS",
+    "MAX_REGISTERS",
     "DeviceReadPlanner",
     "PlanCache",
     "PlanError",

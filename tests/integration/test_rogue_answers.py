@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from gatewayd.config.models import LogFormat, Table
 from gatewayd.logging import configure_logging
@@ -88,7 +90,9 @@ def cases() -> Iterator[Any]:
     """(transport, fault, error type) for every fault that applies to the transport."""
     for transport in ("tcp", "rtu_over_tcp", "serial"):
         family = "tcp" if transport == "tcp" else "rtu"
-        faults: dict[Fault, type[Exception]] = {f: DeviceProtocolError for f in PROTOCOL_ERRORS}
+        faults: dict[Fault, type[Exception]] = dict.fromkeys(
+            PROTOCOL_ERRORS, DeviceProtocolError
+        )
         faults.update(dict.fromkeys(TIMEOUTS, DeviceTimeout))
         faults.update(BY_TRANSPORT[family])
         for fault, error in faults.items():
@@ -107,6 +111,7 @@ def pty(request: pytest.FixtureRequest) -> tuple[str, str] | None:
 @pytest.mark.parametrize(("table", "count"), [(Table.HOLDING, 3), (Table.COIL, 5)])
 @pytest.mark.parametrize(("transport", "fault", "error"), list(cases()))
 async def test_an_unsound_answer_is_never_a_value(
+    *,
     transport: str,
     fault: Fault,
     error: type[Exception],
@@ -147,10 +152,6 @@ async def test_another_units_answer_is_a_timeout_that_says_so() -> None:
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """The daemon's logging set-up (JSON lines, info) into a buffer; restored afterwards."""
-    import logging  # noqa: PLC0415 - only this fixture touches process-wide logging
-
-    import structlog  # noqa: PLC0415
-
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     named = [logging.getLogger(n) for n in ("gatewayd", "pymodbus", "asyncio")]
