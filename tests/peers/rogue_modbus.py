@@ -49,6 +49,7 @@ __all__ = [
     "correct_answer",
     "frame",
     "good",
+    "refusal",
     "register_value",
     "script",
 ]
@@ -216,6 +217,11 @@ _FAULTS: dict[Fault, Callable[[Answer], Reply]] = {
 
 #: What a policy decides per request.
 Policy = Callable[[Request, Answer], Reply]
+
+
+def refusal(answer: Answer, code: int) -> bytes:
+    """Exception `code` instead of `answer` (02 illegal address, 03 illegal value ...)."""
+    return _with_pdu(answer, bytes([answer.pdu[0] | 0x80, code]))
 
 
 def script(*faults: Fault) -> Policy:
