@@ -2,7 +2,8 @@
 
 This is the only client-side module that imports pymodbus. Everything above it (the bus
 poller, the `read` command, command writes) talks to the `ModbusClient` protocol and sees
-only `DeviceTimeout`, `DeviceRejected(code)` and `BusUnavailable`.
+only `DeviceTimeout` (and its kind `DeviceProtocolError`), `DeviceRejected(code)` and
+`BusUnavailable`.
 
 How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.py` and
 `transport/transport.py`):
@@ -53,9 +54,26 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   Python 3.11 drops a cancellation that lands in the same loop turn as the answer: the
   poller being stopped would keep polling. Requests and connects run under
   `KeepingCancels` (`gatewayd.cancels`), which raises such a cancellation again.
-- **Logs.** pymodbus logs through stdlib `logging` under "pymodbus"; it is set to CRITICAL
-  unless someone configured it, since every failure surfaces here as our own error and is
-  logged by the poller (late-answer skips would otherwise log as errors).
+- **Sound answers only.** An answer is used only when its unit id, transaction id (TCP),
+  function code, byte count and length all match the request exactly; anything else is
+  `DeviceProtocolError` and nothing of it is used. pymodbus checks less: it took a
+  transaction id 0, bytes after the frame, an odd register byte count (2N+1 bytes as N
+  registers) and a coil byte count above ceil(count / 8) (the extra bits as values), and a
+  byte count longer than the frame raised out of `data_received`, so asyncio closed the
+  connection (every unit behind a gateway). The client's answer classes (`_FastRegisters`,
+  `_CountedBits`) never raise and keep the byte count; `_on_data` wraps pymodbus'
+  framing of the receive buffer to catch decode errors and measure the answer's frame;
+  `_check_answer` compares. All of it is a few comparisons per request. Frames for another
+  unit or transaction are skipped by pymodbus and end in a timeout that says so. On RTU a
+  frame must be the whole receive buffer (no garbage before, no bytes after); bytes that
+  arrive in a later read after a sound frame cannot be told from a next frame and are
+  dropped when the next request is sent (inherent to RTU without timing the 3.5-character
+  silence).
+- **Logs.** pymodbus logs through stdlib `logging` ("pymodbus.logging"), an ERROR with a
+  hex dump of its last frames (up to ~1.7 kB) for every bad answer. Every such failure
+  surfaces here as our own error, which the poller logs once per episode, so a filter
+  (`_LibraryEchoes`) keeps pymodbus' records out unless gatewayd logs at debug, where
+  they come as one short debug line each.
 """
 
 from __future__ import annotations

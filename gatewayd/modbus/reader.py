@@ -190,11 +190,13 @@ class DeviceReader:
         `probe=False` reads only what `due` needs: no discovery reads (gap and limit probes)
         after the plan, as a command's read must cost no more than its own requests.
 
-        A timeout (after retries) ends the poll: the remaining points fail without being
-        tried, so a dead device costs one timeout per poll. An exception 02 on a merged
-        range is split and the unreadable registers are remembered; other exception
-        responses fail only the points of that request. `before_request` runs before each
-        request (the poller runs priority operations there).
+        A timeout (after retries) or an unsound answer (`DeviceProtocolError`) ends the
+        poll: the remaining points fail without being tried, so a dead device costs one
+        timeout per poll. Neither lowers the device's read limit: only its refusals do.
+        An exception 02 on a merged range is split and the unreadable registers are
+        remembered; other exception responses fail only the points of that request.
+        `before_request` runs before each request (the poller runs priority operations
+        there).
         """
         outcome = ReadOutcome()
         ts_ms = _now_ms(clock)
