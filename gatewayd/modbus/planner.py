@@ -598,6 +598,11 @@ class DeviceReadPlanner:
                 return [self._limit_probe_sent]
         return []
 
+    @property
+    def configured_limits(self) -> tuple[int, int]:
+        """(max_registers, max_bits) as configured, before anything was learnt."""
+        return self._configured
+
     def is_limit_probe(self, request: ReadRequest) -> bool:
         """Is `request` a read `probes()` issued to find, check or re-try a read limit?
 

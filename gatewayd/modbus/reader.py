@@ -240,9 +240,11 @@ class DeviceReader:
                 pending[:0] = self._handle_rejection(request, exc, outcome, clock, due)
                 continue
             outcome.answered = True
-            self.planner.on_success(request)
             if request.points:
+                self.planner.on_success(request)
                 self._decode_into(request, words, _now_ms(clock), outcome)
+            else:  # a probe (rare): it may restore a lowered limit
+                self._probe_answered(request)
         if probe:  # a poll cycle (not a command's read): lowered limits count healthy cycles
             self.planner.end_cycle(healthy=outcome.answered)
         return outcome
@@ -301,6 +303,20 @@ class DeviceReader:
                 address=point.address,
             )
         return new
+
+    def _probe_answered(self, request: ReadRequest) -> None:
+        """Report an answered probe; log the one line closing a lowered-limit episode."""
+        planner = self.planner
+        before = (planner.max_registers, planner.max_bits)
+        planner.on_success(request)
+        after = (planner.max_registers, planner.max_bits)
+        if after != before and after == planner.configured_limits:
+            self._log.info(
+                "device takes long reads again; maximum restored",
+                request=_describe(request),
+                max_registers=after[0],
+                max_bits=after[1],
+            )
 
     def _log_lowered_limit(self, request: ReadRequest) -> None:
         self._log.warning(

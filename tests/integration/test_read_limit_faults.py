@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from gatewayd.config.models import DeviceConfig, DeviceModel, Table
 from gatewayd.modbus.client import ModbusClient, make_client
@@ -137,18 +138,24 @@ async def test_a_device_that_refuses_long_reads_still_teaches_its_limit() -> Non
 async def test_a_transient_refusal_costs_a_few_cycles() -> None:
     """Exception 04 (device busy) to reads over 39 registers in cycle 1 only: the limit
     search settles at 39, and one probe after LIMIT_RETRY_CYCLES healthy cycles brings
-    back the optimum of 2 requests a cycle (before: 3 a cycle for good)."""
+    back the optimum of 2 requests a cycle (before: 3 a cycle for good). The episode logs
+    one warning and one line when the maximum is restored."""
     policy = Faulty(refuse_over=39, refuse_code=4)
     counts = []
-    async with rogue_reader(policy) as (_device, client, reader):
-        first = await cycle(reader, client)
-        assert_all_exact(first)  # re-planned shorter: no point lost
-        assert reader.planner.max_registers == 39
-        policy.refuse_over = 125  # the device is fine again
-        for _ in range(LIMIT_RETRY_CYCLES + 3):
-            outcome = await cycle(reader, client)
-            assert_all_exact(outcome)
-            counts.append(outcome.requests)
+    with capture_logs() as logs:
+        async with rogue_reader(policy) as (_device, client, reader):
+            first = await cycle(reader, client)
+            assert_all_exact(first)  # re-planned shorter: no point lost
+            assert reader.planner.max_registers == 39
+            policy.refuse_over = 125  # the device is fine again
+            for _ in range(LIMIT_RETRY_CYCLES + 3):
+                outcome = await cycle(reader, client)
+                assert_all_exact(outcome)
+                counts.append(outcome.requests)
     # 3 requests a cycle at 39, one more for the re-try probe, then the optimum for good.
     assert counts == [3] * (LIMIT_RETRY_CYCLES - 1) + [3 + 1] + [OPTIMUM] * 3
     assert reader.planner.max_registers == 125
+    assert [(e["log_level"], e["event"], e["max_registers"]) for e in logs] == [
+        ("warning", "device refused a long read; lowering its maximum", 20),
+        ("info", "device takes long reads again; maximum restored", 125),
+    ]
