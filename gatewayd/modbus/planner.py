@@ -636,6 +636,9 @@ class DeviceReadPlanner:
         self._retry_probes.discard(probe)
         if not answered:
             self._retry_after = min(2 * self._retry_after, LIMIT_RETRY_MAX_CYCLES)
+            # A limit search stalled on a probe that got no verdict (a timeout) may step
+            # again: `_limit_probe` does not repeat the probe it sent last.
+            self._limit_probe_sent = None
             return
         self._retry_after = LIMIT_RETRY_CYCLES
         if probe.table.is_bit:

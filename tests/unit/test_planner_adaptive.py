@@ -345,6 +345,31 @@ def test_unhealthy_cycles_do_not_count_towards_a_retry() -> None:
     assert planner.probes() == [ReadRequest(H, 0, 100, ())]
 
 
+def test_a_search_stalled_by_a_timeout_resumes_at_the_next_retry() -> None:
+    """A limit probe that times out gives no verdict and the search stops there (the
+    maximum stays at what was answered); the re-try, refused, lets the search step again."""
+    pts = [point(i) for i in range(100)]
+    device = FakeDevice(bad=set(), max_len=70)
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    (request,) = planner.plan()
+    assert device.answer(request) == 3
+    for piece in planner.on_rejected(request, 3):  # 50 + 50, both answered
+        planner.on_success(piece)
+    (search,) = planner.probes()
+    assert search == ReadRequest(H, 0, 75, ())
+    assert planner.probes() == []  # it timed out: no verdict, no repeat
+    assert planner.max_registers == 50
+    for _ in range(LIMIT_RETRY_CYCLES):
+        planner.end_cycle(healthy=True)
+    (retry,) = planner.probes()
+    assert retry == ReadRequest(H, 0, 100, ())
+    assert planner.on_rejected(retry, 3) == []
+    assert planner.probes() == [search]  # the search steps again
+    assert planner.on_rejected(search, device.answer(search)) == []  # 75 > 70: refused
+    assert cycles_until_optimal(planner, device, optimum=2) == 2  # its steps, then 70 + 30
+    assert planner.max_registers == 70
+
+
 def test_a_lowered_bit_limit_is_tried_again_too() -> None:
     """A refused 1000-coil read halves max_bits; the re-try probe reads all 1000 coils:
     refused, max_bits stays 500; answered, it is 2000 again."""
