@@ -144,7 +144,7 @@ class _LibraryEchoes(logging.Filter):
     Every failure pymodbus logs (a skipped frame, an undecodable answer, a stray PDU) also
     reaches the request that was waiting, as our own error, and the poller logs that once
     per episode with one "recovered" line. pymodbus' own record comes on every bad answer,
-    ERROR level, with a hex dump of its last 20 frames (up to ~1.5 kB each): a device
+    ERROR level, with a hex dump of its last frames (0.5-1.7 kB each seen): a device
     answering garbage every second would flood the journal. At debug the records pass,
     demoted to DEBUG and cut to one short line.
     """

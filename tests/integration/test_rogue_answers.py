@@ -16,14 +16,22 @@ import structlog
 from gatewayd.config.models import LogFormat, Table
 from gatewayd.logging import configure_logging
 from gatewayd.modbus.client import ModbusClient, make_client
-from gatewayd.modbus.errors import BusUnavailable, DeviceProtocolError, DeviceTimeout
+from gatewayd.modbus.errors import (
+    BusUnavailable,
+    DeviceProtocolError,
+    DeviceRejected,
+    DeviceTimeout,
+)
 from tests.integration.modbus_fixtures import rtu_over_tcp_bus, serial_bus, tcp_bus
 from tests.peers.rogue_modbus import (
+    Answer,
     Fault,
     Policy,
+    Request,
     RogueSerialDevice,
     RogueTcpDevice,
     bit_value,
+    refusal,
     register_value,
     script,
 )
@@ -49,8 +57,13 @@ BY_TRANSPORT: dict[str, dict[Fault, type[Exception]]] = {
         Fault.WRONG_TRANSACTION: DeviceTimeout,  # pymodbus skips it: a timeout, nothing used
         Fault.ZERO_TRANSACTION: DeviceProtocolError,  # pymodbus would take it
         Fault.COUNT_MISMATCH: DeviceProtocolError,  # pymodbus used to close the connection
+        Fault.LONG_EXCEPTION: DeviceProtocolError,  # pymodbus reads the code, ignores the rest
     },
-    "rtu": {Fault.BAD_CRC: DeviceTimeout, Fault.COUNT_MISMATCH: DeviceTimeout},
+    "rtu": {  # pymodbus frames these by the function code's size: the CRC is then wrong
+        Fault.BAD_CRC: DeviceTimeout,
+        Fault.COUNT_MISMATCH: DeviceTimeout,
+        Fault.LONG_EXCEPTION: DeviceTimeout,
+    },
 }
 
 
@@ -131,6 +144,22 @@ async def test_an_unsound_answer_is_never_a_value(
         assert len(device.requests) == 2
         if transport != "serial":
             assert device.connections == 1  # no reconnect: the connection was never lost
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu_over_tcp", "serial"])
+async def test_a_sound_exception_answer_is_a_rejection(
+    transport: str, pty: tuple[str, str] | None
+) -> None:
+    """Exception 02 framed exactly is the device's verdict (`DeviceRejected(2)`), not a
+    protocol error, on every transport."""
+
+    def refuse(_request: Request, answer: Answer) -> bytes:
+        return refusal(answer, 2)
+
+    async with rogue(transport, refuse, pty) as (_device, client):
+        with pytest.raises(DeviceRejected) as caught:
+            await client.read(1, Table.INPUT, ADDRESS, 4, timeout=TIMEOUT * 4)
+    assert caught.value.code == 2
 
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu_over_tcp"])

@@ -156,6 +156,7 @@ class Fault(enum.Enum):
     WRONG_UNIT = "wrong unit id"
     WRONG_FUNCTION = "wrong function code"
     EXCEPTION_OTHER_FUNCTION = "exception answer for another function"
+    LONG_EXCEPTION = "exception answer with a byte too many, framed to match"
     SHORT_COUNT = "byte count one short, payload to match"
     LONG_COUNT = "byte count two long, payload to match"
     ODD_COUNT = "byte count 2N+1"
@@ -204,6 +205,7 @@ _FAULTS: dict[Fault, Callable[[Answer], Reply]] = {
     Fault.WRONG_UNIT: lambda a: _with_pdu(a, a.pdu, unit=(a.unit % 247) + 1),
     Fault.WRONG_FUNCTION: lambda a: _with_pdu(a, bytes([4 if a.pdu[0] == 3 else 3]) + a.pdu[1:]),
     Fault.EXCEPTION_OTHER_FUNCTION: lambda a: _with_pdu(a, bytes([(a.pdu[0] % 4 + 1) | 0x80, 2])),
+    Fault.LONG_EXCEPTION: lambda a: _with_pdu(a, bytes([a.pdu[0] | 0x80, 2, 0])),
     Fault.SHORT_COUNT: lambda a: _recount(a, -1),
     Fault.LONG_COUNT: lambda a: _recount(a, 2),
     Fault.ODD_COUNT: lambda a: _recount(a, 1),
