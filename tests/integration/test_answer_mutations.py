@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gatewayd.config.models import Table
 from gatewayd.modbus.errors import DeviceTimeout
-from tests.integration.test_rogue_answers import ADDRESS, expected, rogue
+from tests.integration.rogue_fixtures import ADDRESS, expected, rogue
 from tests.peers.rogue_modbus import Answer, Request
 
 #: About half the mutations end in a timeout, so it is short; but a mutated answer landing

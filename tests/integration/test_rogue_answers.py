@@ -3,11 +3,10 @@ becomes a value, on Modbus TCP, RTU over TCP and RTU on a socat pty pair."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,30 +14,23 @@ import structlog
 
 from gatewayd.config.models import LogFormat, Table
 from gatewayd.logging import configure_logging
-from gatewayd.modbus.client import ModbusClient, make_client
 from gatewayd.modbus.errors import (
     BusUnavailable,
     DeviceProtocolError,
     DeviceRejected,
     DeviceTimeout,
 )
-from tests.integration.modbus_fixtures import rtu_over_tcp_bus, serial_bus, tcp_bus
+from tests.integration.rogue_fixtures import ADDRESS, expected, rogue
 from tests.peers.rogue_modbus import (
     Answer,
     Fault,
-    Policy,
     Request,
-    RogueSerialDevice,
-    RogueTcpDevice,
-    bit_value,
     refusal,
-    register_value,
     script,
 )
 
 #: Per-request timeout: short, as most faults end in one; generous for a loaded machine.
 TIMEOUT = 0.5
-ADDRESS = 10
 
 #: Faults pymodbus frames and hands over: the client must see through them itself.
 PROTOCOL_ERRORS = {
@@ -65,38 +57,6 @@ BY_TRANSPORT: dict[str, dict[Fault, type[Exception]]] = {
         Fault.LONG_EXCEPTION: DeviceTimeout,
     },
 }
-
-
-@contextlib.asynccontextmanager
-async def rogue(
-    transport: str, policy: Policy, pty: tuple[str, str] | None = None
-) -> AsyncIterator[tuple[Any, ModbusClient]]:
-    """A rogue device on `transport` ("tcp", "rtu_over_tcp", "serial") and a client to it."""
-    device: Any
-    if transport == "serial":
-        assert pty is not None
-        device = RogueSerialDevice(pty[0], policy)
-        bus: Any = serial_bus(pty[1])
-    else:
-        framing = "tcp" if transport == "tcp" else "rtu"
-        device = RogueTcpDevice(policy, framing=framing)
-    async with device:
-        if transport == "tcp":
-            bus = tcp_bus(device.port)
-        elif transport == "rtu_over_tcp":
-            bus = rtu_over_tcp_bus(device.port)
-        client = make_client(bus)
-        await client.connect()
-        try:
-            yield device, client
-        finally:
-            await client.close()
-
-
-def expected(table: Table, count: int) -> list[int]:
-    """What a sound device answers for `count` values at ADDRESS."""
-    value = bit_value if table.is_bit else register_value
-    return [value(ADDRESS + i) for i in range(count)]
 
 
 def cases() -> Iterator[Any]:
