@@ -308,6 +308,7 @@ class RogueTcpDevice:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def requests(self) -> list[Request]:
@@ -332,12 +333,18 @@ class RogueTcpDevice:
         assert self._server is not None
         self._server.close()
         for writer in list(self._writers):
-            writer.close()
+            writer.close()  # the handler reads EOF and ends
+        if self._handlers:
+            # Ended, not cancelled at loop shutdown (which asyncio logs as an error).
+            await asyncio.wait(self._handlers, timeout=5)
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         parse = _tcp_request if self.framing == "tcp" else _rtu_request
         buffer = bytearray()
         try:
@@ -350,6 +357,7 @@ class RogueTcpDevice:
             pass
         finally:
             self._writers.discard(writer)
+            self._handlers.discard(task)
             writer.close()
 
     async def _answer(self, request: Request, writer: asyncio.StreamWriter) -> bool:
