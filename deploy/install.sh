@@ -77,7 +77,7 @@ done
 for secret in "${secrets[@]}"; do
     install -m 0600 "$secret" "$staging/$(basename "$secret")"
 done
-install -m 0644 "$config" "$staging/gatewayd.yaml"
+install -m 0600 "$config" "$staging/gatewayd.yaml"
 
 # 2. Validate it where it stands: relative models_dir and secret files resolve in staging.
 if ! "$gatewayd" check "$staging/gatewayd.yaml" >/dev/null; then
@@ -93,7 +93,11 @@ fi
 for secret in "${secrets[@]}"; do
     install -m 0600 -o root -g root "$staging/$(basename "$secret")" "$etc/$(basename "$secret")"
 done
-install -m 0644 "$staging/gatewayd.yaml" "$etc/.gatewayd.yaml.new"
+# The config may hold inline secrets: readable by root and the service's group only (as the
+# package installs it). Before the package has created the group, root's group stands in.
+config_group=root
+if getent group gatewayd >/dev/null; then config_group=gatewayd; fi
+install -m 0640 -o root -g "$config_group" "$staging/gatewayd.yaml" "$etc/.gatewayd.yaml.new"
 mv -f "$etc/.gatewayd.yaml.new" "$etc/gatewayd.yaml"
 echo "installed $etc/gatewayd.yaml"
 

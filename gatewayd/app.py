@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,13 +28,17 @@ import structlog
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
+from gatewayd.enos.connect_history import FILE_NAME as CONNECTS_FILE
+from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
+from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
+from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import CommandHandler, Uplink
@@ -64,6 +69,8 @@ def register_secrets(config: Config) -> None:
     register_secret(config.gateway.product_secret)
     for device in config.devices:
         register_secret(device.device_secret)
+    if config.integration.http is not None:
+        register_secret(config.integration.http.secret_key)
 
 
 @dataclass
@@ -114,6 +121,7 @@ class Daemon:
         self.heartbeat = Heartbeat()
         self.results: asyncio.Queue[CycleResult] = asyncio.Queue(RESULT_QUEUE_SIZE)
         self.pollers: dict[str, BusPoller] = {}
+        self.supervisors: dict[str, BusSupervisor] = {}
         self._poller_tasks: dict[str, asyncio.Task[None]] = {}
         self._commands = commands
         self._observer = observer
@@ -210,6 +218,7 @@ class Daemon:
             on_lifecycle=self._on_lifecycle,
             secret_path=state_dir(self.config) / SECRET_FILE,
             policy=self._reconnect,
+            connect_history=ConnectHistoryFile(state_dir(self.config) / CONNECTS_FILE),
         )
 
     def _command_handler(self) -> CommandHandler | None:
@@ -224,16 +233,16 @@ class Daemon:
                 continue
             name = f"bus:{bus.name}"
             self.heartbeat.register(name, HEARTBEAT_SILENCE_S)
+            beat = functools.partial(self.heartbeat.beat, name)
             poller = BusPoller(
-                bus,
-                devices,
-                config.models,
-                self.results,
-                clock=self.clock,
-                heartbeat=lambda name=name: self.heartbeat.beat(name),  # type: ignore[misc]
+                bus, devices, config.models, self.results, clock=self.clock, heartbeat=beat
             )
+            # A bus task that crashes is restarted by the daemon, with the bus backoff.
+            supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)
+            poller.on_cycle = supervisor.cycle_done
             self.pollers[bus.name] = poller
-            task = asyncio.create_task(poller.run(), name=name)
+            self.supervisors[bus.name] = supervisor
+            task = asyncio.create_task(supervisor.run(), name=name)
             task.add_done_callback(_report_crash)
             self._poller_tasks[bus.name] = task
 
@@ -246,6 +255,7 @@ class Daemon:
             self.heartbeat.unregister(f"bus:{name}")
         self._poller_tasks.clear()
         self.pollers.clear()
+        self.supervisors.clear()
 
     def _publishing(self, device: str) -> bool:
         uplink = self.uplink
@@ -365,32 +375,21 @@ class Daemon:
         )
 
     async def _status_loop(self, spool: Spool) -> None:
-        path = state_dir(self.config) / STATUS_FILE
+        status_file = StatusFile(state_dir(self.config) / STATUS_FILE)
         while True:
             report = await self.report(spool)
             self.notifier.status(report.line())
-            try:
-                await asyncio.to_thread(
-                    _write_atomic, path, json.dumps(asdict(report), default=str)
-                )
-            except OSError as exc:
-                # A full or read-only disk must not stop acquisition: the spool copes with
-                # it, and the status file is only a convenience for `gatewayd status`.
-                log.warning("cannot write the status file", path=str(path), error=str(exc))
+            # Write errors are logged once per episode (StatusFile), never raised.
+            await asyncio.to_thread(status_file.write, json.dumps(asdict(report), default=str))
             await self.clock.sleep(STATUS_INTERVAL_S)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
-    """A bus task must never end by itself: say so loudly. Its heartbeat stops, so the
-    systemd watchdog restarts the daemon; the spool keeps everything already read."""
+    """A supervised bus task never ends by itself (crashes are restarted); if it still does,
+    say so loudly. Its heartbeat stops, so the systemd watchdog restarts the daemon; the
+    spool keeps everything already read."""
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("bus task crashed", task=task.get_name(), error=repr(error), exc_info=error)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temp = path.with_suffix(".tmp")
-    temp.write_text(text)
-    temp.replace(path)
 
 
 def run_daemon(config_path: Path, *, commands: CommandFactory | None = None) -> int:

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.daemon_cli",
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
+    "gatewayd.integration.cli",
     "gatewayd.demo.cli",
     "gatewayd.sim.emulator_cli",
 )
@@ -46,6 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EX_USAGE
+    # Logs go to stderr from the start, for every command: stdout carries only the
+    # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
+    # print to stdout. Warnings and errors only: a one-shot command's progress is its output,
+    # and `run` and `demo` configure their own level and destination on top.
+    from gatewayd.logging import LogLevel, configure_logging  # noqa: PLC0415 - after parsing
+
+    configure_logging(LogLevel.WARNING)
     try:
         status: int = func(args)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from gatewayd.config.cli import load_or_report
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
+#: Files 0600, directories 0700 (the unit sets UMask=0077 too; this covers other starts).
+PRIVATE_UMASK = 0o077
 #: A status file older than this means the daemon is not running (it rewrites every 5 s).
 STALE_STATUS_S = 30.0
 
@@ -26,7 +29,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Poll the Modbus devices of CONFIG, commit every sample to the spool and deliver "
             "it to EnOS until SIGTERM/SIGINT. SIGHUP reloads the configuration (a bad one "
-            "is refused and the running one kept). Exit 78 on a configuration error."
+            "is refused and the running one kept). Exit 78 on a configuration error, 73 "
+            "when the spool cannot be written or created (read-only file or directory), "
+            "74 on another I/O error opening it."
         ),
     )
     run.add_argument("config", type=Path, metavar="CONFIG", help="path to gatewayd.yaml")
@@ -50,13 +55,23 @@ def run_run(args: argparse.Namespace) -> int:
     from gatewayd.app import Daemon  # noqa: PLC0415 (keep `gatewayd check` light)
     from gatewayd.commands import command_handler_factory  # noqa: PLC0415
     from gatewayd.logging import configure_logging  # noqa: PLC0415
+    from gatewayd.spool.openerror import SpoolOpenError  # noqa: PLC0415
 
+    # Everything the daemon writes (spool, reserve, status, the activated secret) is
+    # private whoever starts it: a shell's umask 022 would make them world-readable.
+    os.umask(PRIVATE_UMASK)
     config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
     configure_logging(config.logging.level, config.logging.format)
     daemon = Daemon(args.config, config, commands=command_handler_factory)
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    except SpoolOpenError as exc:
+        # One line with the path and the fix instead of a traceback; a sysexits status the
+        # unit does not restart on (RestartPreventExitStatus=), since a restart fails alike.
+        print(f"gatewayd: {exc.render()}", file=sys.stderr)
+        return exc.exit_status
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from pydantic import SecretStr
@@ -281,6 +281,31 @@ def resolve_format(
     return fmt
 
 
+class CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of each write.
+
+    The default log stream: logs never go to stdout, which carries the machine-readable
+    output of `read --json`, `plan --json`, `status --json`..., and a stream swapped after
+    configuration (pytest's capture, a test running the CLI in-process) is followed.
+    """
+
+    def write(self, text: str) -> int:
+        """Write `text` to the current stderr."""
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        """Flush the current stderr."""
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        """Whether the current stderr is a terminal."""
+        return _isatty(sys.stderr)
+
+    def fileno(self) -> int:
+        """The current stderr's file descriptor (for the `$JOURNAL_STREAM` check)."""
+        return sys.stderr.fileno()
+
+
 def _level_number(level: LogLevel | str | int) -> int:
     if isinstance(level, int):
         return level
@@ -307,11 +332,12 @@ def configure_logging(
     `level` applies to gatewayd's own loggers, `library_level` to pymodbus, paho, amqtt,
     asyncio and anything else logging through stdlib. Calling it again (a reload changing
     `logging:`) replaces the previous set-up instead of adding a second handler.
-    `journal_send` replaces `systemd.journal.send` (tests); `stream` defaults to stderr.
+    `journal_send` replaces `systemd.journal.send` (tests); `stream` defaults to stderr
+    (whatever `sys.stderr` is when a line is written); never stdout.
     """
     global _installed_handler  # noqa: PLW0603 - logging is process-wide by nature
 
-    out = sys.stderr if stream is None else stream
+    out: TextIO = cast(TextIO, CurrentStderr()) if stream is None else stream
     env = os.environ if environ is None else environ
     send = journal_send if journal_send is not None else _systemd_journal_send()
     resolved = resolve_format(fmt, out, env, journald_available=send is not None)

@@ -20,6 +20,8 @@
 # .deb needs no network and runs no pip. The venv is bound to the Python it was built on
 # (/usr/bin/python3, 3.11 on Debian 12), hence Depends: python3 (>= 3.11), python3 (<< 3.12).
 set -euo pipefail
+# dpkg-deb wants 0755 directories in the package, whatever umask the builder has.
+umask 022
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 outdir=$(realpath -m "${1:-$repo/dist}")
@@ -91,7 +93,8 @@ if ! grep -q '^  path: /var/lib/gatewayd/spool.db' "$stage/etc/gatewayd/gatewayd
     echo "error: could not point the example's spool.path at /var/lib/gatewayd" >&2
     exit 1
 fi
-chmod 0644 "$stage/etc/gatewayd/gatewayd.yaml"
+# It may hold inline secrets: not world-readable (postinst gives it to group gatewayd).
+chmod 0640 "$stage/etc/gatewayd/gatewayd.yaml"
 install -m 0644 "$repo"/config/models/*.yaml "$stage/etc/gatewayd/models/"
 install -D -m 0644 "$repo/README.md" "$stage/usr/share/doc/gatewayd/README.md"
 

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -51,3 +52,10 @@ def rtu_crc16(frame: bytes) -> bytes:
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
     return crc.to_bytes(2, "little")
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write a secret file as an operator must: mode 0600 (gatewayd refuses wider ones)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path

@@ -19,6 +19,7 @@ from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.config.render import render_config
+from gatewayd.config.risks import located_warnings
 from gatewayd.config.schema import schema_text
 
 EX_OK = 0
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         help="validate a config file and print it resolved",
         description=(
             "Validate CONFIG and the device models it references. Valid: print the "
-            "resolved config (defaults filled, secrets masked as ***) and exit 0. "
+            "resolved config (defaults filled, secrets masked as ***) and exit 0; risky "
+            "settings (tls.verify: false) are warned about on stderr. "
             "Invalid: print every error as FILE:LINE:COL: path: message (hint) on "
             "stderr and exit 78 (EX_CONFIG)."
         ),
@@ -69,6 +71,9 @@ def run_check(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EX_CONFIG
+    # Valid but risky settings: said on stderr, the resolved config still goes to stdout.
+    for warning in located_warnings(args.config, config):
+        print(warning.render(), file=sys.stderr)
     text = yaml.safe_dump(
         render_config(config), sort_keys=False, default_flow_style=False, allow_unicode=True
     )

@@ -24,8 +24,19 @@ from pydantic import SecretStr, ValidationError
 from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
-from gatewayd.config.models import Config, DeviceModel, GatewayConfig, TlsConfig
-from gatewayd.config.secretfiles import SecretFileError, read_secret, resolve_secret_file
+from gatewayd.config.models import (
+    Config,
+    DeviceModel,
+    GatewayConfig,
+    IntegrationConfig,
+    TlsConfig,
+)
+from gatewayd.config.secretfiles import (
+    SecretFileError,
+    SecretFileTooOpenError,
+    read_secret,
+    resolve_secret_file,
+)
 from gatewayd.config.site_rules import check_site
 from gatewayd.config.suggest import hint_for
 from gatewayd.config.yamlload import YamlDocument, load_yaml_file
@@ -211,6 +222,7 @@ class _Load:
         return config.model_copy(
             update={
                 "gateway": gateway,
+                "integration": self._resolve_integration(doc, config.integration),
                 "spool": config.spool.model_copy(
                     update={"path": self._abs_path(config.spool.path)}
                 ),
@@ -247,6 +259,27 @@ class _Load:
         broker = gateway.broker.model_copy(update={"tls": _copy(tls, tls_update)})
         return gateway.model_copy(update={**update, "broker": broker})
 
+    def _resolve_integration(
+        self, doc: YamlDocument, integration: IntegrationConfig
+    ) -> IntegrationConfig:
+        """`integration.http` with its secret key read and its CA file made absolute."""
+        http = integration.http
+        if http is None:
+            return integration
+        update: dict[str, Any] = {}
+        found = self.secrets.get(("integration", "http", "secret_key_file"))
+        if found is not None:
+            update = {"secret_key_file": found[0], "secret_key": found[1]}
+        if http.ca_file is not None:
+            update["ca_file"] = self._abs_path(http.ca_file)
+            if not update["ca_file"].is_file():
+                self.issues.append(
+                    doc.issue(
+                        ("integration", "http", "ca_file"), f"file '{http.ca_file}' not found"
+                    )
+                )
+        return integration.model_copy(update={"http": http.model_copy(update=update)})
+
     def _read_secret_files(
         self, doc: YamlDocument, data: dict[str, Any]
     ) -> dict[DataPath, tuple[Path, SecretStr]]:
@@ -255,6 +288,11 @@ class _Load:
         sections: list[tuple[DataPath, object, tuple[str, ...]]] = [
             (("gateway",), data.get("gateway"), both)
         ]
+        integration = data.get("integration")
+        if isinstance(integration, dict):
+            sections.append(
+                (("integration", "http"), integration.get("http"), ("secret_key_file",))
+            )
         devices = data.get("devices")
         if isinstance(devices, list):
             sections += [
@@ -281,6 +319,11 @@ class _Load:
         file = resolve_secret_file(value, self.abs_dir, self.environ)
         try:
             return file, SecretStr(read_secret(file))
+        except SecretFileTooOpenError as exc:
+            # Named as the user sees it: next to the config as given, else where it was found.
+            fix = self.shown_dir / value if file == _abs(self.abs_dir / value) else file
+            self.issues.append(doc.issue(at, f"{exc} ('{value}')", f"chmod 600 {fix}"))
+            return None
         except SecretFileError as exc:
             hint = None
             if not value.is_absolute():

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gatewayd.config.units import Duration, Size
 
@@ -82,6 +82,13 @@ class Order(StrEnum):
 
     BIG = "big"
     LITTLE = "little"
+
+
+class Timestamps(StrEnum):
+    """How a device's readings of one poll cycle are stamped."""
+
+    CYCLE = "cycle"  # one stamp per device and cycle: when its first request was sent
+    REQUEST = "request"  # each response stamped with its own arrival time
 
 
 class Parity(StrEnum):
@@ -317,6 +324,8 @@ class DeviceModel(Strict):
     description: str | None = None
     byte_order: Order = Order.BIG
     word_order: Order = Order.BIG
+    # One timestamp per device and cycle (one EnOS record), or one per request.
+    timestamps: Timestamps = Timestamps.CYCLE
     points: Annotated[list[PointConfig], Field(min_length=1)]
     events: list[EventRule] = []
     services: list[ServiceConfig] = []
@@ -339,6 +348,7 @@ class DeviceConfig(Strict):
     poll_interval: Annotated[Duration, Field(gt=0)] = 5.0
     byte_order: Order | None = None  # None: the model's
     word_order: Order | None = None
+    timestamps: Timestamps | None = None  # None: the model's
     enabled: bool = True
     timeout: Annotated[Duration, Field(gt=0)] | None = None  # None: the bus's
     max_registers: Annotated[int, Field(ge=1, le=125)] | None = None  # None: the bus's
@@ -361,7 +371,8 @@ class SpoolConfig(Strict):
 
 class UplinkConfig(Strict):
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 500  # records per message
-    # A sample older than this when it is sent goes out as resume (backfill), not post.
+    # A sample older than this when it is sent goes out as resume (backfill), not post;
+    # so does one taken while its sub-device was not logged in (outage, before its login).
     live_window: Annotated[Duration, Field(gt=0)] = 30.0
     # Backlog pacing. The byte budget covers all uplink traffic: live data spends it first
     # and never waits; the backlog drains with what is left (EnOS: about 1 MB/s a device).
@@ -370,7 +381,55 @@ class UplinkConfig(Strict):
     reply_timeout: Annotated[Duration, Field(gt=0, le=60)] = 30.0
     login_batch_size: Annotated[int, Field(ge=1, le=200)] = 50
     auto_topo: bool = False  # add sub-devices answering 740 to the topology
-    historical_events: bool = False  # backfill old events via integration.event.post
+    # No `historical_events` yet: backfilling old events (integration.event.post) comes with
+    # the integration issue; a key that does nothing must not be accepted before then.
+
+
+class IntegrationHttpConfig(Strict):
+    """EnOS HTTP message integration: a service account posting to the integration address.
+
+    `address` and `apigw` are base URLs (`https://host[:port]`); a bare host means https.
+    The token service (`apigw`) defaults to the integration address's host.
+    """
+
+    address: Annotated[str, Field(min_length=1)]
+    apigw: Annotated[str, Field(min_length=1)] | None = None
+    org_id: Annotated[str, Field(min_length=1)]
+    access_key: Annotated[str, Field(min_length=1)]
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    verify: bool = True  # TLS certificate verification, as for the broker
+    ca_file: Path | None = None  # None: the system trust store
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    # Longest wait for any one read or write of a request (not the whole upload).
+    timeout: Annotated[Duration, Field(gt=0)] = 30.0
+
+    @field_validator("address", "apigw")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        problem = base_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` is not `host[:port]` or `http(s)://host[:port]`, or None when it is."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "https", value
+    if scheme not in ("http", "https"):
+        return f"scheme {scheme!r} is not http or https"
+    host = rest.removesuffix("/")
+    if not host or any(c in host for c in "/?#@ "):
+        return f"{value!r} is not a base URL like https://host[:port] (no path or query)"
+    return None
+
+
+class IntegrationConfig(Strict):
+    """EnOS message integration channels (only HTTP for now)."""
+
+    http: IntegrationHttpConfig | None = None
 
 
 class LoggingConfig(Strict):
@@ -385,6 +444,7 @@ class Config(Strict):
     spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
     logging: LoggingConfig = LoggingConfig()
+    integration: IntegrationConfig = IntegrationConfig()
     models_dir: Path = Path("models")  # relative to the config file
     buses: list[BusConfig] = []
     devices: list[DeviceConfig] = []

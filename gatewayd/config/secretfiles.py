@@ -9,14 +9,23 @@ is set and the file exists in it), then next to the config file.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 
 
+#: Mode bits that let the group or others at a secret (OpenSSH's test for private keys).
+SHARED_MODE_BITS = 0o077
+
+
 class SecretFileError(Exception):
     """A secret file that cannot be used; the message is for the engineer."""
+
+
+class SecretFileTooOpenError(SecretFileError):
+    """A secret file the group or others may read or write (`chmod 600` fixes it)."""
 
 
 def resolve_secret_file(value: Path, config_dir: Path, environ: Mapping[str, str]) -> Path:
@@ -32,9 +41,19 @@ def resolve_secret_file(value: Path, config_dir: Path, environ: Mapping[str, str
 
 
 def read_secret(path: Path) -> str:
-    """The secret in `path`, without its trailing newline; `SecretFileError` if unusable."""
+    """The secret in `path`, without its trailing newline; `SecretFileError` if unusable.
+
+    A file the group or others may read or write is refused, as OpenSSH refuses such a
+    private key: the secret is no longer one, and keeping it working hides that.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & SHARED_MODE_BITS:
+                raise SecretFileTooOpenError(
+                    f"secret file is open to group or others (mode {mode:04o})"
+                )
+            text = handle.read()
     except FileNotFoundError:
         raise SecretFileError("secret file not found") from None
     except IsADirectoryError:

@@ -130,6 +130,7 @@ def _check_secrets(data: dict[str, Any], add: Any) -> None:
                 f"missing: secure_mode {mode} {why} with the {needed} secret",
                 f"set {needed}_secret or {needed}_secret_file",
             )
+    _check_integration_secret(data, add)
     devices = data.get("devices")
     for index, device in enumerate(devices if isinstance(devices, list) else []):
         if not isinstance(device, dict):
@@ -144,3 +145,21 @@ def _check_secrets(data: dict[str, Any], add: Any) -> None:
                 "missing: an enabled device logs in to EnOS with its device secret",
                 "set device_secret or device_secret_file",
             )
+
+
+def _check_integration_secret(data: dict[str, Any], add: Any) -> None:
+    """`integration.http` needs its service account's secret key, given once."""
+    integration = data.get("integration")
+    http = integration.get("http") if isinstance(integration, dict) else None
+    if not isinstance(http, dict):
+        return
+    at: DataPath = ("integration", "http")
+    inline, file = _given(http, "secret_key"), _given(http, "secret_key_file")
+    if inline and file:
+        add((*at, "secret_key_file"), "give secret_key or secret_key_file, not both")
+    elif not (inline or file):
+        add(
+            (*at, "secret_key"),
+            "missing: the token service signs with the service account's secret key",
+            "set secret_key or secret_key_file",
+        )

@@ -104,6 +104,8 @@ class ReplyCode(IntEnum):
     PARTIAL_FAILURE = 2013  # some points were written, others failed (see the reply data)
     WRITE_NOT_VERIFIED = 2014  # written, but the device reads back a different value
     DEVICE_READ_FAILED = 2015  # reading points failed (exception, undecodable, non-finite)
+    COMMAND_OVERLOADED = 2016  # too many commands pending (for this device): nothing written
+    ACTIVATION_REFUSED = 2017  # thing.activate.info not expected (mode 2, other keys, done)
 
 
 class Disposition(Enum):

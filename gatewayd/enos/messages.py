@@ -478,14 +478,25 @@ def _load_object(payload: bytes | str) -> dict[str, Any]:
     return obj
 
 
-def _message_id(obj: Mapping[str, Any]) -> str | None:
-    """The id as a string: EnOS ids are strings, older docs typed them Long."""
+#: A command id exactly as the cloud sent it: a JSON string or integer (§2.1: older docs
+#: type it Long). Replies echo it with the same JSON type (§2.2), so it is kept as sent.
+CommandId = str | int
+
+
+def _raw_id(obj: Mapping[str, Any]) -> CommandId | None:
+    """The id with its JSON type: a non-empty string or an integer (not a boolean)."""
     value = obj.get("id")
     if isinstance(value, str) and value:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return value
     return None
+
+
+def _message_id(obj: Mapping[str, Any]) -> str | None:
+    """The id as a string: EnOS ids are strings, older docs typed them Long."""
+    value = _raw_id(obj)
+    return None if value is None else str(value)
 
 
 # --- replies --------------------------------------------------------------------------------
@@ -537,8 +548,11 @@ def decode_reply(payload: bytes | str) -> Reply:
     return Reply(id=id, code=code, message=message, data=obj.get("data"))
 
 
-def encode_reply(id: str, code: int, data: Any = None, message: str = "") -> bytes:
-    """A reply payload ``{"id","code","message","data"}``; `data` None is sent as ``{}``."""
+def encode_reply(id: CommandId, code: int, data: Any = None, message: str = "") -> bytes:
+    """A reply payload ``{"id","code","message","data"}``; `data` None is sent as ``{}``.
+
+    `id` keeps its JSON type: a command sent with ``"id": 42`` is answered ``"id": 42``.
+    """
     return dumps(
         {"id": id, "code": int(code), "message": message, "data": {} if data is None else data}
     )
@@ -703,7 +717,7 @@ class Command:
     """
 
     kind: CommandKind
-    id: str
+    id: CommandId  # as sent: a string or an integer, echoed with the same JSON type
     method: str
     params: Any
     product_key: str
@@ -737,19 +751,20 @@ class CommandError(MalformedMessage):
         *,
         code: int,
         topic: str,
-        id: str | None = None,
+        id: CommandId | None = None,
         reply_topic: str | None = None,
     ) -> None:
-        super().__init__(reason, id=id)
+        super().__init__(reason, id=None if id is None else str(id))
         self.code = code
         self.topic = topic
         self.reply_topic = reply_topic
+        self.reply_id = id  # with its JSON type, for the reply
 
     def reply_payload(self) -> bytes | None:
-        """The error reply, or None if it cannot be addressed."""
-        if self.id is None or self.reply_topic is None:
+        """The error reply (the id with its JSON type), or None if it cannot be addressed."""
+        if self.reply_id is None or self.reply_topic is None:
             return None
-        return encode_reply(self.id, self.code, None, self.reason)
+        return encode_reply(self.reply_id, self.code, None, self.reason)
 
 
 def decode_command(topic: str, payload: bytes | str) -> Command:
@@ -758,14 +773,14 @@ def decode_command(topic: str, payload: bytes | str) -> Command:
     replyable = not parsed.is_reply and parsed.kind is not TopicKind.UNKNOWN
     reply_to = topics.reply_topic(topic) if replyable else None
 
-    def fail(reason: str, code: int, id: str | None = None) -> CommandError:
+    def fail(reason: str, code: int, id: CommandId | None = None) -> CommandError:
         return CommandError(reason, code=code, topic=topic, id=id, reply_topic=reply_to)
 
     try:
         obj = _load_object(payload)
     except MalformedMessage as exc:
         raise fail(exc.reason, ReplyCode.COMMAND_MALFORMED) from None
-    id = _message_id(obj)
+    id = _raw_id(obj)
 
     kind = _COMMAND_KINDS.get(parsed.kind) if not parsed.is_reply else None
     if kind is None:
@@ -801,10 +816,10 @@ def _command(
     *,
     parsed: ParsedTopic,
     topic: str,
-    id: str,
+    id: CommandId,
     method: str,
     params: Any,
-    fail: Callable[[str, int, str | None], CommandError],
+    fail: Callable[[str, int, CommandId | None], CommandError],
 ) -> Command:
     # Every command topic pattern captures both keys.
     pk, dk = parsed.product_key or "", parsed.device_key or ""

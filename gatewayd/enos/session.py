@@ -6,8 +6,11 @@ caller through `inbound()`. It does not reconnect: the uplink decides when to tr
 (`gatewayd.enos.reconnect`), because EnOS punishes eager reconnects with a lock-out.
 
 Library failures become our own errors here: `ConnectRefused(rc)` for a CONNACK error,
-`BrokerUnavailable` for everything that means "the transport is gone", `ReplyTimeout` when
-the broker took the message but EnOS never answered.
+`BrokerUnreachable` when the TCP/TLS connection never came up (no CONNECT was sent, so
+EnOS' connect budget is untouched), `BrokerUnavailable` for everything else that means
+"the transport is gone", `ReplyTimeout` when the broker took the message but EnOS never
+answered. `on_connect_sending` is called the moment a CONNECT is about to go out, so the
+uplink counts (and persists) exactly the CONNECTs EnOS sees.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import structlog
@@ -28,6 +33,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from gatewayd.cancels import KeepingCancels
 from gatewayd.config.models import TlsConfig
+from gatewayd.enos.mqttlog import PublishBacklog, end_library_episode, mqtt_logger
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +45,10 @@ _V5_TO_V311_CONNACK = {132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
 
 class BrokerUnavailable(Exception):
     """The MQTT transport is down (connect failed, connection lost, publish impossible)."""
+
+
+class BrokerUnreachable(BrokerUnavailable):
+    """The TCP (or TLS) connection to the broker failed: no CONNECT packet was sent."""
 
 
 class ConnectRefused(BrokerUnavailable):
@@ -118,6 +128,7 @@ class GatewaySession:
         tls: ssl.SSLContext | None = None,
         reply_timeout: float = 30.0,
         max_inflight: int = 20,
+        on_connect_sending: Callable[[], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._reply_timeout = reply_timeout
@@ -136,13 +147,37 @@ class GatewaySession:
             # Without TCP_NODELAY, Nagle holds the tail of each large batch until the
             # broker's delayed ACK (up to 40 ms): request/reply drains ran at half speed.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            logger=mqtt_logger(),
         )
+        # aiomqtt warns on every publish while more than its threshold wait for PUBACK (a
+        # command burst gave 8,764 lines); PublishBacklog says it once per episode instead.
+        self._client.pending_calls_threshold = sys.maxsize
+        self._publishes = PublishBacklog(threshold=max_inflight)
+        self._connect_sent = False
+        self._hook_socket_open(on_connect_sending)
         self._pending: dict[tuple[str, str], asyncio.Future[RawReply]] = {}
         self._subscribed: set[str] = set()
         self._inbound: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._lost_reason: str = ""
+
+    def _hook_socket_open(self, on_connect_sending: Callable[[], None] | None) -> None:
+        """Learn when the CONNECT goes out. paho opens the TCP socket (and completes the
+        TLS handshake), calls `on_socket_open`, then sends CONNECT at once, all in the
+        executor thread aiomqtt connects from; aiomqtt offers no hook of its own, so its
+        paho callback is wrapped. A failure before this point sent no CONNECT."""
+        paho = self._client._client
+        aiomqtt_open = paho.on_socket_open
+
+        def opened(client: Any, userdata: Any, sock: Any) -> None:
+            self._connect_sent = True
+            if on_connect_sending is not None:
+                on_connect_sending()  # before CONNECT leaves: persisted write-ahead
+            if aiomqtt_open is not None:
+                aiomqtt_open(client, userdata, sock)
+
+        paho.on_socket_open = opened
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +189,8 @@ class GatewaySession:
             rc = _V5_TO_V311_CONNACK.get(int(value), int(value))
             raise ConnectRefused(rc, str(exc)) from None
         except aiomqtt.MqttError as exc:
+            if not self._connect_sent:
+                raise BrokerUnreachable(str(exc) or "connect failed") from None
             raise BrokerUnavailable(str(exc) or "connect failed") from None
         self._reader = asyncio.create_task(self._read_loop(), name="enos-session-reader")
         return self
@@ -171,6 +208,7 @@ class GatewaySession:
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(5):
                 await self._client.__aexit__(None, None, None)
+        end_library_episode()
 
     @property
     def lost(self) -> asyncio.Event:
@@ -199,9 +237,30 @@ class GatewaySession:
         """Publish and wait for the broker's PUBACK (QoS 1)."""
         if self._lost.is_set():
             raise BrokerUnavailable(self._lost_reason or "connection lost")
+        self._publishes.enter()
         try:
             with KeepingCancels():  # and for PUBACK
                 await self._client.publish(topic, payload, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"publish failed: {exc}") from None
+        finally:
+            self._publishes.leave()
+
+    async def publish_reply(self, topic: str, payload: bytes) -> None:
+        """Publish a command reply at QoS 0 (§2.4: JAVA and NODE do; the cloud takes 0 or 1).
+
+        A reply is sent once whatever the broker says (a lost session loses it either way,
+        and a redelivered command is answered from the dispatcher's ledger), so waiting
+        for a PUBACK would buy nothing, while holding a slot of the in-flight window that
+        data needs: a burst of replies queued behind it timed out and ended the session.
+        The only wait is for the socket to take the bytes, and it has no timeout: a slow
+        link is not a lost one (`lost` says when the connection is gone).
+        """
+        if self._lost.is_set():
+            raise BrokerUnavailable(self._lost_reason or "connection lost")
+        try:
+            with KeepingCancels():
+                await self._client.publish(topic, payload, qos=0, timeout=math.inf)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from None
 

@@ -266,7 +266,8 @@ async def _read(
     try:
         await client.connect()
     except BusUnavailable as exc:
-        print(f"gatewayd: bus {bus.name} unavailable: {exc}", file=sys.stderr)
+        # The message names the bus, the port or endpoint, the setting and the reason.
+        print(f"gatewayd: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     status = EX_OK
     try:

@@ -54,6 +54,11 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   Python 3.11 drops a cancellation that lands in the same loop turn as the answer: the
   poller being stopped would keep polling. Requests and connects run under
   `KeepingCancels` (`gatewayd.cancels`), which raises such a cancellation again.
+- **Open errors.** pymodbus' connect turns an OSError into a bare False, and lets a
+  termios.error (a tty driver refusing a setting: Linux ptys refuse parity) escape. The
+  client wraps pymodbus' transport factory to keep the OSError, catches termios.error and
+  pyserial's ValueError too, and raises one `BusUnavailable` naming the port, the line
+  setting and the reason: the poller retries it like a refused TCP connect.
 - **Sound answers only.** An answer is used only when its unit id, transaction id (TCP),
   function code, byte count and length all match the request exactly; anything else is
   `DeviceProtocolError` and nothing of it is used. pymodbus checks less: it took a
@@ -81,6 +86,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -134,6 +140,11 @@ FAST_INTER_FRAME_DELAY = 0.00175
 _BACKSTOP_TIMEOUT = 3600.0
 #: Unanswered requests pymodbus tolerates before closing a TCP connection: effectively never.
 _NEVER_DISCONNECT = 1 << 30
+
+#: What opening or configuring a port or socket raises: the OS (pyserial's SerialException
+#: is an OSError), the tty driver refusing a setting (termios.error), pyserial refusing a
+#: value it cannot apply (ValueError, e.g. a custom baud rate the driver rejects).
+_OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, termios.error, ValueError)
 
 _READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 
@@ -349,6 +360,7 @@ class PymodbusClient:
         # Built at the first connect: pymodbus clients bind to the running event loop.
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._readers: dict[Table, Callable[..., Awaitable[Any]]] = {}  # per table, at build
+        self._open_error: BaseException | None = None  # why the last connect failed
 
     def _build(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         common: dict[str, Any] = {
@@ -470,24 +482,55 @@ class PymodbusClient:
                 Table.HOLDING: client.read_holding_registers,
                 Table.INPUT: client.read_input_registers,
             }
+            self._record_open_errors(client)
         self._lost = asyncio.Event()
+        self._open_error = None
         try:
             with KeepingCancels():  # pymodbus connects with wait_for
                 async with asyncio.timeout(self._connect_timeout):
                     ok = await self._client.connect()
         except TimeoutError:
             ok = False
-        except (OSError, ModbusException) as exc:
-            raise BusUnavailable(
-                f"bus {self.bus.name}: cannot connect to {self._where}: {exc}"
-            ) from None
+        except _OPEN_ERRORS as exc:
+            # termios.error (a driver refusing a setting) is no OSError and passes pymodbus.
+            raise BusUnavailable(self._cannot_open(exc)) from None
+        except ModbusException as exc:
+            raise BusUnavailable(self._cannot_open(exc)) from None
         if not ok or not self.connected:
             self._client.close()
-            raise BusUnavailable(f"bus {self.bus.name}: cannot connect to {self._where}")
+            raise BusUnavailable(self._cannot_open(self._open_error))
         # See "Receive buffer" in the module docstring.
         transport = self._client.ctx.transport
         if hasattr(transport, "max_size"):
             transport.max_size = _RECV_BYTES
+
+    def _record_open_errors(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
+        """Keep the error pymodbus swallows when opening fails (it only returns False)."""
+        create = client.ctx.call_create
+
+        async def create_keeping_error() -> Any:
+            try:
+                return await create()
+            except _OPEN_ERRORS as exc:
+                # Without its traceback: the frames would keep a half-opened port alive.
+                self._open_error = exc.with_traceback(None)
+                raise
+
+        client.ctx.call_create = create_keeping_error
+
+    def _cannot_open(self, error: BaseException | None) -> str:
+        """What failed, where and with which setting, and why (for the one warning)."""
+        bus = self.bus
+        if isinstance(bus, SerialBus):
+            what = (
+                f"cannot open or configure {bus.device} "
+                f"({bus.baudrate} baud {bus.bytesize}{bus.parity.value}{bus.stopbits})"
+            )
+        else:
+            what = f"cannot connect to {self._where}"
+        if error is None:
+            return f"bus {bus.name}: {what}"
+        return f"bus {bus.name}: {what}: {_describe_error(error)}"
 
     async def close(self) -> None:
         """See `ModbusClient.close`."""
@@ -676,6 +719,13 @@ class PymodbusClient:
         # Timing, not synchronisation: the line must stay silent this long between frames.
         # Late bytes (an answer after its timeout, noise) restart the silence too.
         await self._timer.sleep_until(max(self._ready_at, self._last_rx + self._gap))
+
+
+def _describe_error(error: BaseException) -> str:
+    """`error` as text; termios.error carries (errno, text) but prints as a bare tuple."""
+    if isinstance(error, termios.error) and len(error.args) == 2:
+        return f"[Errno {error.args[0]}] {error.args[1]} (termios)"
+    return str(error) or type(error).__name__
 
 
 def _check_range(address: int, count: int, limit: int, what: str) -> None:

@@ -14,7 +14,8 @@ tick after the backoff; the other devices keep their schedule. It logs one warni
 goes down and one info line when it recovers.
 
 Quality of what is emitted per due point (the rules are `gatewayd.mapping.mapper`'s):
-- read fine → `GOOD` with the value, stamped with the response's wall time;
+- read fine → `GOOD` with the value, stamped with the device's cycle time (when its first
+  request went out; the response's wall time with `timestamps: request`, see the reader);
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
   good value;
 - not attempted (device in backoff, bus down) and its last good value is older than the
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
-from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
+from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.mapping.events import EventEngine
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
@@ -137,6 +138,10 @@ def _in_point_order(blocks: Sequence[DecodedBlock]) -> bool:
     return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
 
 
+def _sample_time(sample: Sample) -> int:
+    return sample.ts_ms
+
+
 def _value(value: Value | None) -> Value:
     if value is None:  # read_indices raises instead of returning failed readings
         raise AssertionError("a good reading without a value")
@@ -178,11 +183,13 @@ class BusPoller:
         heartbeat_interval: float = 1.0,
         rng: random.Random | None = None,
         device_backoff: Backoff = DEVICE_BACKOFF,
+        on_cycle: Callable[[], None] | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
         `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
-        `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog).
+        `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
+        `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         """
         self.bus = bus
         self._results = results
@@ -195,6 +202,7 @@ class BusPoller:
         self._clock = clock if clock is not None else SystemClock()
         self._heartbeat = heartbeat
         self._heartbeat_interval = heartbeat_interval
+        self.on_cycle = on_cycle
         self._rng = rng if rng is not None else random.Random()
         self._device_backoff = device_backoff
         self._bus_backoff = bus_backoff(bus.reconnect_max)
@@ -206,6 +214,9 @@ class BusPoller:
         # Timeouts of devices that stopped answering may take only a small share of the bus.
         self._probe_budget = ProbeBudget(capacity=bus.timeout, now=self._clock.monotonic())
         self._bus_error: str | None = None
+        self._capacity_logged = False
+        # A serial port that cannot be opened is a "port" to the people reading status.
+        self._unavailable = "port unavailable" if isinstance(bus, SerialBus) else "bus unavailable"
 
         own = [d for d in devices if d.bus == bus.name]
         self.capacity: BusCapacity = bus_capacity(bus, own, models)
@@ -240,6 +251,11 @@ class BusPoller:
         """Names of the devices on this bus."""
         return tuple(self._devices)
 
+    @property
+    def bus_failures(self) -> int:
+        """Failed connects (or lost connections) in a row; 0 while the bus is up."""
+        return self._bus_failures
+
     def device_states(self) -> dict[str, DeviceStatus]:
         """A snapshot of every device's health, by device name."""
         now = self._clock.monotonic()
@@ -251,6 +267,14 @@ class BusPoller:
             )
             for name, d in self._devices.items()
         }
+
+    def mark_crashed(self, error: str) -> None:
+        """The bus task died (`BusSupervisor` restarts it): its devices are DOWN meanwhile,
+        with the reason, rather than frozen in their last state (or "starting")."""
+        for entry in self._devices.values():
+            if entry.polling:
+                entry.health.state = DeviceState.DOWN
+                entry.health.last_error = f"bus task crashed, restarting: {error}"
 
     def set_polling(self, device: str, enabled: bool) -> None:
         """Start or stop polling `device` (its schedule keeps ticking; nothing is read)."""
@@ -285,8 +309,14 @@ class BusPoller:
         return cast(T, await future)
 
     async def run(self) -> None:
-        """Poll until cancelled; the client is closed on the way out."""
-        self.capacity.log_if_overloaded(self._log)
+        """Poll until cancelled; the client is closed on the way out.
+
+        May be called again after it raised (`BusSupervisor`): the devices keep their
+        state and the bus reconnects.
+        """
+        if not self._capacity_logged:
+            self.capacity.log_if_overloaded(self._log)
+            self._capacity_logged = True
         try:
             while True:
                 self._beat()
@@ -359,8 +389,12 @@ class BusPoller:
         except BusUnavailable as exc:
             self._bus_down(str(exc))
             return
+        self._bus_up()
+
+    def _bus_up(self) -> None:
+        """The bus is connected again: the episode's one "recovered" line, counters reset."""
         if self._bus_failures:
-            self._log.info("bus reconnected", after_failures=self._bus_failures)
+            self._log.info("bus recovered", after_failures=self._bus_failures)
         self._bus_failures = 0
         self._bus_error = None
 
@@ -374,7 +408,7 @@ class BusPoller:
         for entry in self._devices.values():
             if entry.polling:
                 entry.health.state = DeviceState.DOWN
-                entry.health.last_error = f"bus unavailable: {error}"
+                entry.health.last_error = f"{self._unavailable}: {error}"
 
     async def _between_requests(self) -> None:
         # A long cycle (many devices, slow line) still beats the watchdog and lets
@@ -392,6 +426,9 @@ class BusPoller:
             try:
                 if not self._client.connected:
                     await self._client.connect()
+                    # A command may bring the bus back: that ends the episode too, or the
+                    # next outage would go unlogged (its failure count would not be 1).
+                    self._bus_up()
                 result = await operation.op(handle)
             except Exception as exc:
                 if not operation.future.done():
@@ -464,6 +501,8 @@ class BusPoller:
                 failed_requests=failed_requests,
             )
         )
+        if self.on_cycle is not None:
+            self.on_cycle()
 
     def _has_healthy_device(self) -> bool:
         """Does any device of this bus answer? (Only then do probes need a budget.)"""
@@ -482,9 +521,9 @@ class BusPoller:
             return mapper.stale(due, round(self._clock.time() * 1000)), [], []
         samples: list[Sample] = []
         good_blocks: list[SampleBlock] = []
-        # Good readings sharing a timestamp come out in point order, each group stamped
-        # with its response's time; responses already in point order and finite become
-        # one SampleBlock each (no per-point work).
+        # Good readings sharing a timestamp (all of the cycle's by default, a response's
+        # with `timestamps: request`) come out in point order; responses already in point
+        # order and finite become one SampleBlock each (no per-point work).
         by_ts: dict[int, list[DecodedBlock]] = {}
         for block in outcome.blocks:
             by_ts.setdefault(block.ts_ms, []).append(block)
@@ -511,6 +550,13 @@ class BusPoller:
             failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
         for ts_ms, indices in failed_by_ts.items():
             samples.extend(mapper.failed(indices, ts_ms))
+        if samples and entry.reader.stamp_per_request:
+            # Several stamps in one cycle (`timestamps: request`): the spool writes a cycle's
+            # blocks before its point samples, which would put this device's records out of
+            # time order. The rare mixed case goes point by point, in time order.
+            expanded = [sample for block in good_blocks for sample in block.samples()]
+            samples = sorted([*expanded, *samples], key=_sample_time)
+            good_blocks = []
         self._update_health(entry, outcome, now)
         watched = entry.events.points
         if not watched:  # no event rules: nothing to feed

@@ -7,6 +7,11 @@ request gets a `BlockDecoder` compiled once, and each answer becomes one `Decode
 (indices, values, one timestamp) rather than an object per point: the poll hot path. It is
 used by the bus poller (every cycle), by priority operations (`DeviceHandle`) and by
 `gatewayd read`. It never sleeps and never reads a clock except for timestamps.
+
+Timestamps (`timestamps:` of the device, else of its model): with `cycle` (the default)
+every reading of one poll carries one time, the instant its first request was sent, so a
+device's cycle reaches EnOS as one record; with `request` each response carries the time
+it arrived (several records a few ms apart when a cycle needs several requests).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, PointConfig, Table
+from gatewayd.config.models import (
+    BusConfig,
+    DeviceConfig,
+    DeviceModel,
+    PointConfig,
+    Table,
+    Timestamps,
+)
 from gatewayd.modbus import codec
 from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
 from gatewayd.modbus.clock import Clock
@@ -64,7 +76,7 @@ class PointReading:
     index: int  # position of the point in the model's `points`
     value: Value | None  # None when the read failed
     raw: tuple[int, ...]  # registers (or bits) as read; empty on failure
-    ts_ms: int  # wall time of the response (or of the failed attempt), Unix ms
+    ts_ms: int  # the poll's time (`cycle`), or the response's / failed attempt's, Unix ms
     error: str | None = None
 
 
@@ -80,7 +92,7 @@ class DecodedBlock:
     measurepoints: tuple[str, ...]  # the points' measurepoint ids, same order
     values: list[Value]  # shared with later cycles while the registers stay the same: read-only
     nonfinite: tuple[int, ...]  # positions in `values` holding NaN or ±inf
-    ts_ms: int  # wall time of the response, Unix ms
+    ts_ms: int  # the poll's time (`cycle`) or the response's (`request`), Unix ms
     words: Sequence[int]  # the response
     spans: tuple[tuple[int, int], ...]  # (first, end) word of each point in `words`
     ascending: bool  # `indices` strictly ascending (the mapper's sample order for free)
@@ -133,6 +145,8 @@ class DeviceReader:
         self.model = model
         self.points: tuple[PointConfig, ...] = tuple(model.points)
         self.timeout = device.timeout if device.timeout is not None else bus.timeout
+        timestamps = device.timestamps if device.timestamps is not None else model.timestamps
+        self.stamp_per_request = timestamps is Timestamps.REQUEST
         self.retries = bus.retries
         self._orders = [codec.point_orders(p, device, model) for p in self.points]
         self._index_by_measurepoint = {p.measurepoint: i for i, p in enumerate(self.points)}
@@ -199,11 +213,36 @@ class DeviceReader:
         there).
         """
         outcome = ReadOutcome()
-        ts_ms = _now_ms(clock)
-        if self._unreadable:
-            for index in due:
-                if index in self._unreadable:
-                    outcome.failed.append(PointReading(index, None, (), ts_ms, UNREADABLE))
+        stamps = _Stamps(clock, per_request=self.stamp_per_request)
+        unreadable = [i for i in due if i in self._unreadable] if self._unreadable else []
+        await self._read_planned(
+            client,
+            due,
+            stamps,
+            outcome,
+            before_request=before_request,
+            retries=retries,
+            probe=probe,
+        )
+        if unreadable:  # known holes: failed without a request, stamped like the rest
+            ts_ms = stamps.start_ms if self.stamp_per_request else stamps.now()
+            outcome.failed[:0] = [
+                PointReading(index, None, (), ts_ms, UNREADABLE) for index in unreadable
+            ]
+        return outcome
+
+    async def _read_planned(
+        self,
+        client: ModbusClient,
+        due: Sequence[int],
+        stamps: _Stamps,
+        outcome: ReadOutcome,
+        *,
+        before_request: Callable[[], Awaitable[None]] | None,
+        retries: int | None,
+        probe: bool,
+    ) -> None:
+        """The requests of one poll (plan, then probes) into `outcome`; see `read`."""
         pending = self.planner.plan(due)
         probe_rounds = 0 if probe else MAX_PROBE_ROUNDS
         while True:
@@ -218,6 +257,7 @@ class DeviceReader:
             request = pending.pop(0)
             if before_request is not None:
                 await before_request()
+            stamps.sending()
             try:
                 words = await self._read_with_retries(
                     client, request, outcome, self.retries if retries is None else retries
@@ -230,31 +270,32 @@ class DeviceReader:
                     continue
                 outcome.timed_out = True
                 what = "bad answer" if isinstance(exc, DeviceProtocolError) else "timeout"
-                self._fail_all([request, *pending], outcome, clock, f"{what}: {exc}")
-                return outcome
+                self._fail_all([request, *pending], outcome, stamps.now(), f"{what}: {exc}")
+                return
             except BusUnavailable as exc:
                 outcome.bus_lost = True
-                self._fail_all([request, *pending], outcome, clock, f"bus unavailable: {exc}")
-                return outcome
+                self._fail_all(
+                    [request, *pending], outcome, stamps.now(), f"bus unavailable: {exc}"
+                )
+                return
             except DeviceRejected as exc:
-                pending[:0] = self._handle_rejection(request, exc, outcome, clock, due)
+                pending[:0] = self._handle_rejection(request, exc, outcome, stamps, due)
                 continue
             outcome.answered = True
             if request.points:
                 self.planner.on_success(request)
-                self._decode_into(request, words, _now_ms(clock), outcome)
+                self._decode_into(request, words, stamps.now(), outcome)
             else:  # a probe (rare): it may restore a lowered limit
                 self._probe_answered(request)
         if probe:  # a poll cycle (not a command's read): lowered limits count healthy cycles
             self.planner.end_cycle(healthy=outcome.answered)
-        return outcome
 
     def _handle_rejection(
         self,
         request: ReadRequest,
         exc: DeviceRejected,
         outcome: ReadOutcome,
-        clock: Clock,
+        stamps: _Stamps,
         due: Sequence[int],
     ) -> list[ReadRequest]:
         """React to an exception response; returns the requests to read next.
@@ -275,14 +316,12 @@ class DeviceReader:
             asked = set(due)
             for index in newly_unreadable:
                 if index in asked:
-                    outcome.failed.append(
-                        PointReading(index, None, (), _now_ms(clock), UNREADABLE)
-                    )
+                    outcome.failed.append(PointReading(index, None, (), stamps.now(), UNREADABLE))
             return retry
         outcome.failed_requests += 1
         self._log_rejection_once(request, exc.code)
         self._fail_all(
-            [request], outcome, clock, f"exception {exc.code} reading {_describe(request)}"
+            [request], outcome, stamps.now(), f"exception {exc.code} reading {_describe(request)}"
         )
         return []
 
@@ -433,9 +472,8 @@ class DeviceReader:
         return decoder
 
     def _fail_all(
-        self, requests: Sequence[ReadRequest], outcome: ReadOutcome, clock: Clock, error: str
+        self, requests: Sequence[ReadRequest], outcome: ReadOutcome, ts_ms: int, error: str
     ) -> None:
-        ts_ms = _now_ms(clock)
         for request in requests:
             for index in request.points:
                 outcome.failed.append(PointReading(index, None, (), ts_ms, error))
@@ -550,3 +588,26 @@ def _describe(request: ReadRequest) -> str:
 
 def _now_ms(clock: Clock) -> int:
     return round(clock.time() * 1000)
+
+
+class _Stamps:
+    """The timestamps of one poll: one for the whole poll, or the clock's at each call."""
+
+    __slots__ = ("_clock", "_per_request", "cycle_ms", "start_ms")
+
+    def __init__(self, clock: Clock, *, per_request: bool) -> None:
+        self._clock = clock
+        self._per_request = per_request
+        self.start_ms = _now_ms(clock)
+        self.cycle_ms: int | None = None  # when the poll's first request was sent
+
+    def sending(self) -> None:
+        """A request is about to go on the wire: the first one fixes the poll's time."""
+        if self.cycle_ms is None:
+            self.cycle_ms = _now_ms(self._clock)
+
+    def now(self) -> int:
+        """The stamp for what just happened: the poll's time, or the clock's (`request`)."""
+        if self._per_request or self.cycle_ms is None:
+            return _now_ms(self._clock)
+        return self.cycle_ms

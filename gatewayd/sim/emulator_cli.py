@@ -23,6 +23,7 @@ from gatewayd.config.loader import load_config
 
 if TYPE_CHECKING:  # imported when the command runs: `gatewayd check` skips amqtt
     from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
+    from gatewayd.sim.emulator.http_server import IntegrationHttpServer
 
 EX_OK = 0
 EX_UNAVAILABLE = 69  # the port could not be bound
@@ -51,6 +52,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
     parser.add_argument(
         "--port", type=int, default=11883, help="listen port (default %(default)s, as EnOS)"
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the HTTP integration channel here (needs the config's 'integration')",
     )
     parser.add_argument("--dump", type=Path, metavar="FILE", help="write records here on exit")
     parser.add_argument(
@@ -109,14 +116,50 @@ async def _serve(config: EmulatorConfig, args: argparse.Namespace) -> int:
         print(f"gatewayd emulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     print(f"gatewayd emulate: listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
+    http = _start_http(config, args)
+    if isinstance(http, int):
+        await emu.stop()
+        return http
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.summary_interval)
             print(_summary(emu), file=sys.stderr, flush=True)
     finally:
+        if http is not None:
+            http.stop()
         await emu.stop()
         if args.dump is not None:
             emu.dump(args.dump)
             print(f"gatewayd emulate: records written to {args.dump}", file=sys.stderr)
     return EX_OK
+
+
+def _start_http(
+    config: EmulatorConfig, args: argparse.Namespace
+) -> IntegrationHttpServer | int | None:
+    """The HTTP integration channel when `--http-port` asks for it; an exit status on failure."""
+    if args.http_port is None:
+        return None
+    from gatewayd.sim.emulator.http_cloud import (  # noqa: PLC0415 - only with --http-port
+        IntegrationCloud,
+        IntegrationSpec,
+    )
+    from gatewayd.sim.emulator.http_server import IntegrationHttpServer  # noqa: PLC0415
+
+    try:
+        spec = IntegrationSpec.from_emulator_config(config)
+    except ValueError as exc:
+        print(f"gatewayd emulate: --http-port: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        server = IntegrationHttpServer(IntegrationCloud(spec), args.http_port, host=args.host)
+    except OSError as exc:
+        print(
+            f"gatewayd emulate: cannot listen on {args.host}:{args.http_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
+    server.start()
+    print(f"gatewayd emulate: HTTP integration on {server.url}", file=sys.stderr, flush=True)
+    return server

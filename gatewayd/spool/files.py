@@ -1,7 +1,7 @@
 """The spool file on disk: open it with the right pragmas, check it, move a bad one aside.
 
-A spool file that SQLite cannot read (garbage, truncated, failed `quick_check`, or
-written by a newer gatewayd) is renamed to `<name>.corrupt-<UTC time>` together with its
+A spool file that SQLite cannot read (empty, garbage, truncated, failed `quick_check`,
+or written by a newer gatewayd) is renamed to `<name>.corrupt-<UTC time>` together with its
 `-wal` and `-shm` companions (so the pair can still be opened for forensics) and a fresh
 file takes its place: the daemon keeps running and nothing on disk is deleted.
 Errors that a fresh file would not cure (permissions, a locked file, I/O errors) are
@@ -20,7 +20,7 @@ from urllib.parse import quote
 import structlog
 
 from gatewayd.config.models import SyncMode
-from gatewayd.spool import schema
+from gatewayd.spool import openerror, schema
 from gatewayd.spool.frames import FrameEncoder
 
 log = structlog.get_logger()
@@ -184,11 +184,30 @@ def move_aside(path: Path, reason: str) -> Path:
     return target
 
 
+def _is_empty_file(path: Path) -> bool:
+    """True when `path` exists as a regular file of 0 bytes."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    return stat.st_size == 0 and path.is_file()
+
+
 def open_or_replace(
     path: Path, synchronous: SyncMode, *, check: bool, encoder: FrameEncoder | None = None
 ) -> sqlite3.Connection:
     """`connect`, but a corrupt or too-new file is moved aside and a fresh one opened."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The directory is written as well as the file (-wal, -shm, the reserve, the status
+    # file): SQLite can open an existing spool without them and fail later, or not at all
+    # and leave the status file unwritten, so a read-only directory stops the start here.
+    if (error := openerror.create_probe(path.parent)) is not None:
+        raise error
+    if _is_empty_file(path):
+        # SQLite would take a 0-byte file for a new database, and the counters and rows it
+        # held would be gone without a word: a real spool always has at least its header.
+        move_aside(path, "the file is empty (0 bytes): emptied outside gatewayd")
+        return connect(path, synchronous, check=False, encoder=encoder)
     try:
         return connect(path, synchronous, check=check, encoder=encoder)
     except Exception as exc:

@@ -67,7 +67,7 @@ import structlog
 
 from gatewayd.config.models import SpoolConfig, SyncMode
 from gatewayd.samples import Event, Sample, SampleBlock
-from gatewayd.spool import files, stats
+from gatewayd.spool import files, openerror, stats
 from gatewayd.spool.budget import Budget
 from gatewayd.spool.frames import FrameEncoder, encode_body, parse_body, split_value
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
@@ -289,18 +289,30 @@ class SpoolStore:
         here) so damage is found at start, not in the middle of a drain.
         `quality_points` are the (device, measurepoint) pairs whose model enables EnOS'
         quality indicator (`frames.quality_points(config)`): frames shape values with it.
+        A spool that cannot be written (read-only file or directory, a lock, an I/O error)
+        raises `openerror.SpoolOpenError`, which names the file, the cause and the fix.
         """
         path = Path(path)
         encoder = FrameEncoder(quality_points)
-        conn = files.open_or_replace(path, synchronous, check=check, encoder=encoder)
-        return cls(
-            conn,
-            path,
-            max_bytes=max_bytes,
-            synchronous=synchronous,
-            dead_letter_limit=dead_letter_limit,
-            encoder=encoder,
-        )
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = files.open_or_replace(path, synchronous, check=check, encoder=encoder)
+            return cls(
+                conn,
+                path,
+                max_bytes=max_bytes,
+                synchronous=synchronous,
+                dead_letter_limit=dead_letter_limit,
+                encoder=encoder,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
+            if files.is_corruption(exc):
+                raise
+            # Read-only, locked, I/O error: a fresh file would not help. Say which file,
+            # why, and what fixes it (SQLite's own message names neither).
+            raise openerror.explain(path, exc) from exc
 
     @classmethod
     def from_config(

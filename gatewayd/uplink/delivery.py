@@ -16,10 +16,16 @@ parsed (the only per-point path) and bisected by point, and `rewrite_frame` sett
 accepted points leave it, the rejected one is dead-lettered with EnOS' code and message,
 the rest stays in the spool.
 
-Live rows (younger than the live window) go out with `post.batch` for logged-in
-sub-devices; everything older - an outage, a restart, a backlog - goes out oldest first
-with `resume.batch` and `allowOfflineSubDevice=true`, in messages of at most 128 KiB, paced
-by token buckets in points/s and bytes/s. Live traffic spends the same byte budget without
+A sample goes out live (`post.batch`, which may fire cloud alerts) only if its sub-device
+was logged in on this session when the sample was taken and the sample is still inside the
+live window; everything else - taken during an outage, before a restart, before its
+device's login completed, or simply old - goes out oldest first with `resume.batch` and
+`allowOfflineSubDevice=true` (enos-protocol.md §6, item 3), in messages of at most 128 KiB,
+paced by token buckets in points/s and bytes/s. Samples from before a connection was lost
+count as offline too: a dead link is noticed only later (keepalive), so the gateway cannot
+tell which of them the cloud would still have seen live. Live and backlog are split by one
+time boundary (`_live_cutoff_ms`), so the live stream never takes offline rows ahead of the
+older backlog and never waits for it. Live traffic spends the same byte budget without
 waiting, so the backlog gets what live data leaves and the link stays under EnOS' rate.
 """
 
@@ -162,6 +168,9 @@ class Delivery:
         # Sub-devices EnOS refused (1212/1009) → until when their rows stay in the spool.
         self._held: dict[str, float] = {}
         self._failures = 0
+        # Samples at or after this instant (epoch ms) are taken by the live stream, older
+        # ones by the backlog stream; it only moves forward (see `_live_cutoff_ms`).
+        self._cutoff_ms = 0
 
     # ------------------------------------------------------------------ streams
 
@@ -190,9 +199,22 @@ class Delivery:
                 await ready.wait()
         ready.clear()
 
+    def _live_cutoff_ms(self) -> int:
+        """The boundary between live and backlog rows: the later of the live window's start
+        and the earliest login on this session among logged-in sub-devices (now, when none
+        is logged in). Monotonic, so a row the live stream skipped as too old is always
+        taken by the backlog stream, and the backlog never takes a row live may still want.
+        Devices logged in later than that (a re-login) are checked per row in
+        `_deliver_samples`."""
+        now = self._now_ms()
+        logins = [d.online_since_ms for d in self._registry if d.publishable]
+        earliest_login = min(logins) if logins else now
+        self._cutoff_ms = max(self._cutoff_ms, now - self._live_window_ms, earliest_login)
+        return self._cutoff_ms
+
     async def _live_loop(self) -> None:
         while True:
-            cutoff = self._now_ms() - self._live_window_ms
+            cutoff = self._live_cutoff_ms()
             frames = await self._spool.take_frames(
                 TAKE_FRAMES, newer_than_ms=cutoff, exclude_devices=self._excluded()
             )
@@ -203,7 +225,7 @@ class Delivery:
 
     async def _backlog_loop(self) -> None:
         while True:
-            cutoff = self._now_ms() - self._live_window_ms
+            cutoff = self._live_cutoff_ms()
             frames = await self._spool.take_frames(
                 TAKE_FRAMES, older_than_ms=cutoff, exclude_devices=self._excluded()
             )
@@ -244,16 +266,19 @@ class Delivery:
         if resume:
             await self._send_all(bundles, resume=True)
             return
-        # post.batch refuses the whole message if one sub-device is offline (1212): data of
-        # devices not logged in goes out as resume, which allows offline sub-devices.
-        live = [b for b in bundles if self._publishable(b.device)]
-        late = [b for b in bundles if not self._publishable(b.device)]
+        # post.batch refuses the whole message if one sub-device is offline (1212), and a
+        # sample taken before its device's login completed is offline data: both go out as
+        # resume, which allows offline sub-devices and fires no alerts.
+        live: list[Bundle] = []
+        late: list[Bundle] = []
+        for bundle in bundles:
+            (live if self._takes_live(bundle) else late).append(bundle)
         await self._send_all(live, resume=False)
         await self._send_all(late, resume=True)
 
-    def _publishable(self, device: str) -> bool:
-        sub = self._registry.get(device)
-        return sub is not None and sub.publishable
+    def _takes_live(self, bundle: Bundle) -> bool:
+        sub = self._registry.get(bundle.device)
+        return sub is not None and sub.takes_live(bundle.frame.ts_ms)
 
     async def _drop_known_invalid(self, bundles: list[Bundle]) -> list[Bundle]:
         """Dead-letter at once the points EnOS already rejected as invalid, keeping the rest

@@ -19,6 +19,10 @@ class SubDevice:
     enabled: bool = True  # False after combine.disable (until combine.enable)
     deleted: bool = False  # True after combine.delete: never published again
     online: bool = False  # logged in on the current MQTT session
+    # Wall time (epoch ms) this device's current login completed: only samples taken
+    # from then on may go out live (post.batch); older ones were taken while it was
+    # offline and go out as resume (enos-protocol.md §6, item 3).
+    online_since_ms: int = 0
     last_error: str = ""  # why the last login failed, for status and logs
     # When (clock.monotonic) EnOS last refused this device's login: it is asked again only
     # after the re-login interval, not on every wake-up (None: not refused).
@@ -27,6 +31,18 @@ class SubDevice:
     @property
     def keys(self) -> tuple[str, str]:
         return (self.product_key, self.device_key)
+
+    def logged_in(self, now_ms: int) -> None:
+        """EnOS accepted this device's login at `now_ms` (wall clock, epoch ms)."""
+        self.online = True
+        self.online_since_ms = now_ms
+        self.last_error = ""
+        self.refused_at = None
+
+    def takes_live(self, ts_ms: int) -> bool:
+        """A sample taken at `ts_ms` may go out live: the device is logged in now and was
+        already logged in (on this session) when the sample was taken."""
+        return self.publishable and ts_ms >= self.online_since_ms
 
     @property
     def publishable(self) -> bool:

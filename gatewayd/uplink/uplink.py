@@ -4,7 +4,10 @@ Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as re
 them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
 `thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
 loss: every sub-device is offline, rows in flight return to the spool, and the next
-CONNECT waits for `ReconnectPolicy` (jittered backoff, never more than 4 attempts in 2 min).
+connect waits for `ReconnectPolicy`: a TCP connect that fails costs no CONNECT and is
+retried within seconds; CONNECTs back off (jittered) and never exceed 4 in 2 minutes,
+counting the ones a previous run sent (`ConnectHistoryFile`). An outage logs one warning
+per kind of failure and one "connected to EnOS again" line.
 On shutdown the sub-devices are logged out within a bounded time.
 """
 
@@ -14,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,15 @@ from pathlib import Path
 import structlog
 
 from gatewayd.config.models import Config
+from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
-from gatewayd.enos.codes import describe
+from gatewayd.enos.codes import ReplyCode, describe
+from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.enos.session import (
     BrokerUnavailable,
+    BrokerUnreachable,
     ConnectRefused,
     Endpoint,
     GatewaySession,
@@ -38,6 +43,7 @@ from gatewayd.enos.session import (
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
+from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
@@ -47,8 +53,6 @@ log = structlog.get_logger(__name__)
 RELOGIN_INTERVAL_S = 60.0
 #: Bound on logging sub-devices out at shutdown.
 LOGOUT_BUDGET_S = 5.0
-#: Remembered command ids, so a redelivered command is answered but not executed twice.
-SEEN_COMMANDS = 1024
 #: Login codes after which retrying cannot help until something changes in the cloud.
 DISABLED = 723
 NOT_IN_TOPOLOGY = 740
@@ -107,7 +111,10 @@ class Uplink:
         on_lifecycle: LifecycleHook | None = None,
         secret_path: Path | None = None,
         policy: ReconnectPolicy | None = None,
+        connect_history: ConnectHistoryFile | None = None,
     ) -> None:
+        """`connect_history` persists the CONNECTs of the last throttle window across
+        restarts (None: in memory only, as in tests with a private broker)."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -122,10 +129,17 @@ class Uplink:
         self.stats = DeliveryStats()
         self.status = UplinkStatus()
         self._login_wanted = asyncio.Event()
-        self._seen: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        # Commands outlive a session (never half-run, then run again): the dispatcher is ours.
+        self.commands = CommandDispatcher(self._execute)
         # The CONNECT timestamp is an opaque string that only has to match the sign; keep
         # it per process like the SDKs do.
         self._timestamp = str(int(clock.time() * 1000))
+        self._history = connect_history
+        self._session_up = False
+        # The current outage: since when (monotonic), failed connects, kinds warned about.
+        self._down_since: float | None = None
+        self._failed_connects = 0
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -141,6 +155,15 @@ class Uplink:
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""
+        for warning in config_warnings(self._config):  # the same list `gatewayd check` prints
+            log.warning(warning.render())
+        self._restore_connect_history()
+        try:
+            await self._run_sessions()
+        finally:
+            await self.commands.close()
+
+    async def _run_sessions(self) -> None:
         while True:
             attempt_at = self._policy.next_attempt(self._clock.monotonic())
             wait = attempt_at - self._clock.monotonic()
@@ -148,34 +171,96 @@ class Uplink:
                 self.status.state = f"reconnecting in {wait:.0f}s"
                 self.status.retry_at_ms = int((self._clock.time() + wait) * 1000)
                 await self._clock.sleep(wait)
-            self._policy.attempted(self._clock.monotonic())
             self.status.state = "connecting"
             self.status.retry_at_ms = None
-            self.status.connects += 1
+            self._session_up = False
             try:
                 await self._connect_and_serve()
+            except BrokerUnreachable as exc:
+                # No CONNECT went out: EnOS' budget is untouched, retry in seconds.
+                self._policy.unreachable(self._clock.monotonic())
+                self._fail("unreachable", f"cannot reach the EnOS broker (no CONNECT sent): {exc}")
             except ConnectRefused as exc:
-                self._policy.failed(refused=True)
+                self._policy.failed(self._clock.monotonic(), refused=True)
                 self.status.refused += 1
-                self._fail(f"EnOS refused CONNECT (return code {exc.rc})")
+                self._fail("refused", f"EnOS refused CONNECT (return code {exc.rc})")
             except BrokerUnavailable as exc:
-                self._policy.failed()
-                self._fail(f"EnOS connection lost: {exc}")
+                self._policy.failed(self._clock.monotonic())
+                if self._session_up:
+                    self._fail("lost", f"EnOS connection lost: {exc}")
+                else:
+                    reason = f"EnOS did not accept CONNECT: {exc}{self._tls_hint()}"
+                    self._fail("no-connack", reason)
             except Exception as exc:
                 # A bug in delivery must not take the daemon down: the rows are safe in
                 # the spool, so log it loudly and start over with a fresh session.
                 log.exception("uplink failed; reconnecting")
-                self._policy.failed()
-                self._fail(f"uplink error: {exc!r}")
+                self._policy.failed(self._clock.monotonic())
+                self._fail("error", f"uplink error: {exc!r}")
             finally:
                 self.registry.mark_all_offline()
 
     # ------------------------------------------------------------------ connection
 
-    def _fail(self, reason: str) -> None:
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+    def _fail(self, kind: str, reason: str) -> None:
+        """One warning per kind of failure per outage (lost, unreachable, no-connack,
+        refused, error);
+        the retries that fail the same way are logged at debug level only."""
         self.status.state = "disconnected"
         self.status.last_error = reason
+        if self._down_since is None:
+            self._down_since = self._clock.monotonic()
+        self._failed_connects += 1
+        if kind in self._warned:
+            log.debug(reason)
+            return
+        self._warned.add(kind)
         log.warning(reason)
+
+    def _recovered(self) -> None:
+        """The one 'recovered' line of an outage (or the first connect's line)."""
+        host = self._config.gateway.broker.host
+        if self._down_since is None:
+            log.info("connected to EnOS", host=host)
+            return
+        log.info(
+            "connected to EnOS again",
+            host=host,
+            down_s=round(self._clock.monotonic() - self._down_since, 1),
+            failed_attempts=self._failed_connects,
+        )
+        self._down_since = None
+        self._failed_connects = 0
+        self._warned.clear()
+
+    def _tls_hint(self) -> str:
+        """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
+        broker = self._config.gateway.broker
+        if broker.tls.enabled:
+            return ""
+        return (
+            f" (the broker closed or ignored the connection after CONNECT; if port"
+            f" {broker.port} expects TLS, set gateway.broker.tls.enabled: true)"
+        )
+
+    def _restore_connect_history(self) -> None:
+        """Start with the CONNECTs a previous run sent in the last window."""
+        if self._history is None:
+            return
+        wall = self._history.load(self._clock.time())
+        self._policy.throttle.restore(wall, self._clock.monotonic(), self._clock.time())
+
+    def _connect_sending(self) -> None:
+        """A CONNECT is about to go out (called from the connecting thread, while the
+        loop awaits the connect): count it and persist the window before it leaves."""
+        now = self._clock.monotonic()
+        self._policy.attempted(now)
+        self.status.connects += 1
+        if self._history is not None:
+            self._history.save(self._policy.throttle.wall_times(now, self._clock.time()))
 
     def _endpoint(self) -> Endpoint:
         gateway = self._config.gateway
@@ -212,12 +297,16 @@ class Uplink:
     async def _connect_and_serve(self) -> None:
         tls = tls_context(self._config.gateway.broker.tls)
         session = GatewaySession(
-            self._endpoint(), tls=tls, reply_timeout=self._config.uplink.reply_timeout
+            self._endpoint(),
+            tls=tls,
+            reply_timeout=self._config.uplink.reply_timeout,
+            on_connect_sending=self._connect_sending,
         )
         async with session:
+            self._session_up = True
             self._policy.succeeded()
             self.status.state = "connected"
-            log.info("connected to EnOS", host=self._config.gateway.broker.host)
+            self._recovered()
             try:
                 await self._serve(session)
             finally:
@@ -225,6 +314,9 @@ class Uplink:
                     await self._logout_all(session)
 
     async def _serve(self, session: GatewaySession) -> None:
+        # Commands arrive as soon as the session is up: their replies may queue meanwhile.
+        replies = ReplyOutbox(session.publish_reply)
+        self.commands.attach(replies)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
         delivery = Delivery(
@@ -242,12 +334,14 @@ class Uplink:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(session), name="uplink-watch")
                 group.create_task(self._login_loop(session), name="uplink-login")
-                group.create_task(self._inbound_loop(session, group), name="uplink-inbound")
+                group.create_task(replies.run(), name="uplink-replies")
+                group.create_task(self._inbound_loop(session), name="uplink-inbound")
                 group.create_task(delivery.run(), name="uplink-delivery")
         except BaseExceptionGroup as group:
             raise _first_cause(group) from None
         finally:
             self._delivery = None
+            self.commands.detach(replies)
 
     async def _watch(self, session: GatewaySession) -> None:
         await session.lost.wait()
@@ -314,9 +408,7 @@ class Uplink:
         for logged in result.logged_in:
             device = self.registry.by_keys(logged.product_key, logged.device_key)
             if device is not None:
-                device.online = True
-                device.last_error = ""
-                device.refused_at = None
+                device.logged_in(self._now_ms())
         if result.whole_request_failed:
             log.error(
                 "sub-device batch login failed", code=describe(reply.code), message=reply.message
@@ -346,9 +438,7 @@ class Uplink:
         if reply is None:
             return
         if reply.ok:
-            device.online = True
-            device.last_error = ""
-            device.refused_at = None
+            device.logged_in(self._now_ms())
             return
         if reply.code == NOT_IN_TOPOLOGY and topo_retry:
             topo = messages.topo_add(
@@ -390,50 +480,24 @@ class Uplink:
 
     # ------------------------------------------------------------------ commands
 
-    async def _inbound_loop(self, session: GatewaySession, group: asyncio.TaskGroup) -> None:
+    async def _inbound_loop(self, session: GatewaySession) -> None:
         async for inbound in session.inbound():
-            # Each command runs on its own so a slow device write never holds up others.
-            group.create_task(self._handle_inbound(session, inbound))
-
-    async def _handle_inbound(self, session: GatewaySession, inbound: Inbound) -> None:
-        try:
-            answer = await self.answer(inbound)
-        except Exception:
-            # `answer` handles bad input itself; anything escaping it is a bug, and one
-            # command's bug must not end the session that carries every other message.
-            log.exception("cloud command failed", topic=inbound.topic)
-            return
-        if answer is not None:
-            await session.publish(*answer)
+            # Never blocks: each command runs on its own, a full queue is refused at once.
+            try:
+                self.commands.submit(inbound)
+            except Exception:
+                # `submit` handles bad input itself; anything escaping it is a bug, and one
+                # command's bug must not end the session that carries every other message.
+                log.exception("cloud command failed", topic=inbound.topic)
 
     async def answer(self, inbound: Inbound) -> tuple[str, bytes] | None:
         """The (reply topic, payload) for a downstream message; None when none is due.
 
         Never raises for bad input: a malformed command gets an error reply when it can be
         addressed (it has an id and a command topic), and is logged and dropped otherwise.
+        Duplicates and backpressure as for commands from the session (`CommandDispatcher`).
         """
-        try:
-            command = messages.decode_command(inbound.topic, inbound.payload)
-        except messages.CommandError as exc:
-            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
-            payload = exc.reply_payload()
-            if payload is None or exc.reply_topic is None:
-                return None
-            return exc.reply_topic, payload
-        except messages.MalformedMessage as exc:
-            log.warning("malformed cloud command", topic=inbound.topic, reason=str(exc))
-            return None
-        key = (inbound.topic, command.id)
-        cached = self._seen.get(key)
-        if cached is not None:
-            # EnOS redelivered a command we already executed: answer, do not act again.
-            return command.reply_topic, cached
-        code, data, message = await self._execute(command)
-        payload = command.reply(code, data, message)
-        self._seen[key] = payload
-        while len(self._seen) > SEEN_COMMANDS:
-            self._seen.popitem(last=False)
-        return command.reply_topic, payload
+        return await self.commands.answer(inbound)
 
     async def _execute(self, command: messages.Command) -> tuple[int, object, str]:
         kind = command.kind
@@ -453,10 +517,39 @@ class Uplink:
             log.exception("cloud command handler failed", method=command.method)
             return 1102, None, f"command handler failed: {exc}"
 
-    def _activate(self, command: messages.Command) -> tuple[int, object, str]:
+    def _activation_refusal(self, command: messages.Command) -> str | None:
+        """Why `thing.activate.info` must not be honoured now, or None (honour it).
+
+        Only a mode-3 gateway still waiting for its secret takes one, and only for its own
+        keys: anything else would let a cloud (or whoever can publish on the topic) plant
+        a secret file or replace the secret of an activated gateway.
+        """
+        gateway = self._config.gateway
+        own = (gateway.product_key, gateway.device_key)
         activation = command.activation
-        if activation is None or self._secret_path is None:
-            return 2000, None, "activation not expected"
+        if gateway.secure_mode != 3:
+            return f"the gateway uses secure mode {gateway.secure_mode}, not 3"
+        if activation is None or own != (command.product_key, command.device_key):
+            return "not addressed to this gateway"
+        if own != (activation.product_key, activation.device_key):
+            return "the secret is for another device"
+        if self._secret_path is None or self._secret_path.exists():
+            return "no activation pending (already activated)"
+        return None
+
+    def _activate(self, command: messages.Command) -> tuple[int, object, str]:
+        refusal = self._activation_refusal(command)
+        if refusal is not None:
+            log.warning(
+                "thing.activate.info ignored",
+                reason=refusal,
+                product_key=command.product_key,
+                device_key=command.device_key,
+            )
+            return ReplyCode.ACTIVATION_REFUSED, None, f"activation refused: {refusal}"
+        activation = command.activation
+        assert activation is not None  # checked above
+        assert self._secret_path is not None
         self._secret_path.parent.mkdir(parents=True, exist_ok=True)
         temp = self._secret_path.with_suffix(".tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from gatewayd.app import STATUS_FILE
+from gatewayd.enos.connect_history import FILE_NAME as CONNECTS_FILE
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.stats import META_APPENDED, META_DROPPED
 from tests.bench.b1_fleet import Cloud, Site, fleet_site
@@ -172,6 +173,13 @@ def add_outcome(report: Report, name: str, outcome: Outcome, note: str = "") -> 
 # ---------------------------------------------------------------------------- processes
 
 
+def forget_connects(state_dir: Path) -> None:
+    """Clear the daemon's persisted CONNECT history: chaos restarts it far more often than
+    EnOS' 4 CONNECTs per 2 minutes allow, on purpose (the emulator's throttle is off), and
+    the daemon would otherwise wait out the window as it must in the field."""
+    (state_dir / CONNECTS_FILE).unlink(missing_ok=True)
+
+
 def start_gatewayd(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`gatewayd run CONFIG` as a subprocess, output appended to `log`."""
     with log.open("ab") as out:
@@ -210,6 +218,7 @@ async def drain(site: Site, ledger: Ledger, spool: Path, timeout: float = 120) -
     # spool must not get its SIGTERM before that, or the exit status is the signal's.
     status_file = spool.parent / STATUS_FILE
     status_file.unlink(missing_ok=True)
+    forget_connects(spool.parent)
     proc = start_gatewayd(drain_config(site, spool), site.workdir / "gatewayd.log")
     progress = {"pending": -1, "since": time.monotonic()}
 
@@ -325,6 +334,7 @@ async def kill9(report: Report, quick: bool, kills: int | None = None) -> None:
         committed_at_kill: set[Key] = set()
         exits: list[int] = []
         for _ in range(kills):
+            forget_connects(spool.parent)
             proc = start_gatewayd(site.config_path, site.workdir / "gatewayd.log")
             # Random moments: during start-up, login, first cycles, steady delivery.
             await asyncio.sleep(rng.uniform(0.2, 4.0 if quick else 8.0))

@@ -6,7 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +47,13 @@ def _launch(conf: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def start_mosquitto(tmp: Path, *, password_file: Path | None = None) -> Mosquitto:
-    """Start mosquitto on a free port; anonymous unless a password file is given."""
+def start_mosquitto(
+    tmp: Path, *, password_file: Path | None = None, extra: Sequence[str] = ()
+) -> Mosquitto:
+    """Start mosquitto on a free port; anonymous unless a password file is given.
+
+    `extra` lines are appended to its configuration (e.g. queue limits).
+    """
     if not Path(MOSQUITTO).exists():
         pytest.fail("mosquitto is not installed (make setup installs it with apt-get)")
     port = free_port()
@@ -61,6 +66,7 @@ def start_mosquitto(tmp: Path, *, password_file: Path | None = None) -> Mosquitt
         lines.append("allow_anonymous true")
     else:
         lines += ["allow_anonymous false", f"password_file {password_file}"]
+    lines += extra
     conf.write_text("\n".join(lines) + "\n")
     return Mosquitto(port, conf, _launch(conf, port))
 

@@ -253,8 +253,8 @@ def message(r: random.Random) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------------- oracle
 
 
-def expected_reply_id(topic: str, payload: bytes) -> str | None:
-    """The id a reply must carry, or None when no reply is due (independent of the uplink)."""
+def expected_reply_id(topic: str, payload: bytes) -> str | int | None:
+    """The id a reply must carry (its JSON type kept, §2.2), or None when none is due."""
     parsed = topics.parse_topic(topic)
     if parsed.is_reply or parsed.kind is topics.TopicKind.UNKNOWN:
         return None
@@ -268,7 +268,7 @@ def expected_reply_id(topic: str, payload: bytes) -> str | None:
     if isinstance(value, str) and value:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return value
     return None
 
 
@@ -307,6 +307,7 @@ async def test_fuzzed_commands_never_crash_and_are_answered(
             assert reply_topic == topic + "_reply"
             reply = json.loads(body.decode("utf-8"))
             assert reply["id"] == expected
+            assert type(reply["id"]) is type(expected)
             assert isinstance(reply["code"], int)
             assert reply["code"] == 200 or reply["code"] >= 1000, reply
             assert isinstance(reply["message"], str)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import write_secret
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 INSTALL_SH = REPO / "deploy" / "install.sh"
@@ -98,8 +100,7 @@ def site_files(tmp_path: Path) -> tuple[Path, Path]:
     source.mkdir()
     config = source / "gatewayd.yaml"
     config.write_text(yaml.safe_dump(site_config(), sort_keys=False))
-    secret = source / "gateway.secret"
-    secret.write_text(GATEWAY_SECRET + "\n")
+    secret = write_secret(source / "gateway.secret", GATEWAY_SECRET + "\n")
     return config, secret
 
 
@@ -115,6 +116,7 @@ def test_install_sh_installs_validated_config_and_starts(
     assert result.returncode == 0, result.stderr
     etc = tmp_path / "etc"
     assert (etc / "gatewayd.yaml").read_text() == config.read_text()
+    assert stat.S_IMODE((etc / "gatewayd.yaml").stat().st_mode) == 0o640  # may hold secrets
     installed_secret = etc / "gateway.secret"
     assert installed_secret.read_text() == GATEWAY_SECRET + "\n"
     assert stat.S_IMODE(installed_secret.stat().st_mode) == 0o600
@@ -293,6 +295,7 @@ def run_playbook(
                 "gatewayd_models_dir": str(REPO / "config" / "models"),
                 "gatewayd_config": config,
                 "gatewayd_secrets": {"gateway.secret": GATEWAY_SECRET},
+                "gatewayd_config_group": "root",  # no gatewayd group on a test machine
             }
         )
     )
@@ -333,6 +336,7 @@ def test_role_rolls_out_validated_config_idempotently_and_refuses_a_bad_one(
     assert installed["gateway"]["device_secret_file"] == "gateway.secret"
     assert installed["spool"]["path"] == "state/spool.db"  # the inventory's value wins
     assert installed["devices"] == site_config()["devices"]
+    assert stat.S_IMODE((etc / "gatewayd.yaml").stat().st_mode) == 0o640  # may hold secrets
     secret = etc / "gateway.secret"
     assert secret.read_text() == GATEWAY_SECRET + "\n"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600

@@ -116,6 +116,8 @@ def test_contents_are_root_owned_and_complete(package: BuiltPackage) -> None:
     ):
         assert wanted in entries, wanted
     assert entries["/usr/bin/gatewayd"][0] == "-rwxr-xr-x"
+    # The config may hold inline secrets: never world-readable, from unpacking on.
+    assert entries["/etc/gatewayd/gatewayd.yaml"][0] == "-rw-r-----"
     assert {fields[1] for fields in entries.values()} == {"root/root"}
     assert not any("/site-packages/pip/" in path for path in entries)  # no pip shipped
     assert any(path.endswith(".pyc") for path in entries)  # byte-compiled at build time
@@ -136,6 +138,12 @@ def test_conffiles_and_maintainer_scripts(package: BuiltPackage) -> None:
     postinst = (control / "postinst").read_text()
     assert "systemd-sysusers gatewayd.conf" in postinst
     assert "systemd-tmpfiles --create gatewayd.conf" in postinst
+    # ... then the config goes to the service's group, 0640 (unless a statoverride says).
+    assert "config=/etc/gatewayd/gatewayd.yaml" in postinst
+    assert [line.strip() for line in postinst.splitlines() if "$config\"" in line][-2:] == [
+        'chown root:gatewayd "$config"',
+        'chmod 0640 "$config"',
+    ]
     commands = [line for line in postinst.splitlines() if not line.lstrip().startswith("#")]
     # A fresh install never enables or starts the example config.
     assert not [line for line in commands if re.search(r"systemctl (enable|start)\b", line)]

@@ -107,6 +107,33 @@ def test_file_from_a_newer_gatewayd_is_moved_aside_untouched(tmp_path: Path) -> 
     store.close()
 
 
+def test_empty_file_is_moved_aside_with_a_logged_reason(tmp_path: Path) -> None:
+    """A 0-byte spool (emptied by a tool or a torn copy) is moved aside with its counters'
+    loss logged, not silently taken for a new spool."""
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"")
+    with structlog.testing.capture_logs() as logs:
+        store = SpoolStore.open(path, max_bytes=CAP)
+    (aside,) = _moved_aside(path)
+    assert aside.stat().st_size == 0
+    errors = [e for e in logs if e["log_level"] in ("warning", "error")]
+    assert [(e["path"], e["moved_to"]) for e in errors] == [(str(path), str(aside))]
+    assert "empty" in errors[0]["reason"]
+    _assert_fresh_and_working(store)
+    store.close()
+
+
+def test_missing_file_is_created_without_a_warning(tmp_path: Path) -> None:
+    """No spool file at all is a first start: a fresh spool, nothing moved, nothing logged."""
+    path = tmp_path / "spool.db"
+    with structlog.testing.capture_logs() as logs:
+        store = SpoolStore.open(path, max_bytes=CAP)
+    assert _moved_aside(path) == []
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+    _assert_fresh_and_working(store)
+    store.close()
+
+
 # -- a full disk: a real 2 MiB tmpfs --------------------------------------------------
 
 

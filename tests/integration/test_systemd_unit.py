@@ -138,7 +138,8 @@ def test_unit_runs_the_daemon_the_way_the_issue_asks() -> None:
         "ExecStart": "/usr/bin/gatewayd run /etc/gatewayd/gatewayd.yaml",
         "WatchdogSec": "30s",
         "Restart": "on-failure",
-        "RestartPreventExitStatus": "78",
+        # EX_CONFIG, EX_CANTCREAT, EX_IOERR: a restart would fail the same way.
+        "RestartPreventExitStatus": "78 73 74",
         "User": "gatewayd",
         "Group": "gatewayd",
         "SupplementaryGroups": "dialout",

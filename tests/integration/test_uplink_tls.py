@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 
 from gatewayd.app import Daemon
@@ -300,3 +301,25 @@ async def test_request_cancelled_as_its_reply_arrives_ends_cancelled(tls_broker:
         assert done == {task}
         assert task.cancelled()
         assert session._pending == {}
+
+
+async def test_daemon_on_plain_tcp_to_the_tls_port_hints_at_tls(
+    tls_broker: TlsBroker, tmp_path: Path
+) -> None:
+    """TLS off against the TLS listener: the CONNECT is counted, gets no CONNACK, and the one
+    connect-failure warning says the port may expect TLS."""
+    path = write_config(tmp_path, tls_broker.tls_port, {})
+    document = yaml.safe_load(path.read_text())
+    document["gateway"]["broker"]["connect_timeout"] = "1s"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    with structlog.testing.capture_logs() as captured:
+        async with running_daemon(path) as daemon:
+            assert daemon.uplink is not None
+            status = daemon.uplink.status
+            await async_wait_until(lambda: status.last_error, 30, "the failed CONNECT")
+            error, connects = status.last_error, status.connects
+    hint = f"if port {tls_broker.tls_port} expects TLS, set gateway.broker.tls.enabled: true"
+    assert hint in error
+    assert connects >= 1
+    hinted = [e for e in captured if e["log_level"] == "warning" and hint in e["event"]]
+    assert len(hinted) == 1

@@ -1,0 +1,7 @@
+"""Test peers written from specifications, sharing no code with `gatewayd`.
+
+A misreading shared by the daemon and the project's emulator (which import the same
+`gatewayd.enos` modules) is invisible to tests that pair them; these peers are built only
+from /work/shared/docs/enos-protocol.md, the MQTT 3.1.1 standard and the Modbus application
+protocol, so they disagree with the daemon wherever it strays from those texts.
+"""

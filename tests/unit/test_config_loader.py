@@ -11,6 +11,7 @@ import yaml
 from gatewayd.cli import main
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
+from tests.support import write_secret
 
 MODEL = """\
 name: meter
@@ -50,9 +51,9 @@ def test_secret_files_are_read_next_to_the_config(tmp_path: Path) -> None:
     config = write_site(
         tmp_path, "device_secret_file: gw.secret", "device_secret_file: secrets/meter1"
     )
-    (tmp_path / "gw.secret").write_text("gw-s3cret\n")
+    write_secret(tmp_path / "gw.secret", "gw-s3cret\n")
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "meter1").write_text("meter-s3cret")
+    write_secret(tmp_path / "secrets" / "meter1", "meter-s3cret")
     loaded = load_config(config, environ={})
     assert loaded.gateway.device_secret is not None
     assert loaded.gateway.device_secret.get_secret_value() == "gw-s3cret"
@@ -66,10 +67,10 @@ def test_secret_files_are_read_next_to_the_config(tmp_path: Path) -> None:
 def test_credentials_directory_wins_when_the_file_is_there(tmp_path: Path) -> None:
     """With $CREDENTIALS_DIRECTORY set, a relative secret file found there is used first."""
     config = write_site(tmp_path / "etc", "device_secret_file: gw.secret", "device_secret: x")
-    (tmp_path / "etc" / "gw.secret").write_text("from-config-dir\n")
+    write_secret(tmp_path / "etc" / "gw.secret", "from-config-dir\n")
     creds = tmp_path / "creds"
     creds.mkdir()
-    (creds / "gw.secret").write_text("from-credentials\n")
+    write_secret(creds / "gw.secret", "from-credentials\n")
     loaded = load_config(config, environ={"CREDENTIALS_DIRECTORY": str(creds)})
     assert loaded.gateway.device_secret is not None
     assert loaded.gateway.device_secret.get_secret_value() == "from-credentials"
@@ -79,7 +80,7 @@ def test_credentials_directory_wins_when_the_file_is_there(tmp_path: Path) -> No
 def test_credentials_directory_falls_back_to_config_dir(tmp_path: Path) -> None:
     """A secret file missing from $CREDENTIALS_DIRECTORY is read next to the config."""
     config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
-    (tmp_path / "gw.secret").write_text("local\n")
+    write_secret(tmp_path / "gw.secret", "local\n")
     creds = tmp_path / "empty-creds"
     creds.mkdir()
     loaded = load_config(config, environ={"CREDENTIALS_DIRECTORY": str(creds)})
@@ -99,7 +100,7 @@ def test_unusable_secret_file_is_a_located_error(
     if content == "dir":
         (tmp_path / "gw.secret").mkdir()
     elif content is not None:
-        (tmp_path / "gw.secret").write_text(content)
+        write_secret(tmp_path / "gw.secret", content)
     with pytest.raises(ConfigError) as caught:
         load_config(config, environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "none")})
     (issue,) = caught.value.issues
@@ -154,7 +155,7 @@ def test_model_file_errors_name_the_model_file(
         load_config(Path("site/gatewayd.yaml"), environ={})
     assert caught.value.lines() == [
         "site/models/meter.yaml:4:1: colour: unknown key (known keys: byte_order, "
-        "description, events, name, points, services, word_order)",
+        "description, events, name, points, services, timestamps, word_order)",
         "1 error",
     ]
 
@@ -164,7 +165,7 @@ def test_check_never_prints_secrets(
 ) -> None:
     """Inline secrets print as ***, file secrets only as their file; neither value leaks."""
     config = write_site(tmp_path, "device_secret: inline-gw-s3cret", "device_secret_file: m.key")
-    (tmp_path / "m.key").write_text("file-meter-s3cret\n")
+    write_secret(tmp_path / "m.key", "file-meter-s3cret\n")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     assert main(["check", str(config)]) == 0
     out, err = capsys.readouterr()
@@ -215,7 +216,7 @@ def test_secure_mode_3_reads_the_product_secret_file(tmp_path: Path) -> None:
     config = write_site(
         tmp_path, "secure_mode: 3\n  product_secret_file: product.secret", "device_secret: b"
     )
-    (tmp_path / "product.secret").write_text("ps\r\n")
+    write_secret(tmp_path / "product.secret", "ps\r\n")
     loaded = load_config(config, environ={})
     assert loaded.gateway.product_secret is not None
     assert loaded.gateway.product_secret.get_secret_value() == "ps"
@@ -256,10 +257,60 @@ def test_odd_input_is_always_a_config_error(tmp_path: Path, text: str) -> None:
 def test_unreadable_secret_file_is_a_located_error(tmp_path: Path) -> None:
     """A secret file without read permission is reported, not a crash."""
     config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
-    secret = tmp_path / "gw.secret"
-    secret.write_text("s\n")
+    secret = write_secret(tmp_path / "gw.secret", "s\n")
     secret.chmod(0)
     with pytest.raises(ConfigError) as caught:
         load_config(config, environ={})
     (issue,) = caught.value.issues
     assert issue.message == "secret file is not readable (permission denied) ('gw.secret')"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644], ids=lambda m: f"{m:04o}")
+def test_secret_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    """Like OpenSSH with a private key: a secret the group or others may read or write is
+    an error at the key's line and column, with the chmod that fixes it."""
+    config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
+    write_secret(tmp_path / "gw.secret", "s\n").chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    assert caught.value.lines() == [
+        f"{config}:4:23: gateway.device_secret_file: secret file is open to group or others "
+        f"(mode {mode:04o}) ('gw.secret') (chmod 600 {tmp_path / 'gw.secret'})",
+        "1 error",
+    ]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400], ids=lambda m: f"{m:04o}")
+def test_owner_only_secret_file_is_accepted(tmp_path: Path, mode: int) -> None:
+    """0600 and 0400 secret files are read."""
+    config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
+    write_secret(tmp_path / "gw.secret", "s\n").chmod(mode)
+    secret = load_config(config, environ={}).gateway.device_secret
+    assert secret is not None
+    assert secret.get_secret_value() == "s"
+
+
+def test_open_credential_hint_names_the_file_where_it_was_found(tmp_path: Path) -> None:
+    """A too-open secret found in $CREDENTIALS_DIRECTORY: the hint's chmod names that file."""
+    config = write_site(tmp_path / "etc", "device_secret_file: gw.secret", "device_secret: x")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    write_secret(creds / "gw.secret", "c\n").chmod(0o440)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    (issue,) = caught.value.issues
+    assert issue.hint == f"chmod 600 {creds / 'gw.secret'}"
+
+
+def test_check_and_run_refuse_a_group_readable_secret_with_exit_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gatewayd check` and `gatewayd run` (same loader) both exit 78 on a 0640 secret."""
+    config = write_site(tmp_path, "device_secret_file: gw.secret", "device_secret: x")
+    write_secret(tmp_path / "gw.secret", "s\n").chmod(0o640)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert main(["check", str(config)]) == 78
+    assert main(["run", str(config)]) == 78
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("secret file is open to group or others (mode 0640)") == 2

@@ -690,3 +690,20 @@ def test_decode_command_never_raises_anything_but_command_error(payload: bytes) 
     except CommandError as err:
         error = err
     assert error is None or error.code >= ReplyCode.COMMAND_HANDLER_NOT_REGISTERED
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [(424242, b'"id":424242,'), ("424242", b'"id":"424242",'), (0, b'"id":0,')],
+)
+def test_command_reply_keeps_the_id_json_type(sent: str | int, echoed: bytes) -> None:
+    """§2.2: a reply echoes the id with its JSON type, for answers and for error replies."""
+    command = cmd(SET_TOPIC, {"id": sent, "params": {"p": 1}})
+    assert command.id == sent
+    assert type(command.id) is type(sent)
+    assert command.reply().startswith(b"{" + echoed)
+    error = cmd_error(SET_TOPIC, {"id": sent, "params": "x"})
+    reply = error.reply_payload()
+    assert reply is not None
+    assert reply.startswith(b"{" + echoed)
+    assert error.id == str(sent)  # for log lines and messages

@@ -25,6 +25,7 @@ from gatewayd.modbus.health import DeviceState
 from gatewayd.modbus.poller import BusPoller, CycleResult, DeviceHandle
 from gatewayd.modbus.reader import PointNotWritable
 from gatewayd.samples import Quality, Sample
+from gatewayd.spool.frames import FrameEncoder
 
 HR = Table.HOLDING
 START = 1000.0  # virtual monotonic time at start
@@ -136,10 +137,62 @@ async def test_cycles_align_to_the_interval_without_drift(rig_factory) -> None:
         int(WALL * 1000) + 1000 * n for n in range(300)
     ]
     last = by_point(results[-1].samples)
-    assert last["d1", "a"] == Sample("d1", "a", 7, int(WALL * 1000) + 299_013)
+    # One stamp per device and cycle (`timestamps: cycle`): when its first request went out.
+    assert last["d1", "a"] == Sample("d1", "a", 7, int(WALL * 1000) + 299_000)
+    assert last["d1", "c"] == Sample("d1", "c", 9, int(WALL * 1000) + 299_000)
     assert {s.measurepoint for s in results[-1].samples} == {"a", "b", "c"}
     # a and b merged into one request, c (gap 8 > gap_fill 4) in another: 2 per cycle.
     assert all(r.requests == 2 for r in results)
+
+
+@pytest.mark.parametrize(
+    ("where", "stamps"),
+    [
+        ("default", {"a": 0, "b": 0, "c": 0}),  # cycle: when the first request went out
+        ("device", {"a": 13, "b": 13, "c": 26}),  # request: when each answer arrived
+        ("model", {"a": 13, "b": 13, "c": 26}),
+    ],
+)
+async def test_timestamps_one_per_cycle_or_one_per_request(
+    rig_factory, where: str, stamps: dict[str, int]
+) -> None:
+    """`timestamps: request` (device or model key) stamps each answer (13 ms per request
+    here); by default every point of a device's cycle carries the cycle's one stamp."""
+    unit = FakeUnit(registers=regs((0, 7), (1, 8), (10, 9)), latency=0.013)
+    model = make_model(
+        "m",
+        [pt("a", 0), pt("b", 1), pt("c", 10)],
+        **({"timestamps": "request"} if where == "model" else {}),
+    )
+    device = dev("d1", 1, **({"timestamps": "request"} if where == "device" else {}))
+    async with rig_factory([device], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        results = rig.drain()
+    assert len(results) == 1
+    assert results[0].requests == 2
+    first = by_point(results[0].samples)
+    assert {name: s.ts_ms - int(WALL * 1000) for (_, name), s in first.items()} == stamps
+
+
+async def test_request_timestamps_keep_a_device_in_time_order_in_the_spool(rig_factory) -> None:
+    """`timestamps: request` with a NaN in the middle response (that response goes point by
+    point): the device's frames still come out in time order, one per response."""
+    model = make_model(
+        "m",
+        [pt("a", 0), pt("f", 10, "float32", quality=True), pt("g", 12), pt("h", 30)],
+        timestamps="request",
+    )
+    unit = FakeUnit(registers=regs((0, 1), (10, 0x7FC0), (11, 0), (12, 2), (30, 3)))
+    async with rig_factory([dev("d1", 1)], models={"m": model}, units={1: unit}) as rig:
+        await rig.clock.advance(0.5)
+        results = rig.drain()
+    assert results[0].requests == 3
+    frames, _ = FrameEncoder().encode(results[0].point_samples, results[0].blocks)
+    assert [(f.ts_ms - int(WALL * 1000), f.body) for f in frames] == [
+        (10, '{"a":1}'),
+        (20, '{"g":2}'),  # f is NaN and has no last good value: nothing to send for it
+        (30, '{"h":3}'),
+    ]
 
 
 async def test_per_point_interval_reads_only_due_points_merged(rig_factory) -> None:
@@ -432,6 +485,35 @@ async def test_bus_unavailable_reconnects_with_capped_backoff(rig_factory) -> No
     assert gaps[0] <= 0.5
     assert max(gaps) <= 8.0
     assert min(gaps[-5:]) >= 8.0 * 0.8
+
+
+async def test_bus_brought_back_by_a_command_ends_the_episode(rig_factory) -> None:
+    """A command connecting a down bus logs the one "recovered" line; the next outage
+    warns again (one warning per episode, not one for the process's life)."""
+    async with rig_factory(
+        [dev("d1", 1)], units={1: FakeUnit(registers=regs((0, 1)))},
+        bus=make_bus(reconnect_max="60s"),
+    ) as rig:
+        with capture_logs() as logs:
+            rig.fake.refuse_connect = True
+            await rig.clock.advance(5)  # down, next attempt far away (backoff grows)
+            rig.fake.refuse_connect = False
+
+            async def op(handle: DeviceHandle) -> object:
+                return await handle.read_points(["a"])
+
+            call = asyncio.create_task(rig.poller.execute("d1", op))
+            await rig.clock.advance(0.1)
+            assert await call == {"a": 1}
+            rig.fake.drop()
+            rig.fake.refuse_connect = True
+            await rig.clock.advance(120)
+    events = [(e["log_level"], e["event"]) for e in logs if e["event"].startswith("bus ")]
+    assert events == [
+        ("warning", "bus unavailable; reconnecting with backoff"),
+        ("info", "bus recovered"),
+        ("warning", "bus unavailable; reconnecting with backoff"),
+    ]
 
 
 async def test_disabled_device_switches(rig_factory) -> None:

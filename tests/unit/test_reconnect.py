@@ -22,28 +22,29 @@ def test_backoff_doubles_within_jitter_bounds_and_caps() -> None:
     """Three quick retries, then spread attempts: delays in [max(c/2, spread), max(c, spread)]."""
     policy = ReconnectPolicy(rng=random.Random(7), base_s=1.0, cap_s=300.0)
     policy.throttle = ConnectThrottle(max_attempts=10**6)  # isolate the backoff
-    policy.failed()
+    policy.failed(0.0)
     assert 0.5 <= policy.next_attempt(0.0) <= 1.0
-    policy.failed()
+    policy.failed(0.0)
     assert 1.0 <= policy.next_attempt(0.0) <= 2.0
-    policy.failed()
+    policy.failed(0.0)
     assert 2.0 <= policy.next_attempt(0.0) <= 4.0
     for failures in range(4, 15):
-        policy.failed()
+        policy.failed(0.0)
         ceiling = max(40.0, min(300.0, 2.0 ** (failures - 1)))
         delay = policy.next_attempt(0.0)
         assert max(40.0, ceiling / 2) <= delay <= ceiling
 
 
-def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
-    """Outage long after the first connect: quick retries, then within the EnOS budget."""
+def test_failing_connects_back_off_within_the_budget() -> None:
+    """CONNECTs that keep failing (TCP up, no session) long after the first connect: quick
+    retries, then spread within the EnOS budget."""
     policy = ReconnectPolicy(rng=random.Random(5))
     policy.attempted(0.0)
     policy.succeeded()
     now = 1000.0  # the link drops long after the first connect
     attempts = []
     for _ in range(8):
-        policy.failed()
+        policy.failed(now)
         now = policy.next_attempt(now)
         policy.attempted(now)
         attempts.append(now - 1000.0)
@@ -61,7 +62,7 @@ def test_a_returning_cloud_is_reached_within_a_spread_interval() -> None:
 def test_refused_connect_waits_at_least_the_floor() -> None:
     """A CONNACK refusal never retries sooner than the refusal floor."""
     policy = ReconnectPolicy(rng=random.Random(3), refused_floor_s=60.0)
-    policy.failed(refused=True)
+    policy.failed(0.0, refused=True)
     assert policy.next_attempt(0.0) >= 60.0
     policy.succeeded()
     assert policy.next_attempt(0.0) == 0.0
@@ -94,7 +95,7 @@ def test_reconnect_storm_never_exceeds_four_connects_in_two_minutes(
             policy.succeeded()  # an occasional short-lived success resets the backoff
             now = at + pause  # ...and the link drops again `pause` seconds later
         else:
-            policy.failed(refused=i % 5 == 0)
+            policy.failed(at, refused=i % 5 == 0)
             now = at
     for start in attempts:
         assert sum(1 for t in attempts if start <= t < start + 120.0) <= 4

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from gatewayd.config.models import Config
 from gatewayd.enos import topics
@@ -72,13 +73,18 @@ class ResponderSession:
         return [r.code for r in self.records.logins if r.device_key == device_key]
 
 
-def make_uplink(tmp_path: Path, clock: VirtualClock) -> Uplink:
+def make_uplink(tmp_path: Path, clock: VirtualClock, *, secure_mode: int = 2) -> Uplink:
+    secret = (
+        {"device_secret": "gwSecret"}
+        if secure_mode == 2
+        else {"secure_mode": 3, "product_secret": "gwProductSecret"}
+    )
     config = Config.model_validate(
         {
             "gateway": {
                 "product_key": "gwPK",
                 "device_key": "gwDK",
-                "device_secret": "gwSecret",
+                **secret,
                 "broker": {"host": "127.0.0.1"},
             },
             "spool": {"path": str(tmp_path / "spool.db")},
@@ -156,8 +162,8 @@ async def test_enable_and_a_changed_device_are_asked_at_once(
 async def test_activation_is_persisted_and_acknowledged(
     tmp_path: Path, clock: VirtualClock
 ) -> None:
-    """thing.activate.info: the secret lands in a 0600 file, exact; the reply is 200."""
-    uplink = make_uplink(tmp_path, clock)
+    """thing.activate.info (mode 3, pending): the secret lands in a 0600 file; reply 200."""
+    uplink = make_uplink(tmp_path, clock, secure_mode=3)
     params = {"assetId": "a1", "productKey": "gwPK", "deviceKey": "gwDK", "deviceSecret": "s3c"}
     topic = topics.activate_info(*GW)
     answer = await uplink.answer(
@@ -172,6 +178,56 @@ async def test_activation_is_persisted_and_acknowledged(
     assert secret.read_text() == "s3c"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert sorted(p.name for p in secret.parent.iterdir()) == ["gateway.secret"]
+
+
+async def activate(
+    uplink: Uplink, secret: str, *, topic_keys: tuple[str, str] = GW, keys: tuple[str, str] = GW
+) -> dict[str, Any]:
+    """Send thing.activate.info on `topic_keys`' topic for `keys`; the decoded reply."""
+    params = {"productKey": keys[0], "deviceKey": keys[1], "deviceSecret": secret}
+    topic = topics.activate_info(*topic_keys)
+    msg_id = f"act-{secret}"  # one id per secret: a reused id would be a duplicate
+    answer = await uplink.answer(
+        Inbound(topic, encode_request_payload(msg_id, "thing.activate.info", params))
+    )
+    assert answer is not None
+    assert answer[0] == topic + "_reply"
+    reply: dict[str, Any] = json.loads(answer[1])
+    return reply
+
+
+async def test_mode2_ignores_and_logs_an_activation(tmp_path: Path, clock: VirtualClock) -> None:
+    """Secure mode 2: activate.info is refused (2017) and logged; no secret file appears."""
+    uplink = make_uplink(tmp_path, clock)
+    with structlog.testing.capture_logs() as logs:
+        reply = await activate(uplink, "planted")
+    assert (reply["id"], reply["code"]) == ("act-planted", 2017)
+    assert "secure mode 2" in reply["message"]
+    assert not (tmp_path / "state").exists()
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert warning["event"] == "thing.activate.info ignored"
+    assert warning["reason"] == "the gateway uses secure mode 2, not 3"
+
+
+async def test_mode3_takes_only_its_own_pending_activation(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """Mode 3: other keys (topic or params) refused; own keys once; a second one refused."""
+    uplink = make_uplink(tmp_path, clock, secure_mode=3)
+    secret = tmp_path / "state" / "gateway.secret"
+    with structlog.testing.capture_logs() as logs:
+        other_topic = await activate(uplink, "s1", topic_keys=("gwPK", "other"))
+        other_params = await activate(uplink, "s2", keys=("subPK", "good"))
+        assert not secret.exists()
+        own = await activate(uplink, "s3c")
+        again = await activate(uplink, "replaced")
+    assert [r["code"] for r in (other_topic, other_params, own, again)] == [2017, 2017, 200, 2017]
+    assert "not addressed to this gateway" in other_topic["message"]
+    assert "another device" in other_params["message"]
+    assert "already activated" in again["message"]
+    assert secret.read_text() == "s3c"
+    ignored = [e["reason"] for e in logs if e["event"] == "thing.activate.info ignored"]
+    assert len(ignored) == 3
 
 
 async def test_login_loop_ends_when_cancelled_as_a_login_is_requested(

@@ -12,12 +12,16 @@ Shape of `emulator.yaml` (every section forbids unknown keys, like gatewayd's ow
           state: {type: enum, values: [0, 1, 2]}
         events:
           overVoltage: {params: [voltage]}     # params omitted: any params accepted
+        tripRecord: {files: [capture]}       # file-typed params (HTTP integration)
     products:
       - {product_key: gwPK, kind: gateway, model: gateway}
       - {product_key: subPK, kind: sub_device, model: meter, product_secret: s3cret}
     devices:
       - {product_key: gwPK, device_key: gwDK, device_secret: gwSecret}
       - {product_key: subPK, device_key: meter1, device_secret: m1Secret, gateway: gwPK/gwDK}
+    integration:                  # optional: the HTTP side (`gatewayd emulate --http-port`)
+      org_id: o15
+      accounts: {ak-gateway: sk-9f2c}
 
 `EmulatorConfig.from_gateway_config(cfg)` derives the same from a gatewayd `Config` and its
 device models, so the demo and end-to-end tests need no second file.
@@ -54,6 +58,8 @@ class EventSpec(_Strict):
     """One event of a thing model; `params=None` accepts any parameter names."""
 
     params: list[str] | None = None
+    # Params of file type: HTTP integration uploads carry them as `local://` files.
+    files: list[str] = []
 
 
 class ThingModel(_Strict):
@@ -117,10 +123,19 @@ class OptionsSpec(_Strict):
     auto_subscribe: bool = False
 
 
+class IntegrationHttpSpec(_Strict):
+    """The HTTP integration channel (`gatewayd emulate --http-port`): the OU and its accounts."""
+
+    org_id: Annotated[str, Field(min_length=1)] = "o-emulated"
+    accounts: dict[str, str] = {}  # service accounts: access key → secret key
+    token_lifetime: Duration = 7200.0
+
+
 class EmulatorConfig(_Strict):
     """The whole emulator configuration."""
 
     options: OptionsSpec = OptionsSpec()
+    integration: IntegrationHttpSpec | None = None
     models: dict[str, ThingModel] = {}
     products: list[ProductSpec] = []
     devices: list[DeviceSpec] = []

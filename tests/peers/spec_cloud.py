@@ -1,0 +1,507 @@
+"""An EnOS cloud written from enos-protocol.md alone, on a real mosquitto (imports no gatewayd).
+
+`SpecCloud` is the cloud side of one gateway: a `ConnectGate` in front of mosquitto checks
+the gateway's CONNECT, and a plain MQTT client subscribed to `#` answers every upstream
+request the way §3 describes: sub-device login (single and batch, each sign checked),
+logout, topology add/get/delete, measurepoint post / resume (single and batch, shapes
+checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event post. Replies
+go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
+unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
+through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
+
+Everything is recorded in arrival order (`seq`) for assertions, and every way a message
+strays from the spec goes to `problems`, which a test expects to stay empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import aiomqtt
+
+from tests.peers.connect_gate import ConnectGate
+from tests.peers.enos_auth import login_sign_ok
+from tests.peers.enos_payloads import (
+    Route,
+    check_batch,
+    check_envelope,
+    check_event,
+    check_id_and_version,
+    check_single_post,
+    is_command_reply,
+    route,
+)
+
+Key = tuple[str, str]  # (productKey, deviceKey)
+Reply = tuple[int, Any, str]  # code, data, message of a reply
+
+
+@dataclass(frozen=True)
+class Request:
+    """An upstream message as it arrived, and what this cloud answered (None = no reply)."""
+
+    seq: int
+    arrived_ms: int  # wall clock, comparable with the daemon's sample times
+    topic: str
+    raw: bytes
+    doc: Any
+    method: str
+    code: int | None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurepoint value the cloud stored (the request was answered 200)."""
+
+    seq: int
+    channel: str  # "post" or "resume"
+    product_key: str
+    device_key: str
+    point: str
+    value: Any
+    time: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event the cloud stored (§3.6 event post answered 200)."""
+
+    seq: int
+    product_key: str
+    device_key: str
+    event_id: str
+    params: dict[str, Any]
+    time: int
+
+
+@dataclass(frozen=True)
+class Login:
+    """A sub-device logged in (seq orders it against the data)."""
+
+    seq: int
+    key: Key
+    method: str
+
+
+@dataclass
+class _Fault:
+    method: str
+    code: int | None  # None: swallow the request, answer nothing
+    remaining: int
+
+
+@dataclass
+class Records:
+    """What the cloud received and decided, in arrival order."""
+
+    requests: list[Request] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    logins: list[Login] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    command_replies: list[tuple[str, bytes]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        return [r.method for r in self.requests]
+
+    def replied(self, method: str, code: int) -> list[Request]:
+        return [r for r in self.requests if r.method == method and r.code == code]
+
+    def duplicates(self) -> dict[tuple[str, str, str, int], int]:
+        """Values stored more than once: (pk, dk, point, time) → count."""
+        counts = Counter((p.product_key, p.device_key, p.point, p.time) for p in self.points)
+        return {key: n for key, n in counts.items() if n > 1}
+
+
+class SpecCloud:
+    """The cloud for gateway `gateway` (pk, dk) and its `sub_devices` {(pk, dk): secret}."""
+
+    def __init__(
+        self,
+        broker_port: int,
+        gateway: Key,
+        gateway_secret: str,
+        sub_devices: dict[Key, str],
+        *,
+        topology: set[Key] | None = None,
+    ) -> None:
+        self.broker_port = broker_port
+        self.gateway = gateway
+        self.sub_secrets = dict(sub_devices)
+        self.topology = set(sub_devices) if topology is None else set(topology)
+        self.online: set[Key] = set()
+        self.records = Records()
+        self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
+        self._seq = itertools.count(1)
+        self._faults: list[_Fault] = []
+        self._client: aiomqtt.Client | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._command_ids = itertools.count(70001)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> SpecCloud:
+        await self.gate.start()
+        self._client = aiomqtt.Client("127.0.0.1", self.broker_port, identifier="spec-cloud")
+        await self._client.__aenter__()
+        await self._client.subscribe("#", qos=1)
+        self._listener = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+        await self.gate.stop()
+
+    @property
+    def port(self) -> int:
+        """Where the gateway connects: the gate, not mosquitto itself."""
+        return self.gate.port
+
+    def reply_reached_gateway(self, request: Request) -> bool:
+        """Whether the reply to `request` was written to the gateway's connection (a reply
+        lost with the connection lets the gateway send the request again, §6.4)."""
+        request_id = request.doc.get("id") if isinstance(request.doc, dict) else None
+        return any(
+            topic == request.topic + "_reply" and _id_of(payload) == request_id
+            for topic, payload in self.gate.forwarded
+        )
+
+    def repeated_after_reply(self) -> dict[tuple[str, str, str, int], int]:
+        """Values stored more than once although the first reply reached the gateway: a
+        resend the spec does not allow (it allows one only after no reply or an error)."""
+        first: dict[tuple[str, str, str, int], int] = {}
+        for p in self.records.points:
+            first.setdefault((p.product_key, p.device_key, p.point, p.time), p.seq)
+        by_seq = {r.seq: r for r in self.records.requests}
+        return {
+            key: count
+            for key, count in self.records.duplicates().items()
+            if self.reply_reached_gateway(by_seq[first[key]])
+        }
+
+    # ------------------------------------------------------------------ faults
+
+    def fail(self, method: str, code: int, times: int = 1) -> None:
+        """Answer the next `times` requests of `method` with `code` (storing nothing)."""
+        self._faults.append(_Fault(method, code, times))
+
+    def drop(self, method: str, times: int = 1) -> None:
+        """Answer nothing to the next `times` requests of `method`."""
+        self._faults.append(_Fault(method, None, times))
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.method == method and fault.remaining > 0:
+                fault.remaining -= 1
+                return fault
+        return None
+
+    # ------------------------------------------------------------------ commands
+
+    async def push_command(
+        self, key: Key, suffix: str, method: str, params: Any, *, command_id: object = None
+    ) -> tuple[str, object]:
+        """Publish a command on `/sys/{pk}/{dk}/thing/service/{suffix}` to the gateway's
+        connection, only while `key` is logged in (or is the gateway); (topic, id)."""
+        if key != self.gateway and key not in self.online:
+            raise AssertionError(f"{key} is not logged in: EnOS would not route a command to it")
+        if command_id is None:
+            command_id = str(next(self._command_ids))
+        topic = f"/sys/{key[0]}/{key[1]}/thing/service/{suffix}"
+        payload = json.dumps(
+            {"id": command_id, "version": "1.0", "method": method, "params": params}
+        ).encode()
+        await self.gate.inject(self.gateway, topic, payload)
+        return topic, command_id
+
+    def replies_to(self, topic: str, command_id: object) -> list[bytes]:
+        """Raw replies on `topic + "_reply"` carrying `command_id`, matched by the id's text
+        (a reply that changed the id's JSON type still counts; tests check the type)."""
+        return [
+            raw
+            for reply_topic, raw in self.records.command_replies
+            if reply_topic == topic + "_reply" and str(_id_of(raw)) == str(command_id)
+        ]
+
+    async def send_command(
+        self,
+        key: Key,
+        suffix: str,
+        method: str,
+        params: Any,
+        *,
+        command_id: object = None,
+        timeout: float = 30.0,
+    ) -> bytes:
+        """`push_command`, then wait for its reply and return the raw payload."""
+        topic, command_id = await self.push_command(
+            key, suffix, method, params, command_id=command_id
+        )
+        deadline = time.monotonic() + timeout
+        while not (replies := self.replies_to(topic, command_id)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reply to command {command_id!r} on {topic} in {timeout}s")
+            await asyncio.sleep(0.02)
+        return replies[0]
+
+    # ------------------------------------------------------------------ upstream
+
+    def _gateway_gone(self, device: Key) -> None:
+        if device == self.gateway:
+            self.online.clear()  # a gateway disconnect logs all its sub-devices out (§5)
+
+    async def _listen(self) -> None:
+        assert self._client is not None
+        async for message in self._client.messages:
+            topic = message.topic.value
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            if is_command_reply(topic):
+                self.records.command_replies.append((topic, raw))
+                continue
+            where = route(topic)
+            if where is None:
+                continue  # our own replies come back through `#`; nothing else is upstream
+            try:
+                await self._answer(topic, raw, where)
+            except Exception as exc:  # a payload this cloud cannot even take apart
+                self.records.problems.append(f"{topic}: responder failed on it: {exc!r}")
+
+    async def _answer(self, topic: str, raw: bytes, where: Route) -> None:
+        seq = next(self._seq)
+        doc: Any
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = None
+        problems = check_envelope(doc, where.method) if doc is not None else ["not JSON"]
+        notes = check_id_and_version(doc) if isinstance(doc, dict) else []
+        code, data, message = 200, cast(Any, {}), "success"
+        fault = None if problems else self._take_fault(where.method)
+        if problems:
+            code, message = (1251, "Payload is empty") if not raw else (1220, "; ".join(problems))
+            if isinstance(doc, dict) and doc.get("method") != where.method:
+                code = 1260
+        elif fault is not None:
+            code = fault.code if fault.code is not None else 0
+            message = "fault injected by the test"
+            if fault.code == 1212:
+                self._refuse_permission(doc)
+        else:
+            code, data, message = self._handle(seq, where, doc, problems)
+        self.records.problems += [f"{topic} #{seq}: {p}" for p in problems + notes]
+        replied = None if fault is not None and fault.code is None else code
+        self.records.requests.append(
+            Request(seq, int(time.time() * 1000), topic, raw, doc, where.method, replied)
+        )
+        if replied is None or self._client is None:
+            return
+        request_id = doc.get("id") if isinstance(doc, dict) else None
+        reply = {"id": request_id, "code": code, "message": message, "data": data}
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.publish(topic + "_reply", json.dumps(reply).encode(), qos=1)
+
+    def _refuse_permission(self, doc: dict[str, Any]) -> None:
+        """1212 means the cloud holds the batch's sub-devices offline: forget their login."""
+        for item in doc.get("params") or []:
+            if isinstance(item, dict):
+                self.online.discard((item.get("productKey"), item.get("deviceKey")))
+
+    def _handle(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        """Do what the request asks; (code, data, message) of the reply."""
+        if (
+            where.kind not in {"post", "resume", "event"}
+            and (where.product_key, where.device_key) != self.gateway
+        ):
+            problems.append(f"{where.kind} on a topic that is not the gateway's")
+            return 1009, {}, "Publish to topic with no write permission"
+        handler = getattr(self, f"_on_{where.kind}")
+        result: Reply = handler(seq, where, doc, problems)
+        return result
+
+    def _on_login(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        params = doc["params"]
+        if not isinstance(params, dict):
+            problems.append("combine.login params is not an object")
+            return 1220, {}, "Payload format error"
+        key = (params.get("productKey"), params.get("deviceKey"))
+        code, reason = self._login_one(key, params, {}, seq, "combine.login")
+        if code != 200:
+            return code, {}, reason
+        return 200, {"assetId": f"a{key[1]}", "productKey": key[0], "deviceKey": key[1]}, ""
+
+    def _on_login_batch(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        params = doc["params"]
+        entries = params.get("subDevices") if isinstance(params, dict) else None
+        if not isinstance(entries, list) or not entries:
+            problems.append("combine.login.batch params.subDevices is not a non-empty list")
+            return 1220, {"loginedSubDevices": [], "failedSubDevices": []}, "Payload format error"
+        shared = {
+            k: params[k]
+            for k in ("clientId", "timestamp", "signMethod", "signmethod")
+            if k in params
+        }
+        logged, failed, first_code, messages = [], [], 200, ""
+        for entry in entries:
+            if not isinstance(entry, dict):
+                problems.append("a subDevices entry is not an object")
+                continue
+            key = (entry.get("productKey"), entry.get("deviceKey"))
+            code, reason = self._login_one(key, entry, shared, seq, "combine.login.batch")
+            if code == 200:
+                logged.append({"assetId": f"a{key[1]}", "deviceKey": key[1], "productKey": key[0]})
+            else:
+                failed.append({"deviceKey": key[1], "productKey": key[0]})
+                first_code = code if first_code == 200 else first_code
+                messages += f"{key[0]}&{key[1]} has error: {reason};"
+        return first_code, {"loginedSubDevices": logged, "failedSubDevices": failed}, messages
+
+    def _login_one(
+        self,
+        key: tuple[Any, Any],
+        entry: dict[str, Any],
+        shared: dict[str, Any],
+        seq: int,
+        method: str,
+    ) -> tuple[int, str]:
+        """Log one sub-device in after the checks of §3.1; (code, reason)."""
+        if key not in self.sub_secrets:
+            return 705, "It failed to query device, not existed this device"
+        if key not in self.topology:
+            return 740, "Sub device not belong the gateway"
+        reason = login_sign_ok(entry, shared, self.sub_secrets[key])
+        if reason is not None:
+            self.records.problems.append(f"{method} of {key}: {reason}")
+            return 742, "Sign check failed"
+        self.online.add(key)
+        self.records.logins.append(Login(seq, key, method))
+        return 200, ""
+
+    def _on_logout(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        params = doc["params"]
+        if not isinstance(params, dict):
+            problems.append("combine.logout params is not an object")
+            return 1220, {}, "Payload format error"
+        key = (params.get("productKey"), params.get("deviceKey"))
+        self.online.discard(key)
+        return 200, {"productKey": key[0], "deviceKey": key[1]}, "success"
+
+    def _on_topo_add(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        params = doc["params"]
+        if not isinstance(params, list) or not params:
+            problems.append("thing.topo.add params is not a non-empty list")
+            return 1220, {}, "Payload format error"
+        for entry in params:
+            key = (entry.get("productKey"), entry.get("deviceKey"))
+            if key not in self.sub_secrets:
+                return 1255, {}, "add topo failure, sub-device doesn't exist"
+            reason = login_sign_ok(entry, {}, self.sub_secrets[key])
+            if reason is not None:
+                problems.append(f"thing.topo.add of {key}: {reason}")
+                return 1255, {}, f"add topo failure, {reason}"
+        self.topology |= {(e["productKey"], e["deviceKey"]) for e in params}
+        return 200, {}, ""
+
+    def _on_topo_get(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        return 200, [{"productKey": pk, "deviceKey": dk} for pk, dk in sorted(self.topology)], ""
+
+    def _on_topo_delete(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        keys = {(e.get("productKey"), e.get("deviceKey")) for e in doc["params"] or []}
+        if keys & self.online:
+            return 1256, {}, "Remove topo failure, sub-device is online"
+        self.topology -= keys
+        return 200, {}, ""
+
+    def _on_post_batch(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        return self._store_batch(seq, "post", doc, problems)
+
+    def _on_resume_batch(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        return self._store_batch(seq, "resume", doc, problems)
+
+    def _store_batch(
+        self, seq: int, channel: str, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        batch = check_batch(doc)
+        problems += batch.problems
+        if batch.problems:
+            return 1206, {}, "Measurepoint post data format error"
+        keys = [(r.product_key, r.device_key) for r in batch.records]
+        offline = {k for k in keys if k != (None, None) and k not in self.online}
+        if offline and not batch.allow_offline:
+            # The whole request fails (§3.5.2); the gateway must log in first.
+            return 1212, {}, "No sub-device permission"
+        for record in batch.records:
+            pk = record.product_key or self.gateway[0]
+            dk = record.device_key or self.gateway[1]
+            for name, value in record.measurepoints.items():
+                self.records.points.append(Point(seq, channel, pk, dk, name, value, record.time))
+        return 200, {}, ""
+
+    def _on_post(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        return self._store_single(seq, "post", where, doc, problems)
+
+    def _on_resume(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        return self._store_single(seq, "resume", where, doc, problems)
+
+    def _store_single(
+        self, seq: int, channel: str, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = (where.product_key, where.device_key)
+        if key != self.gateway and key not in self.online:
+            return 1009, {}, "Publish to topic with no write permission"
+        found = check_single_post(doc)
+        problems += found
+        if found:
+            return 1206, {}, "Measurepoint post data format error"
+        params = doc["params"]
+        for name, value in params["measurepoints"].items():
+            self.records.points.append(Point(seq, channel, *key, name, value, params["time"]))
+        return 200, {}, ""
+
+    def _on_event(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
+        key = (where.product_key, where.device_key)
+        if key != self.gateway and key not in self.online:
+            return 1009, {}, "Publish to topic with no write permission"
+        found = check_event(doc)
+        problems += found
+        if found:
+            return 1204, {}, "Model validate failed"
+        params = doc["params"]
+        self.records.events.append(
+            Event(seq, *key, where.event_id, params["events"], params["time"])
+        )
+        return 200, {}, ""
+
+
+def _id_of(raw: bytes) -> object:
+    """The `id` of a JSON payload, or None when it has none."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc.get("id") if isinstance(doc, dict) else None
