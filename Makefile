@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # System packages the tests use as real parts: a broker, a serial pty pair, journald, libsystemd.
 APT_PACKAGES := python3-venv python3-dev gcc mosquitto socat systemd libsystemd-dev pkg-config \
+                binutils-aarch64-linux-gnu binutils-x86-64-linux-gnu \
                 openssl shellcheck util-linux
 
-.PHONY: setup system-packages test unit lint demo check-example bench chaos deb clean
+.PHONY: setup system-packages test unit lint demo check-example bench chaos deb debs clean
 
 setup: $(STAMP)
 
@@ -23,7 +24,7 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip>=25.1'
-	$(PY) -m pip install -q -e '.[systemd]' --group test --group lint --group deploy
+	$(PY) -m pip install -q -e '.[systemd,sim]' --group test --group lint --group deploy
 	touch $(STAMP)
 
 test: setup
@@ -44,9 +45,12 @@ check-example: setup
 demo: setup
 	$(VENV)/bin/gatewayd demo
 
-# dist/gatewayd_<version>_<arch>.deb: a self-contained venv on /usr/bin/python3 (installs offline).
-deb: setup
-	PIP_PYTHON=$(PY) packaging/build-deb.sh dist
+# dist/gatewayd_<version>+deb<12|13>_<amd64|arm64>.deb: a self-contained venv on the box's
+# /usr/bin/python3 (installs offline), for Debian 12 and 13 on amd64 and arm64, built here.
+# One of them: make deb DEB_TARGETS=trixie-arm64
+DEB_TARGETS ?= bookworm-amd64 bookworm-arm64 trixie-amd64 trixie-arm64
+deb debs: setup
+	PIP_PYTHON=$(PY) packaging/build-deb.sh dist $(DEB_TARGETS)
 
 bench: setup
 	$(PY) -m tests.bench

@@ -395,10 +395,3 @@ def _report_crash(task: asyncio.Task[None]) -> None:
     spool keeps everything already read."""
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("bus task crashed", task=task.get_name(), error=repr(error), exc_info=error)
-
-
-def run_daemon(config_path: Path, *, commands: CommandFactory | None = None) -> int:
-    """Load, validate and run; a config error exits 78 (EX_CONFIG) before anything starts."""
-    config = load_config(config_path)
-    daemon = Daemon(config_path, config, commands=commands)
-    return asyncio.run(daemon.run())

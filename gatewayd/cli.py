@@ -22,8 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
     "gatewayd.integration.cli",
-    "gatewayd.demo.cli",
-    "gatewayd.sim.emulator_cli",
+    "gatewayd.harness",  # demo, emulate: the optional simulation harness
 )
 
 EX_USAGE = 64

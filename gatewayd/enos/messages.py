@@ -10,14 +10,16 @@ Sans-IO: every function takes ids and timestamps as arguments and returns bytes 
 - `decode_command` turns a downstream command into `Command`, or raises `CommandError`,
   which carries the id (when it could be read), the reply topic and a device-side error code
   so the caller can still answer with `CommandError.reply_payload()`.
-- `decode_request` is the cloud side's view of an upstream request (used by the emulator).
+
+Only what a gateway sends or receives lives here: the cloud's side (decoding upstream
+requests, answering them) belongs to the emulator, `gatewayd.sim.emulator.requests`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -311,8 +313,8 @@ def batch_envelope(
 ) -> tuple[str, str, bytes, bytes]:
     """(topic, method, head, tail) of a post/resume batch: payload = head + records + tail.
 
-    Records are joined with ``,``; this lets `batching` size messages exactly while
-    serialising each record once.
+    Records are joined with ``,``; this lets the uplink size messages exactly
+    (`gatewayd.uplink.delivery.pack`) while serialising each record once.
     """
     if resume:
         topic = topics.measurepoint_resume_batch(gw_pk, gw_dk)
@@ -345,7 +347,7 @@ def measurepoint_batch(
     """``thing.measurepoint.post.batch`` or ``.resume.batch`` (§3.5.2/3.5.3) on the gateway topic.
 
     `records` are `MeasurepointRecord`s or their `encode_record` bytes. No size check here:
-    use `gatewayd.enos.batching` to stay under 512 KiB.
+    `gatewayd.uplink.delivery.pack` keeps batches under 512 KiB.
     """
     topic, method, head, tail = batch_envelope(
         gw_pk,
@@ -464,7 +466,8 @@ class MalformedMessage(ValueError):
         super().__init__(reason if id is None else f"{reason} (id {id!r})")
 
 
-def _load_object(payload: bytes | str) -> dict[str, Any]:
+def load_object(payload: bytes | str) -> dict[str, Any]:
+    """The JSON object `payload` holds; `MalformedMessage` for anything else."""
     if not payload:
         raise MalformedMessage("payload is empty")
     try:
@@ -493,7 +496,7 @@ def _raw_id(obj: Mapping[str, Any]) -> CommandId | None:
     return None
 
 
-def _message_id(obj: Mapping[str, Any]) -> str | None:
+def message_id(obj: Mapping[str, Any]) -> str | None:
     """The id as a string: EnOS ids are strings, older docs typed them Long."""
     value = _raw_id(obj)
     return None if value is None else str(value)
@@ -533,8 +536,8 @@ def _reply_code(value: Any, id: str) -> int:
 
 def decode_reply(payload: bytes | str) -> Reply:
     """Decode a reply (§2.2). Raises `MalformedMessage` if there is no usable id or code."""
-    obj = _load_object(payload)
-    id = _message_id(obj)
+    obj = load_object(payload)
+    id = message_id(obj)
     if id is None:
         raise MalformedMessage(f"reply has no usable id: {obj.get('id')!r}")
     if "code" not in obj:
@@ -622,41 +625,6 @@ def login_batch_result(reply: Reply) -> LoginBatchResult:
         d for d in map(_device_ref, failed if isinstance(failed, list) else []) if d is not None
     )
     return LoginBatchResult(reply.code, reply.message, logged_in, failed_refs)
-
-
-# --- requests as the cloud sees them --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An upstream request as received: the emulator's view. `body` is the whole object."""
-
-    id: str
-    method: str | None
-    version: str | None
-    params: Any
-    body: dict[str, Any] = field(repr=False)
-
-
-def decode_request(payload: bytes | str) -> Envelope:
-    """Decode a request envelope. `MalformedMessage` (id set when readable) otherwise.
-
-    Empty payload -> reason starts with "payload is empty" (EnOS 1251); any other problem is
-    a format error (1220). `method`/`version` are returned as sent (None if absent or not
-    strings); checking them against the topic is the caller's job (1260).
-    """
-    obj = _load_object(payload)
-    id = _message_id(obj)
-    if id is None:
-        raise MalformedMessage(f"request has no usable id: {obj.get('id')!r}")
-    method, version = obj.get("method"), obj.get("version")
-    return Envelope(
-        id=id,
-        method=method if isinstance(method, str) else None,
-        version=version if isinstance(version, str) else None,
-        params=obj.get("params"),
-        body=obj,
-    )
 
 
 # --- downstream commands --------------------------------------------------------------------
@@ -777,7 +745,7 @@ def decode_command(topic: str, payload: bytes | str) -> Command:
         return CommandError(reason, code=code, topic=topic, id=id, reply_topic=reply_to)
 
     try:
-        obj = _load_object(payload)
+        obj = load_object(payload)
     except MalformedMessage as exc:
         raise fail(exc.reason, ReplyCode.COMMAND_MALFORMED) from None
     id = _raw_id(obj)

@@ -10,6 +10,9 @@ Hex case: EnOS compares the sign case-insensitively (§7.1), so either case work
 compatibility"), lowercase for SHA-256 and MD5 -- so our output matches the spec's test
 vectors byte for byte. Pass ``uppercase=True``/``False`` to force a case.
 
+The cloud's side (reading a CONNECT's clientId, checking its sign) is the emulator's:
+`gatewayd.sim.emulator.credentials`.
+
 Pure functions only: the timestamp is always an argument (EnOS treats it as an opaque string
 that must be identical in the clientId and in the sign; it is never checked for freshness).
 """
@@ -17,7 +20,6 @@ that must be identical in the clientId and in the sign; it is never checked for 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -47,10 +49,6 @@ class UnknownSignMethod(ValueError):
         self.method = method
         known = ", ".join(sorted(SIGN_METHOD_DIGESTS))
         super().__init__(f"unknown EnOS sign method {method!r} (known: {known})")
-
-
-class MalformedClientId(ValueError):
-    """An MQTT clientId does not have the ``{id}|key=value,...|`` shape."""
 
 
 def digest_name(method: str) -> str:
@@ -83,26 +81,6 @@ def sign(
     if uppercase is None:
         uppercase = algo == "sha1"
     return hex_digest.upper() if uppercase else hex_digest
-
-
-def verify_sign(
-    params: Mapping[str, str],
-    secret: str,
-    method: str,
-    candidate: str,
-) -> bool:
-    """Whether `candidate` is the sign of `params`, comparing hex case-insensitively.
-
-    An unknown method or a non-ASCII candidate is simply "not valid" (False), because this
-    runs on untrusted input (the emulator's CONNECT check). Constant-time comparison.
-    """
-    try:
-        expected = sign(params, secret, method, uppercase=False)
-    except (UnknownSignMethod, UnicodeEncodeError):  # a lone surrogate from a JSON escape
-        return False
-    if not candidate.isascii():
-        return False
-    return hmac.compare_digest(expected, candidate.strip().lower())
 
 
 def login_sign_params(
@@ -169,31 +147,3 @@ def mqtt_credentials(
         username=f"{device_key}&{product_key}",
         password=password,
     )
-
-
-def parse_mqtt_client_id(mqtt_client_id: str) -> tuple[str, dict[str, str]]:
-    """Split ``{id}|securemode=2,signmethod=sha256,timestamp=...|`` into id and parameters.
-
-    Tolerant like EnOS: spaces around names/values, extra parameters, a missing trailing
-    ``|`` and upper-case parameter names are accepted (names come back lower-cased, values
-    stripped). Raises `MalformedClientId` when there is no ``|`` section, the identifier is
-    empty, or a parameter has no ``=``. Which parameters are required is the caller's call.
-    """
-    ident, sep, rest = mqtt_client_id.partition("|")
-    if not sep:
-        raise MalformedClientId(f"clientId {mqtt_client_id!r} has no '|' parameter section")
-    if not ident:
-        raise MalformedClientId(f"clientId {mqtt_client_id!r} has an empty identifier")
-    if rest.endswith("|"):
-        rest = rest[:-1]
-    if "|" in rest:
-        raise MalformedClientId(f"clientId {mqtt_client_id!r} has more than two '|'")
-    params: dict[str, str] = {}
-    for item in rest.split(","):
-        if not item.strip():
-            continue  # tolerate "a=1,,b=2" and a trailing comma
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise MalformedClientId(f"clientId parameter {item!r} is not name=value")
-        params[name.strip().lower()] = value.strip()
-    return ident, params

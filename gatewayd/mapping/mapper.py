@@ -21,9 +21,6 @@ What comes back: `Sample`s, and `DeviceMapper.last_good` remembers each point's 
 - Only points with ``quality: true`` get BAD/STALE samples. Without the quality field EnOS
   would take the repeated value for a fresh good reading, so for those points the honest
   signal is silence.
-
-`event_values(samples)` gives the measurepoint → value map the event engine wants (GOOD
-samples only).
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ from typing import Protocol
 
 from gatewayd.samples import Quality, Sample, SampleBlock, Value
 
-__all__ = ["DeviceMapper", "MappedPoint", "event_values", "is_finite", "is_stale", "map_values"]
+__all__ = ["DeviceMapper", "MappedPoint", "is_finite", "is_stale", "map_values"]
 
 
 class MappedPoint(Protocol):
@@ -82,11 +79,6 @@ def map_values(
             samples.append(Sample(device, point.measurepoint, last_good[index], ts_ms,
                                   Quality.BAD))
     return samples
-
-
-def event_values(samples: Iterable[Sample]) -> dict[str, Value]:
-    """measurepoint → value of the GOOD samples (the event engine's input)."""
-    return {s.measurepoint: s.value for s in samples if s.quality is Quality.GOOD}
 
 
 class _LastGood(Mapping[int, tuple[Value, int]]):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
+from gatewayd.harness import HARNESS_COMMANDS
 
 if TYPE_CHECKING:  # imported when the command runs: `gatewayd check` skips amqtt
     from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
@@ -30,11 +31,11 @@ EX_UNAVAILABLE = 69  # the port could not be bound
 EX_CONFIG = 78
 
 
-def register(subparsers: Any) -> None:
-    """Add the `emulate` subcommand."""
-    parser = subparsers.add_parser(
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `emulate` subcommand; its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "emulate",
-        help="run a local EnOS cloud emulator (MQTT broker + EnOS behaviour)",
+        help=HARNESS_COMMANDS["emulate"],
         description=(
             "Run an EnOS cloud emulator on HOST:PORT: EnOS CONNECT authentication, "
             "sub-device login, topology, measurepoint post/resume, events and commands, "
@@ -68,6 +69,7 @@ def register(subparsers: Any) -> None:
         help="seconds between summary lines on stderr (default %(default)s)",
     )
     parser.set_defaults(func=run_emulate)
+    return parser
 
 
 def _load(args: argparse.Namespace) -> EmulatorConfig:

@@ -97,10 +97,6 @@ class DeliveryStats:
     by_code: dict[int, int] = field(default_factory=dict)
 
 
-class NeedsLogin(Exception):
-    """EnOS says a sub-device is not logged in (1212/1009): the caller re-logs it in."""
-
-
 def pack(bundles: Sequence[Bundle], budget: int, max_records: int) -> list[list[Bundle]]:
     """Split bundles, in order, into groups of at most `max_records` whose batch payload
     stays under `budget` bytes (what is left of a message after the envelope).

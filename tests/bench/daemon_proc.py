@@ -21,11 +21,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gatewayd.app import Daemon
-from gatewayd.config.loader import load_config
-from gatewayd.modbus.poller import CycleResult
-from gatewayd.samples import Quality
-from gatewayd.systemd import Notifier
+from tests.bench.box import as_on_a_box
+
+as_on_a_box()  # before gatewayd is imported: measure what a box runs (tests/bench/box.py)
+
+from gatewayd.app import Daemon  # noqa: E402
+from gatewayd.config.loader import load_config  # noqa: E402
+from gatewayd.modbus.poller import CycleResult  # noqa: E402
+from gatewayd.samples import Quality  # noqa: E402
+from gatewayd.systemd import Notifier  # noqa: E402
 
 
 async def run(config_path: Path, stats_path: Path) -> int:

@@ -34,6 +34,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from gatewayd.enos.connect_history import FILE_NAME as CONNECTS_FILE
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.stats import META_APPENDED, META_DROPPED
 from tests.bench.b1_fleet import Cloud, Site, fleet_site
-from tests.bench.common import Report, gatewayd_exe, rss_kib
+from tests.bench.common import Report, rss_kib
 from tests.support import async_wait_until
 
 Key = tuple[str, str, int]
@@ -181,10 +182,10 @@ def forget_connects(state_dir: Path) -> None:
 
 
 def start_gatewayd(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`gatewayd run CONFIG` as a subprocess, output appended to `log`."""
+    """`gatewayd run CONFIG` as a subprocess, as on a box (tests/bench/box.py), output to `log`."""
     with log.open("ab") as out:
-        return subprocess.Popen([gatewayd_exe(), "run", str(config)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out)  # fmt: skip
+        return subprocess.Popen([sys.executable, "-m", "tests.bench.box", "run", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)  # fmt: skip
 
 
 async def stop_gatewayd(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:

@@ -123,7 +123,7 @@ def test_demo_runs_from_the_built_wheel_alone(tmp_path: Path) -> None:
         names = set(archive.namelist())
         archive.extractall(site)
     for model in ("generic_plc.yaml", "sdm630.yaml", "sunspec_inverter.yaml"):
-        assert f"gatewayd/data/demo/models/{model}" in names
+        assert f"gatewayd/sim/demo/models/{model}" in names
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); import gatewayd; "
         "assert gatewayd.__file__.startswith(sys.argv[1]), gatewayd.__file__; "

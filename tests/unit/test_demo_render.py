@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.demo.render import (
+from gatewayd.modbus.poller import CycleResult
+from gatewayd.samples import Event, Quality, Sample
+from gatewayd.sim.demo.render import (
     DeviceRow,
     Snapshot,
     format_value,
@@ -14,10 +16,8 @@ from gatewayd.demo.render import (
     render_summary,
     render_table,
 )
-from gatewayd.demo.site import MODEL_FILES, shipped_models
-from gatewayd.demo.tally import CloudTally, Ledger, OutageTimeline, ReconnectCountdown, account
-from gatewayd.modbus.poller import CycleResult
-from gatewayd.samples import Event, Quality, Sample
+from gatewayd.sim.demo.site import MODEL_FILES, shipped_models
+from gatewayd.sim.demo.tally import CloudTally, Ledger, OutageTimeline, ReconnectCountdown, account
 from gatewayd.sim.emulator.records import EventRecord, PointRecord, Records
 
 REPO = Path(__file__).resolve().parents[2]

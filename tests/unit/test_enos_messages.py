@@ -444,26 +444,6 @@ def test_login_batch_result_skips_unusable_entries() -> None:
     assert result.failed == ()
 
 
-# --- requests as received (emulator side) ---------------------------------------------------
-
-
-def test_decode_request_round_trip_and_errors() -> None:
-    """Our own requests decode to their id/method/params; junk raises with a reason."""
-    req = m.measurepoint_post_batch(
-        "g", "w", id="77", records=[MeasurepointRecord(None, None, 1, {"a": 1})]
-    )
-    env = m.decode_request(req.payload)
-    assert (env.id, env.method, env.version) == ("77", "thing.measurepoint.post.batch", "1.0")
-    assert env.params == [{"measurepoints": {"a": 1}, "time": 1}]
-    assert env.body["allowOfflineSubDevice"] is False
-    env = m.decode_request(b'{"id":5,"method":7,"params":[]}')
-    assert (env.id, env.method, env.version) == ("5", None, None)
-    with pytest.raises(MalformedMessage, match="payload is empty"):
-        m.decode_request(b"")
-    with pytest.raises(MalformedMessage, match="no usable id"):
-        m.decode_request(b'{"method":"x"}')
-
-
 # --- commands -------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from gatewayd.config.models import DataType, PointConfig, Table
-from gatewayd.mapping.mapper import DeviceMapper, event_values, is_stale, map_values
+from gatewayd.mapping.mapper import DeviceMapper, is_stale, map_values
 from gatewayd.samples import Quality, Sample
 
 GOOD, BAD, STALE = Quality.GOOD, Quality.BAD, Quality.STALE
@@ -44,12 +44,10 @@ def test_device_mapper_failed_and_stale() -> None:
     assert m.stale([2], 11001) == [Sample("d", "c", 3.0, 11001, STALE)]  # its own 10 s
 
 
-def test_is_stale_boundary_and_event_values() -> None:
-    """Stale strictly after the interval; event values are the GOOD samples only."""
+def test_is_stale_boundary() -> None:
+    """Stale strictly after the interval."""
     assert not is_stale(0, 5000, 5.0)
     assert is_stale(0, 5001, 5.0)
-    samples = [Sample("d", "a", 1, 0), Sample("d", "b", 2, 0, BAD), Sample("d", "c", 3, 0)]
-    assert event_values(samples) == {"a": 1, "c": 3}
 
 
 def test_good_block_equals_good_including_non_finite_values() -> None:

@@ -22,8 +22,10 @@ from gatewayd.enos.sign import (
     SECURE_MODE_DEVICE_SECRET,
     SECURE_MODE_INTEGRATION,
     SECURE_MODE_PRODUCT_SECRET,
-    MalformedClientId,
     login_sign_params,
+)
+from gatewayd.sim.emulator.credentials import (
+    MalformedClientId,
     parse_mqtt_client_id,
     verify_sign,
 )

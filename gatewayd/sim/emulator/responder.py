@@ -22,8 +22,9 @@ from typing import Any
 from gatewayd.enos import messages, topics
 from gatewayd.enos.codes import ReplyCode
 from gatewayd.enos.messages import MalformedMessage
-from gatewayd.enos.sign import login_sign_params, verify_sign
+from gatewayd.enos.sign import login_sign_params
 from gatewayd.enos.topics import ParsedTopic, TopicKind
+from gatewayd.sim.emulator.credentials import verify_sign
 from gatewayd.sim.emulator.records import (
     AttributeRecord,
     Channel,
@@ -32,6 +33,7 @@ from gatewayd.sim.emulator.records import (
     PointRecord,
     Records,
 )
+from gatewayd.sim.emulator.requests import decode_request
 from gatewayd.sim.emulator.state import CloudState, Device, Key, default_asset_id
 from gatewayd.sim.emulator.thingmodel import check_measurepoints, event_problem
 
@@ -224,7 +226,7 @@ class Responder:
             )
 
         try:
-            envelope = messages.decode_request(payload)
+            envelope = decode_request(payload)
         except MalformedMessage as exc:
             if len(payload) > self.max_payload_bytes:
                 return fail(1008, f"{len(payload)} bytes > {self.max_payload_bytes}", exc.id)

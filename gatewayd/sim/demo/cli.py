@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from gatewayd.config.units import parse_duration
+from gatewayd.harness import HARNESS_COMMANDS
 
 __all__ = ["register", "run_demo"]
 
@@ -21,11 +22,11 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(subparsers: Any) -> None:
-    """Add the `demo` subcommand."""
-    demo = subparsers.add_parser(
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `demo` subcommand; its parser."""
+    demo: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
-        help="run a simulated site, the EnOS emulator and gatewayd, and watch data arrive",
+        help=HARNESS_COMMANDS["demo"],
         description=(
             "Start simulated Modbus devices (an inverter and a PLC over Modbus TCP, two "
             "SDM630 meters over RTU on a socat pty pair), the EnOS emulator and the gateway "
@@ -54,11 +55,12 @@ def register(subparsers: Any) -> None:
         help="put the meters on RTU over TCP even when socat is installed",
     )  # fmt: skip
     demo.set_defaults(func=run_demo)
+    return demo
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C/SIGTERM or `--duration`; 0 when nothing was lost."""
-    from gatewayd.demo.runner import DemoOptions, DemoRunner  # noqa: PLC0415 (heavy imports)
+    from gatewayd.sim.demo.runner import DemoOptions, DemoRunner  # noqa: PLC0415 (heavy imports)
 
     options = DemoOptions(
         duration=args.duration,

@@ -29,7 +29,8 @@ from typing import Any, TextIO
 from gatewayd.app import Daemon, StatusReport
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, LogFormat, LogLevel
-from gatewayd.demo.render import (
+from gatewayd.logging import configure_logging
+from gatewayd.sim.demo.render import (
     CLEAR_HOME,
     DeviceRow,
     Snapshot,
@@ -37,16 +38,15 @@ from gatewayd.demo.render import (
     render_summary,
     render_table,
 )
-from gatewayd.demo.serial import SocatPair, socat_path
-from gatewayd.demo.site import METER_BUS, PLANT_BUS, SiteFiles, write_site
-from gatewayd.demo.tally import (
+from gatewayd.sim.demo.serial import SocatPair, socat_path
+from gatewayd.sim.demo.site import METER_BUS, PLANT_BUS, SiteFiles, write_site
+from gatewayd.sim.demo.tally import (
     CloudTally,
     Ledger,
     OutageTimeline,
     ReconnectCountdown,
     account,
 )
-from gatewayd.logging import configure_logging
 from gatewayd.sim.device import DeviceSimulator
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
 from gatewayd.spool.worker import Spool

@@ -5,7 +5,7 @@ endpoint, two SDM630 meters on an RS-485 line) with demo-friendly settings: loop
 chosen at start, fast polls, and a short `live_window` so that what was held back during
 an outage visibly travels as backfill (`resume`) rather than as late live data.
 
-The models are read from package data (`gatewayd/data/demo/models`), never from the
+The models are read from package data (`gatewayd/sim/demo/models`), never from the
 repository, so `gatewayd demo` works from an installed wheel.
 """
 
@@ -82,7 +82,7 @@ def free_port() -> int:
 
 def shipped_models() -> dict[str, str]:
     """The example device models shipped with the package: file name → YAML text."""
-    folder = resources.files("gatewayd").joinpath("data", "demo", "models")
+    folder = resources.files("gatewayd.sim.demo").joinpath("models")
     return {name: folder.joinpath(name).read_text(encoding="utf-8") for name in MODEL_FILES}
 
 

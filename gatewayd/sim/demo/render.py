@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatewayd.demo.tally import Accounting, OutageTimeline
 from gatewayd.samples import Value
+from gatewayd.sim.demo.tally import Accounting, OutageTimeline
 
 __all__ = [
     "CLEAR_HOME",
