@@ -47,14 +47,8 @@ FORBIDDEN = frozenset(
 )  # fmt: skip
 
 #: Imports still allowed although impure: (importing module, imported top-level name).
-#: A shrinking list: each entry says what removes it.
-ALLOWED = frozenset(
-    {
-        # The package hides `rich` from structlog at import (issue #19 part 1 removes it
-        # with the harness's dependencies).
-        ("gatewayd", "structlog"),
-    }
-)
+#: A shrinking list, empty now: an entry must say what removes it.
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def _path_of(module: str) -> Path | None:
