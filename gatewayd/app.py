@@ -40,7 +40,9 @@ from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.worker import Spool
 from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
+from gatewayd.uplink.attributes import FILE_NAME as ATTRIBUTES_FILE
 from gatewayd.uplink.frames import EnosQuality
+from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import CommandHandler, Uplink
 
@@ -224,7 +226,15 @@ class Daemon:
             secret_path=state_dir(self.config) / SECRET_FILE,
             policy=self._reconnect,
             connect_history=ConnectHistoryFile(state_dir(self.config) / CONNECTS_FILE),
+            attributes=(SentState(state_dir(self.config) / ATTRIBUTES_FILE), self._read_attributes),
         )
+
+    async def _read_attributes(self, device: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Read `device`'s register attributes on its bus task, between two polls."""
+        config = next((d for d in self.config.devices if d.name == device), None)
+        if config is None or (poller := self.pollers.get(config.bus)) is None:
+            raise LookupError(f"device {device!r} is not polled")
+        return await poller.execute(device, lambda handle: handle.read_attributes())
 
     def _command_handler(self) -> CommandHandler | None:
         if self._commands is None:

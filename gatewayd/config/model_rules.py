@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from gatewayd.config.errors import ConfigIssue, DataPath
 from gatewayd.config.models import (
     REGISTER_COUNT,
+    AttributePointConfig,
     BitRule,
     DataType,
     EventRule,
@@ -96,11 +97,26 @@ def check_model(doc: YamlDocument, prefix: DataPath, raw: object) -> list[Config
     by_name = {point.measurepoint: point for _, point in points}
     _check_events(checker, raw.get("events"), names, by_name)
     _check_services(checker, raw.get("services"), names, by_name)
+    _check_attributes(checker, raw.get("attributes"))
     return checker.issues
 
 
-def _check_point_shape(c: _Checker, i: int, p: PointConfig) -> None:
-    at: DataPath = ("points", i)
+def _check_attributes(c: _Checker, raw: object) -> None:
+    """Attribute points follow the point shape rules; their names are unique."""
+    first: dict[str, int] = {}
+    for index, attribute in valid_items(raw, AttributePointConfig):
+        _check_point_shape(c, index, attribute.as_point(), section="attributes")
+        seen = first.setdefault(attribute.attribute, index)
+        if seen != index:
+            c.add(
+                ("attributes", index, "attribute"),
+                f"duplicate attribute '{attribute.attribute}'",
+                f"first used by attributes[{seen}] at line {c.line_of(('attributes', seen))}",
+            )
+
+
+def _check_point_shape(c: _Checker, i: int, p: PointConfig, section: str = "points") -> None:
+    at: DataPath = (section, i)
     table_name = _TABLE_NAMES[p.table]
     if p.table.is_bit and p.type is not DataType.BOOL:
         c.add((*at, "type"), f"a {table_name} holds one bit: type must be bool")

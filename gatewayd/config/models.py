@@ -9,9 +9,10 @@ error back to `file:line:col`.
 
 from __future__ import annotations
 
+import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -187,6 +188,46 @@ class PointConfig(Strict):
         return REGISTER_COUNT[self.type]
 
 
+#: A name EnOS accepts as an identifier (measurepoints, attributes, services).
+Identifier = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+#: A value a device or the gateway gives an attribute or tag in the YAML itself.
+StaticValue = str | bool | int | float
+
+
+def _dates_as_text(value: Any) -> Any:
+    """YAML reads `2026-11-30` as a date: keep it as the text the engineer wrote."""
+    if isinstance(value, dict):
+        return {
+            k: v.isoformat() if isinstance(v, datetime.date | datetime.time) else v
+            for k, v in value.items()
+        }
+    return value
+
+
+class AttributePointConfig(Strict):
+    """Nameplate data read from registers and sent as an EnOS attribute (serial number,
+    firmware version, rated power): the point syntax of measurepoints, read at each login
+    of the sub-device and every `uplink.attributes_interval`, sent only when it changed."""
+
+    attribute: Identifier
+    table: Table
+    address: Annotated[int, Field(ge=0, le=65535)]
+    type: DataType
+    count: Annotated[int, Field(ge=1, le=125)] | None = None  # registers; required for string
+    bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    enum: dict[int, str] | None = None
+
+    def as_point(self) -> PointConfig:
+        """The same registers as a point the Modbus reader can plan and decode."""
+        fields = self.model_dump(exclude={"attribute"})
+        return PointConfig(measurepoint=self.attribute, **fields)
+
+
 class BitRule(Strict):
     """Fires when a bool point rises (`bit_set`) or falls (`bit_cleared`)."""
 
@@ -270,6 +311,7 @@ class DeviceModel(Strict):
     points: Annotated[list[PointConfig], Field(min_length=1)]
     events: list[EventRule] = []
     services: list[ServiceConfig] = []
+    attributes: list[AttributePointConfig] = []
 
 
 # ---------------------------------------------------------------------------- devices
@@ -299,6 +341,11 @@ class DeviceConfig(Strict):
     verify_writes: bool = True
     # Keep polling (and spooling) a sub-device the cloud disabled; published on re-enable.
     poll_when_disabled: bool = False
+    # Static EnOS attributes (site, commissioning date); they win over the model's
+    # register attributes of the same name.
+    attributes: dict[Identifier, StaticValue] = {}
+
+    _static_dates = field_validator("attributes", mode="before")(_dates_as_text)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -322,6 +369,8 @@ class UplinkConfig(Strict):
     reply_timeout: Annotated[Duration, Field(gt=0, le=60)] = 30.0
     login_batch_size: Annotated[int, Field(ge=1, le=200)] = 50
     auto_topo: bool = False  # add sub-devices answering 740 to the topology
+    # Attributes are read at each login of a sub-device and again this often.
+    attributes_interval: Annotated[Duration, Field(gt=0)] = 24 * 3600.0
     # No `historical_events` yet: backfilling old events (integration.event.post) comes with
     # the integration issue; a key that does nothing must not be accepted before then.
 

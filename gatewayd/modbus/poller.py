@@ -122,6 +122,28 @@ class DeviceHandle:
             self._reader.points[i].measurepoint: _value(readings[i].value) for i in indices
         }
 
+    async def read_attributes(self) -> tuple[dict[str, Value], dict[str, str]]:
+        """Read the model's register attributes now: (values, reason by attribute that failed).
+
+        Each attribute stands alone: one that cannot be read costs only itself.
+        """
+        points = [a.as_point() for a in self.model.attributes]
+        if not points:
+            return {}, {}
+        reader = DeviceReader(
+            self._reader.bus,
+            self.device,
+            self.model.model_copy(update={"points": points}),
+            gap_fill=resolve_gap_fill(self._reader.bus),
+        )
+        outcome = await reader.read(self._client, range(len(points)), self._clock, probe=False)
+        values = {points[r.index].measurepoint: _value(r.value) for r in outcome.good}
+        errors = {points[r.index].measurepoint: r.error or "read failed" for r in outcome.failed}
+        for point in points:
+            if point.measurepoint not in values and point.measurepoint not in errors:
+                errors[point.measurepoint] = outcome.last_error or "not read"
+        return values, errors
+
     async def write_point(self, measurepoint: str, value: Value) -> None:
         """Encode and write one point: FC5/FC6, or FC15/FC16 for multi-register values and
         devices with `write_multiple_only`; a bit inside a register is read-modify-write.

@@ -42,9 +42,11 @@ from gatewayd.enos.session import (
 )
 from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.modbus.clock import Clock
+from gatewayd.uplink.attributes import AttributeSource, AttributeSync
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
+from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
@@ -112,9 +114,11 @@ class Uplink:
         secret_path: Path | None = None,
         policy: ReconnectPolicy | None = None,
         connect_history: ConnectHistoryFile | None = None,
+        attributes: tuple[SentState, AttributeSource] | None = None,
     ) -> None:
         """`connect_history` persists the CONNECTs of the last throttle window across
-        restarts (None: in memory only, as in tests with a private broker)."""
+        restarts (None: in memory only, as in tests with a private broker); `attributes`
+        (what EnOS holds, how to read a device's registers) turns attribute sync on."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -140,6 +144,13 @@ class Uplink:
         self._down_since: float | None = None
         self._failed_connects = 0
         self._warned: set[str] = set()
+        self.attributes: AttributeSync | None = None
+        if attributes is not None:
+            sent, source = attributes
+            self.attributes = AttributeSync(
+                config, sent, source, clock=clock, ids=self._ids,
+                request_login=self._login_wanted.set,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ public
 
@@ -147,6 +158,8 @@ class Uplink:
         """A reload changed devices: log in the new ones now (identity changes need a restart)."""
         self._config = config
         self._login_wanted.set()
+        if self.attributes is not None:
+            self.attributes.reconfigure(config)
 
     def notify_new_data(self) -> None:
         """The spool writer appended rows: wake the delivery streams."""
@@ -343,6 +356,9 @@ class Uplink:
                 group.create_task(replies.run(), name="uplink-replies")
                 group.create_task(self._inbound_loop(session), name="uplink-inbound")
                 group.create_task(delivery.run(), name="uplink-delivery")
+                if self.attributes is not None:
+                    task = self.attributes.run(session, self.registry)
+                    group.create_task(task, name="uplink-attributes")
         except BaseExceptionGroup as group:
             raise _first_cause(group) from None
         finally:
@@ -364,6 +380,8 @@ class Uplink:
                     await self._login_wanted.wait()
             self._login_wanted.clear()
             await self._login_pending(session)
+            if self.attributes is not None:
+                self.attributes.wake()
 
     async def _login_pending(self, session: GatewaySession) -> None:
         now = self._clock.monotonic()

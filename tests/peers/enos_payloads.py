@@ -42,6 +42,13 @@ _UPSTREAM: list[tuple[re.Pattern[str], str, str]] = [
      "thing.measurepoint.resume"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/measurepoint/resume/batch$"), "resume_batch",
      "thing.measurepoint.resume.batch"),
+    # §3.6 #13-#15: on the (sub-)device's own topic.
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/attribute/update$"), "attribute_update",
+     "thing.attribute.update"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/attribute/query$"), "attribute_query",
+     "thing.attribute.query"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/attribute/delete$"), "attribute_delete",
+     "thing.attribute.delete"),
 ]  # fmt: skip
 _EVENT = re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/event/{_KEY}/post$")
 #: Replies devices send to downstream commands (§3.0 rows 19–27).

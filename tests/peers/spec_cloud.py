@@ -4,7 +4,9 @@
 the gateway's CONNECT, and a plain MQTT client subscribed to `#` answers every upstream
 request the way §3 describes: sub-device login (single and batch, each sign checked),
 logout, topology add/get/delete, measurepoint post / resume (single and batch, shapes
-checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event post. Replies
+checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event post,
+attribute update / query / delete (§3.6: 1009 off line, 1207 for a bad shape or more than
+200, 1204 for a name the product model lacks when `attribute_model` says which it has). Replies
 go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
 unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
 through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
@@ -82,6 +84,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class AttributeUpdate:
+    """A `thing.attribute.update` the cloud accepted (§3.6 #13)."""
+
+    seq: int
+    key: Key
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Login:
     """A sub-device logged in (seq orders it against the data)."""
 
@@ -105,6 +116,7 @@ class Records:
     points: list[Point] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    attributes: list[AttributeUpdate] = field(default_factory=list)
     command_replies: list[tuple[str, bytes]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -131,12 +143,17 @@ class SpecCloud:
         sub_devices: dict[Key, str],
         *,
         topology: set[Key] | None = None,
+        attribute_model: set[str] | None = None,
     ) -> None:
         self.broker_port = broker_port
         self.gateway = gateway
         self.sub_secrets = dict(sub_devices)
         self.topology = set(sub_devices) if topology is None else set(topology)
         self.online: set[Key] = set()
+        #: Attribute names the sub-devices' product model declares (None: any name).
+        self.attribute_model = attribute_model
+        #: What the cloud holds per device (query answers from it, delete removes).
+        self.attribute_values: dict[Key, dict[str, Any]] = {}
         self.records = Records()
         self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
         self._seq = itertools.count(1)
@@ -323,7 +340,9 @@ class SpecCloud:
     def _handle(self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]) -> Reply:
         """Do what the request asks; (code, data, message) of the reply."""
         if (
-            where.kind not in {"post", "resume", "event"}
+            where.kind
+            not in {"post", "resume", "event", "attribute_update", "attribute_query",
+                    "attribute_delete"}
             and (where.product_key, where.device_key) != self.gateway
         ):
             problems.append(f"{where.kind} on a topic that is not the gateway's")
@@ -495,6 +514,66 @@ class SpecCloud:
         self.records.events.append(
             Event(seq, *key, where.event_id, params["events"], params["time"])
         )
+        return 200, {}, ""
+
+
+    def _attribute_device(self, where: Route) -> Key | None:
+        key = (where.product_key, where.device_key)
+        return key if key == self.gateway or key in self.online else None
+
+    def _on_attribute_update(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        params = doc["params"]
+        attributes = params.get("attributes") if isinstance(params, dict) else None
+        if not isinstance(attributes, dict) or not attributes:
+            problems.append("thing.attribute.update params.attributes is not a non-empty object")
+            return 1207, {}, "Attribute update data format error"
+        if len(attributes) > 200:
+            problems.append(f"{len(attributes)} attributes in one request (at most 200)")
+            return 1207, {}, "Attribute update data format error"
+        unknown = set(attributes) - (self.attribute_model or set(attributes))
+        if unknown:
+            return 1204, {}, f"Model validate failed: {sorted(unknown)}"
+        self.attribute_values.setdefault(key, {}).update(attributes)
+        self.records.attributes.append(AttributeUpdate(seq, key, dict(attributes)))
+        return 200, {}, ""
+
+    def _attribute_names(self, doc: dict[str, Any]) -> list[str] | None:
+        params = doc["params"]
+        names = params.get("attributes") if isinstance(params, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        return names
+
+    def _on_attribute_query(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        names = self._attribute_names(doc)
+        if names is None:
+            problems.append("thing.attribute.query params.attributes is not a list of names")
+            return 1208, {}, "Attribute query data format error"
+        held = self.attribute_values.get(key, {})
+        return 200, {n: held[n] for n in (names or held) if n in held}, ""
+
+    def _on_attribute_delete(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        names = self._attribute_names(doc)
+        if names is None:
+            problems.append("thing.attribute.delete params.attributes is not a list of names")
+            return 1209, {}, "Attribute delete data format error"
+        for name in names:
+            self.attribute_values.get(key, {}).pop(name, None)
         return 200, {}, ""
 
 

@@ -154,7 +154,7 @@ def test_model_file_errors_name_the_model_file(
     with pytest.raises(ConfigError) as caught:
         load_config(Path("site/gatewayd.yaml"), environ={})
     assert caught.value.lines() == [
-        "site/models/meter.yaml:4:1: colour: unknown key (known keys: byte_order, "
+        "site/models/meter.yaml:4:1: colour: unknown key (known keys: attributes, byte_order, "
         "description, events, name, points, services, timestamps, word_order)",
         "1 error",
     ]

@@ -181,7 +181,8 @@ class EmulatorConfig(_Strict):
         Each sub-device product gets the union of the measurepoints of the device models
         used with it. A point's EnOS type follows its Modbus type, its scale/offset (a
         scaled integer arrives as a double) and its enum map (codes and labels). Events
-        accept the params gatewayd's event engine sends (see `events_of`).
+        accept the params gatewayd's event engine sends (see `events_of`). Attributes are
+        the models' register attributes and the devices' static ones.
         """
         gw = cfg.gateway
         gw_secret = _secret(gw.device_secret, gw.device_secret_file)
@@ -210,6 +211,7 @@ class EmulatorConfig(_Strict):
         ]
         merged: dict[str, dict[str, MeasurepointSpec]] = {}
         merged_events: dict[str, dict[str, EventSpec]] = {}
+        merged_attributes: dict[str, set[str]] = {}
         model_names: dict[str, set[str]] = {}
         for device in cfg.devices:
             secret = _secret(device.device_secret, device.device_secret_file)
@@ -219,6 +221,9 @@ class EmulatorConfig(_Strict):
             if model is None:
                 raise ValueError(f"device {device.name}: unknown model {device.model!r}")
             model_names.setdefault(device.product_key, set()).add(device.model)
+            attributes = merged_attributes.setdefault(device.product_key, set())
+            attributes.update(a.attribute for a in model.attributes)
+            attributes.update(device.attributes)
             points = merged.setdefault(device.product_key, {})
             points.update(measurepoints_of(model))
             events = merged_events.setdefault(device.product_key, {})
@@ -241,7 +246,11 @@ class EmulatorConfig(_Strict):
             name = next(iter(used)) if len(used) == 1 else f"product:{product_key}"
             if name in models:
                 name = f"product:{product_key}"
-            models[name] = ThingModel(measurepoints=points, events=merged_events[product_key])
+            models[name] = ThingModel(
+                measurepoints=points,
+                events=merged_events[product_key],
+                attributes=sorted(merged_attributes[product_key]),
+            )
             products.setdefault(
                 product_key,
                 ProductSpec(product_key=product_key, kind="sub_device", model=name),

@@ -1,0 +1,89 @@
+"""Attributes against Debian's mosquitto and a cloud written from enos-protocol.md §3.6 alone.
+
+`gatewayd run` (a subprocess) reads nameplate registers from a Modbus device written by
+hand and sends them with the device's static attributes; the spec cloud (no gatewayd
+import) checks the request's shape, the 200-attribute limit and the product model's names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.integration.mosquitto_fixtures import Mosquitto
+from tests.integration.test_spec_cloud_e2e import (
+    MODEL,
+    Site,
+    broker,  # noqa: F401 (the module's mosquitto fixture)
+    daemon,
+    logged_in,
+    make_site,
+    wait_for,
+)
+
+NAMEPLATE = [
+    {"attribute": "serial", "table": "holding", "address": 40, "type": "string", "count": 4},
+    {"attribute": "firmware", "table": "holding", "address": 50, "type": "uint16"},
+    {"attribute": "ratedPower", "table": "holding", "address": 51, "type": "int16",
+     "scale": 0.5},
+]  # fmt: skip
+STATIC = {"site": "North-2", "commissioned": "2026-11-30"}
+
+
+def expected(unit: int) -> dict[str, Any]:
+    return {"serial": f"SN00000{unit}", "firmware": 300 + unit, "ratedPower": 12.5, **STATIC}
+
+
+def nameplate_site(site: Site) -> None:
+    """Add the nameplate registers, the model's attributes and the static ones."""
+    for unit in (1, 2):
+        registers = site.device.units[unit].holding
+        text = f"SN00000{unit}".encode()
+        registers[40:44] = [int.from_bytes(text[i : i + 2], "big") for i in range(0, 8, 2)]
+        registers[50] = 300 + unit
+        registers[51] = 25  # × 0.5
+    models = site.path.parent / "models" / "meter.yaml"
+    models.write_text(yaml.safe_dump({**MODEL, "attributes": NAMEPLATE}))
+    doc = yaml.safe_load(site.path.read_text())
+    for device in doc["devices"]:
+        device["attributes"] = STATIC
+    site.path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def attribute_passes(site: Site) -> int:
+    """'sub-device attribute pass' lines in the daemon's JSON log (all runs)."""
+    if not site.log.exists():
+        return 0
+    count = 0
+    for line in site.log.read_text().splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "sub-device attribute pass":
+            count += 1
+    return count
+
+
+async def test_spec_cloud_gets_attributes_once_across_restarts(
+    tmp_path: Path, broker: Mosquitto  # noqa: F811
+) -> None:
+    """Each meter's attributes arrive in one §3.6 update on its own topic; a restart with
+    the same registers sends none; every request met the spec."""
+    async with make_site(tmp_path, broker) as site:
+        nameplate_site(site)
+        site.cloud.attribute_model = set(expected(1))
+        async with daemon(site):
+            await wait_for(site, lambda: attribute_passes(site) >= 2, 30, "attribute passes")
+        updates = {u.key: u.attributes for u in site.cloud.records.attributes}
+        assert len(site.cloud.records.attributes) == 2
+        assert updates == {("meterPK", "meter1"): expected(1), ("meterPK", "meter2"): expected(2)}
+        async with daemon(site):
+            await wait_for(site, lambda: logged_in(site), 30, "meters logged in again")
+            await wait_for(site, lambda: attribute_passes(site) >= 4, 30, "second run's passes")
+        assert len(site.cloud.records.attributes) == 2
+        assert site.cloud.records.problems == []
+        topics = {r.topic for r in site.cloud.records.requests if r.method.startswith("thing.attr")}
+        assert topics == {
+            "/sys/meterPK/meter1/thing/attribute/update",
+            "/sys/meterPK/meter2/thing/attribute/update",
+        }
