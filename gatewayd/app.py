@@ -44,6 +44,7 @@ from gatewayd.uplink.attributes import FILE_NAME as ATTRIBUTES_FILE
 from gatewayd.uplink.frames import EnosQuality
 from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.tags import FILE_NAME as TAGS_FILE
 from gatewayd.uplink.uplink import CommandHandler, Uplink
 
 log = structlog.get_logger(__name__)
@@ -227,6 +228,7 @@ class Daemon:
             policy=self._reconnect,
             connect_history=ConnectHistoryFile(state_dir(self.config) / CONNECTS_FILE),
             attributes=(SentState(state_dir(self.config) / ATTRIBUTES_FILE), self._read_attributes),
+            tags=SentState(state_dir(self.config) / TAGS_FILE),
         )
 
     async def _read_attributes(self, device: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -192,6 +192,8 @@ class PointConfig(Strict):
 Identifier = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 #: A value a device or the gateway gives an attribute or tag in the YAML itself.
 StaticValue = str | bool | int | float
+#: A tag key: any non-empty text without control characters.
+TagKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
 
 
 def _dates_as_text(value: Any) -> Any:
@@ -344,8 +346,10 @@ class DeviceConfig(Strict):
     # Static EnOS attributes (site, commissioning date); they win over the model's
     # register attributes of the same name.
     attributes: dict[Identifier, StaticValue] = {}
+    # EnOS tags (thing.tag.update); they win over the top-level `default_tags`.
+    tags: dict[TagKey, StaticValue] = {}
 
-    _static_dates = field_validator("attributes", mode="before")(_dates_as_text)
+    _static_dates = field_validator("attributes", "tags", mode="before")(_dates_as_text)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -430,6 +434,8 @@ class LoggingConfig(Strict):
 class Config(Strict):
     """The whole `gatewayd.yaml`."""
 
+    _default_tag_dates = field_validator("default_tags", mode="before")(_dates_as_text)
+
     gateway: GatewayConfig
     spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
@@ -438,5 +444,7 @@ class Config(Strict):
     models_dir: Path = Path("models")  # relative to the config file
     buses: list[BusConfig] = []
     devices: list[DeviceConfig] = []
+    # Tags every sub-device carries unless its own `tags` give the key another value.
+    default_tags: dict[TagKey, StaticValue] = {}
     # Filled by the loader from `models_dir` (and inline `models:` if given).
     models: dict[str, DeviceModel] = {}

@@ -438,6 +438,17 @@ def attribute_delete(pk: str, dk: str, *, id: str, names: Sequence[str]) -> Requ
     return _request(topics.attribute_delete(pk, dk), id, "thing.attribute.delete", params)
 
 
+def tag_update(pk: str, dk: str, *, id: str, tags: Mapping[str, str]) -> Request:
+    """``thing.tag.update`` (§3.6 #16): params ``[{"tagKey": k, "tagValue": v}]``."""
+    params = [{"tagKey": key, "tagValue": value} for key, value in tags.items()]
+    return _request(topics.tag_update(pk, dk), id, "thing.tag.update", params)
+
+
+def tag_delete(pk: str, dk: str, *, id: str, keys: Sequence[str]) -> Request:
+    """``thing.tag.delete`` (§3.6 #16): params ``{"tags": [keys]}``."""
+    return _request(topics.tag_delete(pk, dk), id, "thing.tag.delete", {"tags": list(keys)})
+
+
 def integration_event_post(
     pk: str, *, id: str, records: Sequence[IntegrationEventRecord]
 ) -> Request:

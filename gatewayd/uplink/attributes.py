@@ -29,6 +29,7 @@ from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
 from gatewayd.modbus.clock import Clock
+from gatewayd.uplink.passes import PassSchedule
 from gatewayd.uplink.sentstate import SentState, device_id
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
@@ -96,9 +97,7 @@ class AttributeSync:
         self._ids = ids
         self._request_login = request_login
         self._wake = asyncio.Event()
-        # Per device name: the login whose pass is done, and when (monotonic) to pass again.
-        self._synced_login: dict[str, int] = {}
-        self._next_at: dict[str, float] = {}
+        self._schedule = PassSchedule()
         # Warned-about trouble, so each episode logs once: unreadable attributes by
         # device, refused (attribute, value) pairs by device.
         self._unreadable: dict[str, set[str]] = {}
@@ -109,7 +108,7 @@ class AttributeSync:
     def reconfigure(self, config: Config) -> None:
         """A reload: new static values or models are sent at the next pass, which is now."""
         self._config = config
-        self._next_at.clear()
+        self._schedule.reset()
         self._wake.set()
 
     def wake(self) -> None:
@@ -134,18 +133,12 @@ class AttributeSync:
         config = self._config_of(device.name)
         if config is None or not device.publishable or not has_attributes(self._config, config):
             return False
-        if self._synced_login.get(device.name) != device.online_since_ms:
-            return True
-        return self._clock.monotonic() >= self._next_at.get(device.name, 0.0)
+        return self._schedule.due(device.name, device.online_since_ms, self._clock.monotonic())
 
     def _sleep_s(self, registry: SubDeviceRegistry) -> float:
-        now = self._clock.monotonic()
-        waits = [
-            self._next_at[d.name] - now
-            for d in registry
-            if d.publishable and d.name in self._next_at
-        ]
-        return max(0.05, min(waits, default=self._config.uplink.attributes_interval))
+        names = [d.name for d in registry if d.publishable]
+        longest = self._config.uplink.attributes_interval
+        return self._schedule.sleep_s(names, self._clock.monotonic(), longest)
 
     # ------------------------------------------------------------------ one pass
 
@@ -172,8 +165,7 @@ class AttributeSync:
                 break
             retry = retry or outcome == "retry"
         interval = RETRY_S if retry else self._config.uplink.attributes_interval
-        self._next_at[device.name] = self._clock.monotonic() + interval
-        self._synced_login[device.name] = login
+        self._schedule.done(device.name, login, self._clock.monotonic() + interval)
         self.passes[device.name] = self.passes.get(device.name, 0) + 1
         log.info("sub-device attribute pass", device=device.name, changed=len(pending),
                  next_s=round(interval))  # fmt: skip
@@ -228,7 +220,7 @@ class AttributeSync:
             return "not-logged-in"
         if reply.code in REFUSED:
             if len(chunk) == 1:
-                (name, value), = chunk.items()
+                ((name, value),) = chunk.items()
                 self._refused.setdefault(device.name, {})[name] = canonical(value)
                 log.warning(
                     "EnOS refused a sub-device attribute; it is not sent again until it"

@@ -48,6 +48,7 @@ from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
 from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.tags import TagSync
 
 log = structlog.get_logger(__name__)
 
@@ -115,10 +116,12 @@ class Uplink:
         policy: ReconnectPolicy | None = None,
         connect_history: ConnectHistoryFile | None = None,
         attributes: tuple[SentState, AttributeSource] | None = None,
+        tags: SentState | None = None,
     ) -> None:
         """`connect_history` persists the CONNECTs of the last throttle window across
         restarts (None: in memory only, as in tests with a private broker); `attributes`
-        (what EnOS holds, how to read a device's registers) turns attribute sync on."""
+        (what EnOS holds, how to read a device's registers) turns attribute sync on, `tags`
+        (what EnOS holds) tag sync."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -151,6 +154,11 @@ class Uplink:
                 config, sent, source, clock=clock, ids=self._ids,
                 request_login=self._login_wanted.set,
             )  # fmt: skip
+        self.tags: TagSync | None = None
+        if tags is not None:
+            self.tags = TagSync(
+                config, tags, clock=clock, ids=self._ids, request_login=self._login_wanted.set
+            )
 
     # ------------------------------------------------------------------ public
 
@@ -158,8 +166,8 @@ class Uplink:
         """A reload changed devices: log in the new ones now (identity changes need a restart)."""
         self._config = config
         self._login_wanted.set()
-        if self.attributes is not None:
-            self.attributes.reconfigure(config)
+        for sync in self._device_syncs():
+            sync.reconfigure(config)
 
     def notify_new_data(self) -> None:
         """The spool writer appended rows: wake the delivery streams."""
@@ -356,14 +364,17 @@ class Uplink:
                 group.create_task(replies.run(), name="uplink-replies")
                 group.create_task(self._inbound_loop(session), name="uplink-inbound")
                 group.create_task(delivery.run(), name="uplink-delivery")
-                if self.attributes is not None:
-                    task = self.attributes.run(session, self.registry)
-                    group.create_task(task, name="uplink-attributes")
+                for sync in self._device_syncs():
+                    group.create_task(sync.run(session, self.registry), name="uplink-sync")
         except BaseExceptionGroup as group:
             raise _first_cause(group) from None
         finally:
             self._delivery = None
             self.commands.detach(replies)
+
+    def _device_syncs(self) -> list[AttributeSync | TagSync]:
+        """What passes over each sub-device after its login (attributes, tags)."""
+        return [s for s in (self.attributes, self.tags) if s is not None]
 
     async def _watch(self, session: GatewaySession) -> None:
         await session.lost.wait()
@@ -380,8 +391,8 @@ class Uplink:
                     await self._login_wanted.wait()
             self._login_wanted.clear()
             await self._login_pending(session)
-            if self.attributes is not None:
-                self.attributes.wake()
+            for sync in self._device_syncs():
+                sync.wake()
 
     async def _login_pending(self, session: GatewaySession) -> None:
         now = self._clock.monotonic()

@@ -1,4 +1,4 @@
-"""Attributes against Debian's mosquitto and a cloud written from enos-protocol.md §3.6 alone.
+"""Attributes and tags: Debian's mosquitto, a cloud written from enos-protocol.md §3.6 alone.
 
 `gatewayd run` (a subprocess) reads nameplate registers from a Modbus device written by
 hand and sends them with the device's static attributes; the spec cloud (no gatewayd
@@ -65,7 +65,8 @@ def attribute_passes(site: Site) -> int:
 
 
 async def test_spec_cloud_gets_attributes_once_across_restarts(
-    tmp_path: Path, broker: Mosquitto  # noqa: F811
+    tmp_path: Path,
+    broker: Mosquitto,  # noqa: F811
 ) -> None:
     """Each meter's attributes arrive in one §3.6 update on its own topic; a restart with
     the same registers sends none; every request met the spec."""
@@ -87,3 +88,39 @@ async def test_spec_cloud_gets_attributes_once_across_restarts(
             "/sys/meterPK/meter1/thing/attribute/update",
             "/sys/meterPK/meter2/thing/attribute/update",
         }
+
+
+def tag_site(site: Site, own: dict[str, Any]) -> None:
+    """Set the config's default tags and meter-1's own tags."""
+    doc = yaml.safe_load(site.path.read_text())
+    doc["default_tags"] = {"owner": "ACME", "critical": True}
+    doc["devices"][0]["tags"] = own
+    site.path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+async def test_spec_cloud_gets_tags_and_deletions(
+    tmp_path: Path,
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    """Tags arrive as §3.6 [{tagKey, tagValue}] strings; a tag dropped from the config is
+    removed with {tags: [keys]}; every request met the spec."""
+    async with make_site(tmp_path, broker) as site:
+        tag_site(site, {"line": "A"})
+        async with daemon(site):
+            await wait_for(
+                site, lambda: len(site.cloud.records.tag_requests) >= 2, 30, "tag updates"
+            )
+        assert site.cloud.tags == {
+            ("meterPK", "meter1"): {"owner": "ACME", "critical": "true", "line": "A"},
+            ("meterPK", "meter2"): {"owner": "ACME", "critical": "true"},
+        }
+        tag_site(site, {})
+        async with daemon(site):
+            await wait_for(
+                site, lambda: len(site.cloud.records.tag_requests) >= 3, 30, "tag deletion"
+            )
+        assert site.cloud.tags[("meterPK", "meter1")] == {"owner": "ACME", "critical": "true"}
+        assert [(r[1], r[2], r[3]) for r in site.cloud.records.tag_requests[2:]] == [
+            (("meterPK", "meter1"), "thing.tag.delete", {"tags": ["line"]})
+        ]
+        assert site.cloud.records.problems == []

@@ -49,6 +49,9 @@ _UPSTREAM: list[tuple[re.Pattern[str], str, str]] = [
      "thing.attribute.query"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/attribute/delete$"), "attribute_delete",
      "thing.attribute.delete"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/update$"), "tag_update", "thing.tag.update"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/query$"), "tag_query", "thing.tag.query"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/delete$"), "tag_delete", "thing.tag.delete"),
 ]  # fmt: skip
 _EVENT = re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/event/{_KEY}/post$")
 #: Replies devices send to downstream commands (§3.0 rows 19–27).

@@ -6,7 +6,8 @@ request the way §3 describes: sub-device login (single and batch, each sign che
 logout, topology add/get/delete, measurepoint post / resume (single and batch, shapes
 checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event post,
 attribute update / query / delete (§3.6: 1009 off line, 1207 for a bad shape or more than
-200, 1204 for a name the product model lacks when `attribute_model` says which it has). Replies
+200, 1204 for a name the product model lacks when `attribute_model` says which it has),
+tag update (a list of {tagKey, tagValue} strings) / query / delete ({tags: [keys]}). Replies
 go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
 unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
 through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
@@ -117,6 +118,8 @@ class Records:
     logins: list[Login] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     attributes: list[AttributeUpdate] = field(default_factory=list)
+    #: (seq, device, method, params) of each tag request answered 200.
+    tag_requests: list[tuple[int, Key, str, Any]] = field(default_factory=list)
     command_replies: list[tuple[str, bytes]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -154,6 +157,7 @@ class SpecCloud:
         self.attribute_model = attribute_model
         #: What the cloud holds per device (query answers from it, delete removes).
         self.attribute_values: dict[Key, dict[str, Any]] = {}
+        self.tags: dict[Key, dict[str, str]] = {}
         self.records = Records()
         self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
         self._seq = itertools.count(1)
@@ -342,7 +346,7 @@ class SpecCloud:
         if (
             where.kind
             not in {"post", "resume", "event", "attribute_update", "attribute_query",
-                    "attribute_delete"}
+                    "attribute_delete", "tag_update", "tag_query", "tag_delete"}
             and (where.product_key, where.device_key) != self.gateway
         ):
             problems.append(f"{where.kind} on a topic that is not the gateway's")
@@ -574,6 +578,59 @@ class SpecCloud:
             return 1209, {}, "Attribute delete data format error"
         for name in names:
             self.attribute_values.get(key, {}).pop(name, None)
+        return 200, {}, ""
+
+
+    def _on_tag_update(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        params = doc["params"]
+        if not isinstance(params, list) or not params or not all(
+            isinstance(t, dict) and set(t) == {"tagKey", "tagValue"}
+            and isinstance(t["tagKey"], str) and isinstance(t["tagValue"], str)
+            for t in params
+        ):  # fmt: skip
+            problems.append("thing.tag.update params is not a list of {tagKey, tagValue} strings")
+            return 1220, {}, "Payload format error"
+        self.tags.setdefault(key, {}).update({t["tagKey"]: t["tagValue"] for t in params})
+        self.records.tag_requests.append((seq, key, "thing.tag.update", params))
+        return 200, {}, ""
+
+    def _tag_keys(self, doc: dict[str, Any], problems: list[str]) -> list[str] | None:
+        params = doc["params"]
+        keys = params.get("tags") if isinstance(params, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            problems.append(f"{doc.get('method')} params is not {{tags: [keys]}}")
+            return None
+        return keys
+
+    def _on_tag_query(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        keys = self._tag_keys(doc, problems)
+        if keys is None:
+            return 1220, {}, "Payload format error"
+        held = self.tags.get(key, {})
+        return 200, {k: held[k] for k in (keys or held) if k in held}, ""
+
+    def _on_tag_delete(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        key = self._attribute_device(where)
+        if key is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        keys = self._tag_keys(doc, problems)
+        if keys is None:
+            return 1220, {}, "Payload format error"
+        for name in keys:
+            self.tags.get(key, {}).pop(name, None)
+        self.records.tag_requests.append((seq, key, "thing.tag.delete", doc["params"]))
         return 200, {}, ""
 
 

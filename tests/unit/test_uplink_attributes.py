@@ -1,4 +1,4 @@
-"""Attribute sync's pure parts (what changed, request sizes) and its state file."""
+"""Attribute and tag sync's pure parts (what changed, request sizes) and the state file."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gatewayd.uplink.attributes import MAX_PER_REQUEST, changed, chunks
 from gatewayd.uplink.sentstate import SentState, device_id
+from gatewayd.uplink.tags import tag_changes, tag_text
 
 
 def test_changed_keeps_only_new_or_different_values() -> None:
@@ -50,3 +51,16 @@ def test_corrupt_sent_state_is_empty_not_fatal(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"version": 1, "devices": {"pk&dk": {"a": 1}}}
     path.write_text("not json")
     assert SentState(path).get("pk&dk") == {}
+
+
+def test_tag_changes_updates_differences_and_deletes_dropped_keys() -> None:
+    """Only differing values are updated; keys EnOS holds that the config lost are deleted."""
+    sent = {"owner": "ACME", "line": "A", "critical": "true"}
+    wanted = {"owner": "ACME", "critical": "false", "site": "N"}
+    assert tag_changes(wanted, sent) == ({"critical": "false", "site": "N"}, ["line"])
+    assert tag_changes(sent, sent) == ({}, [])
+
+
+def test_tag_values_are_text_and_device_tags_win() -> None:
+    """YAML true becomes "true" (not Python's "True"), numbers their text."""
+    assert [tag_text(v) for v in (True, False, 3, 2.5, "x")] == ["true", "false", "3", "2.5", "x"]

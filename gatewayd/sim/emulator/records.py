@@ -102,6 +102,17 @@ class AttributeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TagRecord:
+    """One accepted tag update or delete: the tags set (update) or the keys removed."""
+
+    product_key: str
+    device_key: str
+    method: str
+    tags: dict[str, str]  # update: key -> value; delete: key -> ""
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoginRecord:
     """One sub-device login/logout attempt with its outcome."""
 
@@ -120,6 +131,7 @@ class Records:
     points: list[PointRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     attributes: list[AttributeRecord] = field(default_factory=list)
+    tags: list[TagRecord] = field(default_factory=list)
     logins: list[LoginRecord] = field(default_factory=list)
     #: Set for counting mode (see `PointTally`); `points` then stays empty.
     tally: PointTally | None = None

@@ -32,6 +32,7 @@ from gatewayd.sim.emulator.records import (
     LoginRecord,
     PointRecord,
     Records,
+    TagRecord,
 )
 from gatewayd.sim.emulator.requests import decode_request
 from gatewayd.sim.emulator.state import CloudState, Device, Key, default_asset_id
@@ -326,9 +327,10 @@ class Responder:
         if kind is TopicKind.ATTRIBUTE_DELETE:
             return self._attribute_delete(owner, params), ""
         if kind is TopicKind.TAG_UPDATE:
-            return self._tag_update(owner, params), ""
+            return self._tag_update(owner, params, now), ""
         if kind in (TopicKind.TAG_QUERY, TopicKind.TAG_DELETE):
-            return self._tag_query_delete(owner, params, delete=kind is TopicKind.TAG_DELETE), ""
+            delete = kind is TopicKind.TAG_DELETE
+            return self._tag_query_delete(owner, params, now, delete=delete), ""
         if kind is TopicKind.TSL_TEMPLATE_GET:
             return self._tsl_template(owner), ""
         if kind is TopicKind.INTEGRATION_MEASUREPOINT_POST:
@@ -734,16 +736,20 @@ class Responder:
             stored.pop(name, None)
         return {}
 
-    def _tag_update(self, device: Key, params: Any) -> dict[str, Any]:
+    def _tag_update(self, device: Key, params: Any, now: int) -> dict[str, Any]:
         if not isinstance(params, list) or not all(
             isinstance(t, dict) and isinstance(t.get("tagKey"), str) for t in params
         ):
             raise _Reject(1220, "params must be [{tagKey, tagValue}]")
         tags = self.tags.setdefault(device, {})
-        tags.update({t["tagKey"]: str(t.get("tagValue", "")) for t in params})
+        update = {t["tagKey"]: str(t.get("tagValue", "")) for t in params}
+        tags.update(update)
+        self.records.tags.append(TagRecord(*device, "thing.tag.update", update, now))
         return {}
 
-    def _tag_query_delete(self, device: Key, params: Any, *, delete: bool) -> dict[str, Any]:
+    def _tag_query_delete(
+        self, device: Key, params: Any, now: int, *, delete: bool
+    ) -> dict[str, Any]:
         names = params.get("tags") if isinstance(params, dict) else None
         if not isinstance(names, list):
             raise _Reject(1220, "params must be {tags: [keys]}")
@@ -751,6 +757,8 @@ class Responder:
         if delete:
             for name in names:
                 tags.pop(name, None)
+            removed = dict.fromkeys(map(str, names), "")
+            self.records.tags.append(TagRecord(*device, "thing.tag.delete", removed, now))
             return {}
         return {n: tags[n] for n in (names or tags) if n in tags}
 
