@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.spool.cli",
     "gatewayd.modbus.cli",
     "gatewayd.integration.cli",
+    "gatewayd.uplink.cli",  # topo
     "gatewayd.harness",  # demo, emulate: the optional simulation harness
 )
 

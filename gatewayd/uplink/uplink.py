@@ -40,15 +40,16 @@ from gatewayd.enos.session import (
     ReplyTimeout,
     tls_context,
 )
-from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.attributes import AttributeSource, AttributeSync
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
+from gatewayd.uplink.endpoint import gateway_endpoint
 from gatewayd.uplink.ports import SpoolPort
 from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.tags import TagSync
+from gatewayd.uplink.topology import TopoDiff, TopologyReport, read_topology
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,8 @@ class Uplink:
         self._down_since: float | None = None
         self._failed_connects = 0
         self._warned: set[str] = set()
+        #: The topology read at the start of each session (extras reported once).
+        self.topology = TopologyReport()
         self.attributes: AttributeSync | None = None
         if attributes is not None:
             sent, source = attributes
@@ -284,36 +287,7 @@ class Uplink:
             self._history.save(self._policy.throttle.wall_times(now, self._clock.time()))
 
     def _endpoint(self) -> Endpoint:
-        gateway = self._config.gateway
-        secret, mode = self._gateway_secret()
-        credentials = mqtt_credentials(
-            gateway.product_key,
-            gateway.device_key,
-            secret,
-            timestamp=self._timestamp,
-            secure_mode=mode,
-            method=gateway.sign_method,
-        )
-        return Endpoint(
-            host=gateway.broker.host,
-            port=gateway.broker.port,
-            client_id=credentials.client_id,
-            username=credentials.username,
-            password=credentials.password,
-            keepalive=int(gateway.broker.keepalive),
-            connect_timeout=gateway.broker.connect_timeout,
-        )
-
-    def _gateway_secret(self) -> tuple[str, int]:
-        """(secret, secure mode): mode 3 activates once, then the persisted secret rules."""
-        gateway = self._config.gateway
-        if gateway.secure_mode == 3:
-            if self._secret_path is not None and self._secret_path.exists():
-                return self._secret_path.read_text().strip(), 2
-            assert gateway.product_secret is not None  # the loader insists on it
-            return gateway.product_secret.get_secret_value(), 3
-        assert gateway.device_secret is not None  # the loader insists on it
-        return gateway.device_secret.get_secret_value(), 2
+        return gateway_endpoint(self._config, self._secret_path, self._timestamp)
 
     async def _connect_and_serve(self) -> None:
         tls = tls_context(self._config.gateway.broker.tls)
@@ -338,6 +312,8 @@ class Uplink:
         # Commands arrive as soon as the session is up: their replies may queue meanwhile.
         replies = ReplyOutbox(session.publish_reply)
         self.commands.attach(replies)
+        # Sub-devices missing from the topology cannot log in (740): add them first.
+        await self._sync_topology(session)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
         # Rows a previous session left in flight go back to the pool. Its delivery releases
@@ -393,6 +369,41 @@ class Uplink:
             await self._login_pending(session)
             for sync in self._device_syncs():
                 sync.wake()
+
+    async def _sync_topology(self, session: GatewaySession) -> None:
+        """Read the cloud topology; add what is missing (`auto_topo`); report extras."""
+        gateway = self._config.gateway
+        found, why = await read_topology(
+            session, gateway.product_key, gateway.device_key, self._ids.next_id()
+        )
+        if found is None:
+            self.topology.read_failed(why)
+            return
+        configured = {d.keys: d for d in self.registry if d.wanted}
+        diff = TopoDiff.of(configured, found)
+        self.topology.seen(diff, {k: d.name for k, d in configured.items()})
+        if not diff.missing or not self._config.uplink.auto_topo:
+            return
+        missing = [configured[k] for k in diff.missing]
+        size = self._config.uplink.login_batch_size
+        for start in range(0, len(missing), size):
+            chunk = missing[start : start + size]
+            request = messages.topo_add(
+                gateway.product_key,
+                gateway.device_key,
+                id=self._ids.next_id(),
+                devices=[self._credentials(d) for d in chunk],
+                timestamp=str(int(self._clock.time() * 1000)),
+                sign_method=gateway.sign_method,
+            )
+            reply = await self._ask(session, request)
+            names = [d.name for d in chunk]
+            if reply is not None and reply.ok:
+                log.info("sub-devices added to the gateway topology", devices=names)
+            elif reply is not None:
+                # The 740 path at login retries one by one and names each device's refusal.
+                log.warning("thing.topo.add refused", devices=names, code=describe(reply.code),
+                            message=reply.message)  # fmt: skip
 
     async def _login_pending(self, session: GatewaySession) -> None:
         now = self._clock.monotonic()

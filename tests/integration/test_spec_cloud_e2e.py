@@ -513,8 +513,8 @@ async def test_threshold_event_posted_once_on_the_spec_topic(site: Site) -> None
 async def test_auto_topo_adds_the_meters_with_valid_signs_then_logs_them_in(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    """Meters not bound to the gateway: login 740, `thing.topo.add` (signs checked, §3.4),
-    login again, then data."""
+    """Meters not bound to the gateway: `thing.topo.get` shows them missing, so they are
+    added with `thing.topo.add` (signs checked, §3.4) before any login; then data."""
     async with (
         make_site(tmp_path, broker, topology=set(), uplink={"auto_topo": True}) as site,
         daemon(site),
@@ -527,9 +527,12 @@ async def test_auto_topo_adds_the_meters_with_valid_signs_then_logs_them_in(
     assert all(r.code == 200 for r in topo_adds)
     added = {(e["productKey"], e["deviceKey"]): r.seq for r in topo_adds for e in r.doc["params"]}
     assert set(added) == set(METERS)
-    refused = [r.seq for r in records.requests if r.method.startswith("combine.login")]
+    topo_get = [r.seq for r in records.requests if r.method == "thing.topo.get"]
+    first_login = min(r.seq for r in records.requests if r.method.startswith("combine.login"))
     for key, seq in added.items():
-        assert min(refused) < seq < min(login.seq for login in records.logins if login.key == key)
+        assert min(topo_get) < seq < first_login
+        assert seq < min(login.seq for login in records.logins if login.key == key)
+    assert not [r for r in records.requests if r.code == 740]  # no login was refused
     assert min(login.seq for login in records.logins) < min(p.seq for p in records.points)
 
 

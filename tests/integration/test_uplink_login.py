@@ -90,13 +90,17 @@ async def test_disabled_sub_device_waits_for_enable(site: Site) -> None:
         ]
 
 
-async def test_topology_is_added_on_740_when_auto_topo(site: Site) -> None:
-    """auto_topo: meter2 outside the topology is added with thing.topo.add, logs in, flows."""
+async def test_topology_missing_at_start_is_added_before_login_when_auto_topo(
+    site: Site,
+) -> None:
+    """auto_topo: thing.topo.get shows meter2 outside the topology; it is added with
+    thing.topo.add before its first login (no 740), logs in, flows."""
     with_uplink_options(site, auto_topo=True)
     site.emulator.state.devices[METER2].gateway = None
     async with running(site) as daemon:
         await async_wait_until(lambda: cloud_points(site, "meter2", "post") >= 4, 15, "m2 live")
-        assert logins(site, "meter2") == [("login", 740), ("login", 740), ("login", 200)]
+        assert logins(site, "meter2") == [("login", 200)]
+        assert site.emulator.stats.requests_by_method["thing.topo.get"] == 1
         assert site.emulator.stats.requests_by_method["thing.topo.add"] == 1
         assert site.emulator.state.devices[METER2].gateway == GW
         assert sub(daemon.uplink, "meter-2").online

@@ -1,13 +1,17 @@
-"""Attributes and tags: Debian's mosquitto, a cloud written from enos-protocol.md §3.6 alone.
+"""Sub-device lifecycle against Debian's mosquitto and a cloud written from the spec alone.
 
 `gatewayd run` (a subprocess) reads nameplate registers from a Modbus device written by
-hand and sends them with the device's static attributes; the spec cloud (no gatewayd
-import) checks the request's shape, the 200-attribute limit and the product model's names.
+hand and sends them with the device's static attributes and tags; `gatewayd topo` compares,
+adds and prunes the topology. The spec cloud (no gatewayd import, enos-protocol.md §3.4 and
+§3.6) checks each request's shape, signs, the 200-attribute limit, the product model's
+names and the 1256 rule (an online sub-device cannot be unbound).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,4 +127,32 @@ async def test_spec_cloud_gets_tags_and_deletions(
         assert [(r[1], r[2], r[3]) for r in site.cloud.records.tag_requests[2:]] == [
             (("meterPK", "meter1"), "thing.tag.delete", {"tags": ["line"]})
         ]
+        assert site.cloud.records.problems == []
+
+
+async def test_spec_cloud_topo_add_and_prune(tmp_path: Path, broker: Mosquitto) -> None:  # noqa: F811
+    """`gatewayd topo --add --prune`: meter2 bound with a valid §3.4 sign, the online extra
+    logged out before its removal (else 1256), one line per sub-device, exit 0."""
+    extra = ("meterPK", "meter9")
+    async with make_site(tmp_path, broker, topology={("meterPK", "meter1"), extra}) as site:
+        site.cloud.online.add(extra)
+        command = [sys.executable, "-m", "gatewayd", "topo", str(site.path)]
+        process = await asyncio.create_subprocess_exec(
+            *command, "--add", "--prune",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert (process.returncode, err.decode()) == (0, "")
+        assert out.decode().splitlines() == [
+            "present  meterPK/meter1  meter-1",
+            "missing  meterPK/meter2  meter-2",
+            "extra    meterPK/meter9",
+            "added    meterPK/meter2  meter-2",
+            "removed  meterPK/meter9",
+            "1 present, 1 missing, 1 extra, 1 added, 1 removed",
+        ]
+        assert site.cloud.topology == {("meterPK", "meter1"), ("meterPK", "meter2")}
+        methods = site.cloud.records.methods()
+        assert methods == ["thing.topo.get", "thing.topo.add", "combine.logout",
+                           "thing.topo.delete"]  # fmt: skip
         assert site.cloud.records.problems == []
