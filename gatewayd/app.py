@@ -93,6 +93,8 @@ class StatusReport:
     delivered_points: int
     devices: list[dict[str, Any]] = field(default_factory=list)
     last_error: str = ""
+    #: Per device: measurepoints its product's cloud model lacks (not sent).
+    withheld: dict[str, list[str]] = field(default_factory=dict)
 
     def line(self) -> str:
         return (
@@ -389,6 +391,11 @@ class Daemon:
             else 0,
             devices=devices,
             last_error=uplink.status.last_error if uplink else "",
+            withheld={
+                name: sorted(points)
+                for name, points in (uplink.model_check.withheld if uplink else {}).items()
+                if points
+            },
         )
 
     async def _status_loop(self, spool: Spool) -> None:

@@ -111,4 +111,6 @@ def run_status(args: argparse.Namespace) -> int:
             f"  {device['device']:<20} {device['bus']:<12} unit {device['unit_id']:<3} "
             f"{device['state']:<9} {device['points_per_second']:>7.1f} points/s{error}"
         )
+    for name, points in sorted(report.get("withheld", {}).items()):
+        print(f"  {name}: not in the cloud model, withheld: {', '.join(points)}")
     return 0 if report["running"] else EX_UNAVAILABLE

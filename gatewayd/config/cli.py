@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
         ),
     )
     check.add_argument("config", type=Path, metavar="CONFIG", help="path to gatewayd.yaml")
+    check.add_argument(
+        "--cloud",
+        action="store_true",
+        help="also compare the models with each product's model in EnOS (connects as the"
+        " gateway; mismatches print like errors, exit 78)",
+    )
     check.set_defaults(func=run_check)
 
     schema = subparsers.add_parser(
@@ -77,8 +83,21 @@ def run_check(args: argparse.Namespace) -> int:
     text = yaml.safe_dump(
         render_config(config), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
+    if getattr(args, "cloud", False):
+        return _check_cloud(args.config, config)
     sys.stdout.write(text)
     return EX_OK
+
+
+def _check_cloud(path: Path, config: Config) -> int:
+    """`check --cloud`: the models against EnOS (nothing on stdout)."""
+    import asyncio  # noqa: PLC0415 - the MQTT stack only for --cloud
+
+    from gatewayd.app import register_secrets, state_dir  # noqa: PLC0415
+    from gatewayd.uplink.cloudcheck import run_cloud_check  # noqa: PLC0415
+
+    register_secrets(config)
+    return asyncio.run(run_cloud_check(config, path, state_dir(config)))
 
 
 def run_schema(args: argparse.Namespace) -> int:

@@ -438,6 +438,11 @@ def attribute_delete(pk: str, dk: str, *, id: str, names: Sequence[str]) -> Requ
     return _request(topics.attribute_delete(pk, dk), id, "thing.attribute.delete", params)
 
 
+def tsl_template_get(pk: str, dk: str, *, id: str) -> Request:
+    """``thing.tsltemplate.get`` (§3.6 #17): params ``{}``; data holds the product's model."""
+    return _request(topics.tsl_template_get(pk, dk), id, "thing.tsltemplate.get", {})
+
+
 def tag_update(pk: str, dk: str, *, id: str, tags: Mapping[str, str]) -> Request:
     """``thing.tag.update`` (§3.6 #16): params ``[{"tagKey": k, "tagValue": v}]``."""
     params = [{"tagKey": key, "tagValue": value} for key, value in tags.items()]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,8 +134,11 @@ class Delivery:
         ids: IdGenerator,
         request_login: Callable[[], None],
         stats: DeliveryStats,
+        withheld: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        """`withheld`: per device, measurepoints the cloud model lacks (never sent)."""
         gateway = config.gateway
+        self._withheld = withheld
         self._gw = (gateway.product_key, gateway.device_key)
         self._spool = spool
         self._session = session
@@ -253,7 +256,7 @@ class Delivery:
         return sub.keys
 
     async def _deliver_samples(self, frames: Sequence[SpooledFrame], *, resume: bool) -> None:
-        bundles, unknown = bundle_frames(frames, self._keys)
+        bundles, unknown = bundle_frames(frames, self._keys, self._withheld)
         if unknown:
             # Unknown or deleted devices: EnOS cannot take their data; nothing is lost
             # that the cloud could have stored.
@@ -301,7 +304,7 @@ class Delivery:
             self.stats.dead_lettered += len(dead)
             rest = await self._spool.rewrite_frame(frame.id, (), dead, self._now_ms())
             if rest is not None:
-                keep.extend(bundle_frames([rest], self._keys)[0])
+                keep.extend(bundle_frames([rest], self._keys, self._withheld)[0])
         return keep
 
     async def _send_all(self, bundles: Sequence[Bundle], *, resume: bool) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gatewayd.enos.messages import MeasurepointRecord, encode_record
+from gatewayd.spool.frames import encode_body, parse_body
 from gatewayd.spool.rows import SpooledFrame
 
 #: Resolves a gatewayd device name to its EnOS (product key, device key), or None.
@@ -44,11 +45,23 @@ def record_prefix(product_key: str, device_key: str) -> str:
     return keys[:-1] + ',"measurepoints":'
 
 
+def withhold(frame: SpooledFrame, points: frozenset[str]) -> SpooledFrame | None:
+    """`frame` without `points` (the cloud model lacks them); None when nothing is left."""
+    kept = {k: v for k, v in parse_body(frame.body).items() if k not in points}
+    if not kept:
+        return None
+    return frame._replace(body=encode_body(kept), points=len(kept))
+
+
 def bundle_frames(
-    frames: Iterable[SpooledFrame], keys: KeyLookup
+    frames: Iterable[SpooledFrame],
+    keys: KeyLookup,
+    withheld: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[list[Bundle], list[int]]:
     """The records of `frames`, in order, and the ids of frames of devices EnOS does not
-    know (unknown or deleted: the caller acks them as nothing to send)."""
+    know (unknown or deleted: the caller acks them as nothing to send). Points in
+    `withheld` (by device: measurepoints the cloud model lacks, which would make EnOS
+    refuse the whole batch with 1204) are left out; a frame of nothing else is acked."""
     prefixes: dict[str, bytes | None] = {}  # one look-up per device, not per frame
     bundles: list[Bundle] = []
     unknown: list[int] = []
@@ -63,6 +76,12 @@ def bundle_frames(
         if prefix is None:
             unknown.append(frame.id)
             continue
+        if withheld and (drop := withheld.get(device)):
+            kept = withhold(frame, drop)
+            if kept is None:
+                unknown.append(frame.id)
+                continue
+            frame = kept  # noqa: PLW2901 (the frame as it is sent)
         encoded = b'%s%s,"time":%d}' % (prefix, frame.body.encode(), frame.ts_ms)
         bundles.append(Bundle(frame, encoded))
     return bundles, unknown

@@ -42,6 +42,7 @@ from gatewayd.enos.session import (
 )
 from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.attributes import AttributeSource, AttributeSync
+from gatewayd.uplink.cloudmodel import CloudModelCheck
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.endpoint import gateway_endpoint
@@ -150,6 +151,8 @@ class Uplink:
         self._warned: set[str] = set()
         #: The topology read at the start of each session (extras reported once).
         self.topology = TopologyReport()
+        #: The products' cloud models against the YAML models; what is withheld.
+        self.model_check = CloudModelCheck()
         self.attributes: AttributeSync | None = None
         if attributes is not None:
             sent, source = attributes
@@ -171,6 +174,7 @@ class Uplink:
         self._login_wanted.set()
         for sync in self._device_syncs():
             sync.reconfigure(config)
+        self.model_check.reconfigure()
 
     def notify_new_data(self) -> None:
         """The spool writer appended rows: wake the delivery streams."""
@@ -316,6 +320,9 @@ class Uplink:
         await self._sync_topology(session)
         # Log in before delivering so live data goes out live, not as resume.
         await self._login_pending(session)
+        # Points the cloud model lacks are withheld before anything is sent (a 1204 would
+        # refuse the whole batch they are in).
+        await self.model_check.run(session, self._config, self.registry, self._ids)
         # Rows a previous session left in flight go back to the pool. Its delivery releases
         # what it was sending when it ends, but that release is itself an await that a
         # second cancellation (the session's task group tearing down) can cut short, and
@@ -331,6 +338,7 @@ class Uplink:
             ids=self._ids,
             request_login=self._login_wanted.set,
             stats=self.stats,
+            withheld=self.model_check.withheld,
         )
         self._delivery = delivery
         try:

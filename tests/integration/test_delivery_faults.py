@@ -36,7 +36,10 @@ async def test_1212_on_a_live_batch_logs_in_again_and_redelivers(site: Site) -> 
 
 
 async def test_1204_dead_letters_only_the_rejected_point(site: Site) -> None:
-    """A point the cloud model lacks: only its rows are dead-lettered, the rest arrives."""
+    """A point the cloud model lacks: only its rows are dead-lettered, the rest arrives.
+
+    The cloud's model cannot be read here (thing.tsltemplate.get fails), so the daemon
+    cannot withhold the point up front and learns of it from the 1204 (bisection)."""
     await site.emulator.stop()
     cloud = EmulatorConfig.from_gateway_config(site.config)
     models = {
@@ -47,6 +50,7 @@ async def test_1204_dead_letters_only_the_rejected_point(site: Site) -> None:
     }
     cloud = cloud.model_copy(update={"models": models})
     site.emulator = EnosEmulator(cloud, port=site.config.gateway.broker.port)
+    site.emulator.faults.answer_code(1200, None, method="thing.tsltemplate.get")
     await site.emulator.start()
     async with running(site) as daemon:
         await async_wait_until(

@@ -580,7 +580,8 @@ async def test_attributes_update_query_delete(enos_emulator: EnosEmulator) -> No
 
 
 async def test_tsl_template_lists_the_model(enos_emulator: EnosEmulator) -> None:
-    """thing.tsltemplate.get returns the measurepoints and events of the model."""
+    """thing.tsltemplate.get returns the measurepoints and events of the model, entries
+    shaped like the Model Service's features (identifier, dataDefinition.dataType)."""
     async with connect_gateway(enos_emulator) as gw:
         await gw.login("meter1")
         reply = await gw.request(
@@ -588,10 +589,16 @@ async def test_tsl_template_lists_the_model(enos_emulator: EnosEmulator) -> None
         )
     assert reply["code"] == 200
     assert reply["data"]["tslMeasurepointMap"]["voltage"] == {
-        "dataType": "double",
+        "identifier": "voltage",
+        "dataDefinition": {"dataType": "DOUBLE"},
         "hasQuality": True,
     }
-    assert set(reply["data"]["tslEventMap"]) == {"overVoltage"}
+    assert reply["data"]["tslEventMap"] == {
+        "overVoltage": {
+            "identifier": "overVoltage",
+            "outputData": [{"identifier": "voltage"}, {"identifier": "limit"}],
+        }
+    }
 
 
 async def test_integration_channel_events(enos_emulator_factory: EmulatorFactory) -> None:

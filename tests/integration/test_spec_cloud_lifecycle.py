@@ -156,3 +156,42 @@ async def test_spec_cloud_topo_add_and_prune(tmp_path: Path, broker: Mosquitto) 
         assert methods == ["thing.topo.get", "thing.topo.add", "combine.logout",
                            "thing.topo.delete"]  # fmt: skip
         assert site.cloud.records.problems == []
+
+
+async def test_spec_cloud_check_cloud_names_the_point_its_model_lacks(
+    tmp_path: Path,
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    """`gatewayd check --cloud` against a TSL written from §3.6: the meter model's `temp`
+    is missing there, printed at its line and column, exit 78; the sub-device is logged
+    in for the request and out again."""
+    async with make_site(tmp_path, broker) as site:
+        site.cloud.tsl = {
+            "tslMeasurepointMap": {
+                "voltage": {"identifier": "voltage", "hasQuality": True,
+                            "dataDefinition": {"dataType": "DOUBLE"}},
+                "energy": {"identifier": "energy", "dataDefinition": {"dataType": "LONG"}},
+                "setpoint": {"identifier": "setpoint", "dataDefinition": {"dataType": "INT"}},
+            },
+            "tslEventMap": {"overTemp": {"identifier": "overTemp", "outputData": [
+                {"identifier": "measurepoint"}, {"identifier": "value"}]}},
+            "tslServiceMap": {"nudge": {"identifier": "nudge"}},
+            "tslAttributeMap": {},
+        }  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gatewayd", "check", "--cloud", "gatewayd.yaml",
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        lines = (tmp_path / "models" / "meter.yaml").read_text().splitlines()
+        line = next(i for i, text in enumerate(lines, 1) if text.endswith("measurepoint: temp"))
+        column = lines[line - 1].index("temp") + 1
+        assert (process.returncode, out) == (78, b"")
+        assert err.decode().splitlines() == [
+            f"models/meter.yaml:{line}:{column}: points[2].measurepoint: measurepoint 'temp'"
+            " is not in the cloud model (withheld)",
+            "1 error",
+        ]
+        assert site.cloud.records.methods() == [
+            "combine.login", "thing.tsltemplate.get", "combine.logout"]  # fmt: skip
+        assert site.cloud.records.problems == []

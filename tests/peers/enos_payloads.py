@@ -52,6 +52,8 @@ _UPSTREAM: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/update$"), "tag_update", "thing.tag.update"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/query$"), "tag_query", "thing.tag.query"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tag/delete$"), "tag_delete", "thing.tag.delete"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/tsltemplate/get$"), "tsl_get",
+     "thing.tsltemplate.get"),
 ]  # fmt: skip
 _EVENT = re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/event/{_KEY}/post$")
 #: Replies devices send to downstream commands (§3.0 rows 19–27).

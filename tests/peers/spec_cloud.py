@@ -7,7 +7,8 @@ logout, topology add/get/delete, measurepoint post / resume (single and batch, s
 checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event post,
 attribute update / query / delete (§3.6: 1009 off line, 1207 for a bad shape or more than
 200, 1204 for a name the product model lacks when `attribute_model` says which it has),
-tag update (a list of {tagKey, tagValue} strings) / query / delete ({tags: [keys]}). Replies
+tag update (a list of {tagKey, tagValue} strings) / query / delete ({tags: [keys]}),
+TSL template get (params {}; data is `tsl`, the maps a test writes, §3.6 #17). Replies
 go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
 unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
 through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
@@ -158,6 +159,8 @@ class SpecCloud:
         #: What the cloud holds per device (query answers from it, delete removes).
         self.attribute_values: dict[Key, dict[str, Any]] = {}
         self.tags: dict[Key, dict[str, str]] = {}
+        #: What thing.tsltemplate.get answers (the sub-devices' product model).
+        self.tsl: dict[str, Any] = {}
         self.records = Records()
         self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
         self._seq = itertools.count(1)
@@ -346,7 +349,7 @@ class SpecCloud:
         if (
             where.kind
             not in {"post", "resume", "event", "attribute_update", "attribute_query",
-                    "attribute_delete", "tag_update", "tag_query", "tag_delete"}
+                    "attribute_delete", "tag_update", "tag_query", "tag_delete", "tsl_get"}
             and (where.product_key, where.device_key) != self.gateway
         ):
             problems.append(f"{where.kind} on a topic that is not the gateway's")
@@ -632,6 +635,16 @@ class SpecCloud:
             self.tags.get(key, {}).pop(name, None)
         self.records.tag_requests.append((seq, key, "thing.tag.delete", doc["params"]))
         return 200, {}, ""
+
+
+    def _on_tsl_get(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        if self._attribute_device(where) is None:
+            return 1009, {}, "Publish to topic with no write permission"
+        if doc["params"] != {}:
+            problems.append("thing.tsltemplate.get params is not {}")
+        return 200, self.tsl, ""
 
 
 def _id_of(raw: bytes) -> object:

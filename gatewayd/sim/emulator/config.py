@@ -68,6 +68,7 @@ class ThingModel(_Strict):
     measurepoints: dict[str, MeasurepointSpec] = {}
     events: dict[str, EventSpec] = {}
     attributes: list[str] | None = None  # None: any attribute name accepted
+    services: list[str] = []  # listed by thing.tsltemplate.get
 
 
 class ProductSpec(_Strict):
@@ -212,6 +213,7 @@ class EmulatorConfig(_Strict):
         merged: dict[str, dict[str, MeasurepointSpec]] = {}
         merged_events: dict[str, dict[str, EventSpec]] = {}
         merged_attributes: dict[str, set[str]] = {}
+        merged_services: dict[str, set[str]] = {}
         model_names: dict[str, set[str]] = {}
         for device in cfg.devices:
             secret = _secret(device.device_secret, device.device_secret_file)
@@ -224,6 +226,9 @@ class EmulatorConfig(_Strict):
             attributes = merged_attributes.setdefault(device.product_key, set())
             attributes.update(a.attribute for a in model.attributes)
             attributes.update(device.attributes)
+            merged_services.setdefault(device.product_key, set()).update(
+                s.id for s in model.services
+            )
             points = merged.setdefault(device.product_key, {})
             points.update(measurepoints_of(model))
             events = merged_events.setdefault(device.product_key, {})
@@ -250,6 +255,7 @@ class EmulatorConfig(_Strict):
                 measurepoints=points,
                 events=merged_events[product_key],
                 attributes=sorted(merged_attributes[product_key]),
+                services=sorted(merged_services[product_key]),
             )
             products.setdefault(
                 product_key,

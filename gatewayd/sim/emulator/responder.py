@@ -764,14 +764,24 @@ class Responder:
 
     def _tsl_template(self, device: Key) -> dict[str, Any]:
         model = self.state.model_of(device)
+        # Entries shaped like the Model Service's ThingModel features (§3.6 #17).
         return {
-            "tslAttributeMap": {a: {} for a in model.attributes or []},
+            "tslAttributeMap": {a: {"identifier": a} for a in model.attributes or []},
             "tslMeasurepointMap": {
-                mp: {"dataType": spec.type, "hasQuality": spec.quality}
+                mp: {
+                    "identifier": mp,
+                    "dataDefinition": {"dataType": spec.type.upper()},
+                    "hasQuality": spec.quality,
+                }
                 for mp, spec in model.measurepoints.items()
             },
-            "tslEventMap": {ev: {"outputData": spec.params} for ev, spec in model.events.items()},
-            "tslServiceMap": {},
+            "tslEventMap": {
+                ev: {"identifier": ev, "outputData": [{"identifier": p} for p in spec.params]}
+                if spec.params is not None
+                else {"identifier": ev}
+                for ev, spec in model.events.items()
+            },
+            "tslServiceMap": {s: {"identifier": s} for s in model.services},
         }
 
     # --- integration channel (mode 4) -----------------------------------------------------------
