@@ -42,6 +42,8 @@ from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
 from gatewayd.uplink.attributes import FILE_NAME as ATTRIBUTES_FILE
 from gatewayd.uplink.frames import EnosQuality
+from gatewayd.uplink.registration import DIRECTORY as REGISTERED_DIR
+from gatewayd.uplink.registration import RegistrationStore
 from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.tags import FILE_NAME as TAGS_FILE
@@ -231,6 +233,8 @@ class Daemon:
             connect_history=ConnectHistoryFile(state_dir(self.config) / CONNECTS_FILE),
             attributes=(SentState(state_dir(self.config) / ATTRIBUTES_FILE), self._read_attributes),
             tags=SentState(state_dir(self.config) / TAGS_FILE),
+            registrations=RegistrationStore(state_dir(self.config) / REGISTERED_DIR),
+            on_secret=register_secret,
         )
 
     async def _read_attributes(self, device: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -319,6 +319,17 @@ class DeviceModel(Strict):
 # ---------------------------------------------------------------------------- devices
 
 
+class RegisterConfig(Strict):
+    """Register the device in EnOS from the gateway (`thing.device.register`)."""
+
+    name: Annotated[str, Field(min_length=1)]  # the device's display name in EnOS
+    timezone: Annotated[str, Field(pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$")] = "+00:00"
+    description: str | None = None
+    attributes: dict[Identifier, StaticValue] = {}
+
+    _dates = field_validator("attributes", mode="before")(_dates_as_text)
+
+
 class DeviceConfig(Strict):
     """A Modbus sub-device on a bus, mapped to an EnOS sub-device."""
 
@@ -348,6 +359,9 @@ class DeviceConfig(Strict):
     attributes: dict[Identifier, StaticValue] = {}
     # EnOS tags (thing.tag.update); they win over the top-level `default_tags`.
     tags: dict[TagKey, StaticValue] = {}
+    # No secret yet: the gateway registers the device and keeps the secret EnOS returns.
+    # (`registration` in Python: pydantic models have a `register` class method.)
+    registration: RegisterConfig | None = Field(default=None, alias="register")
 
     _static_dates = field_validator("attributes", "tags", mode="before")(_dates_as_text)
 

@@ -24,13 +24,13 @@ _Kind = Literal["duration", "size"] | None
 def render_config(model: BaseModel) -> dict[str, Any]:
     """`model` (a `Config` or any section) as YAML-ready plain data."""
     out: dict[str, Any] = {}
-    for name in type(model).model_fields:
+    for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if value is None:
             continue
         if isinstance(value, SecretStr) and getattr(model, f"{name}_file", None) is not None:
             continue  # read from its file: showing the file name says enough
-        out[name] = _render(value, _unit_kind(type(model), name))
+        out[field.alias or name] = _render(value, _unit_kind(type(model), name))
     # A bus reads best as "name, type, ...": put the union's tag right after the name.
     if "type" in out and "name" in out:
         out = {"name": out.pop("name"), "type": out.pop("type"), **out}

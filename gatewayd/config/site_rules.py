@@ -137,9 +137,16 @@ def _check_secrets(data: dict[str, Any], add: Any) -> None:
             continue
         at: DataPath = ("devices", index)
         inline, file = _given(device, "device_secret"), _given(device, "device_secret_file")
+        registers = "register" in device
         if inline and file:
             add((*at, "device_secret_file"), "give device_secret or device_secret_file, not both")
-        elif not (inline or file) and device.get("enabled", True) is not False:
+        elif registers and (inline or file):
+            add(
+                (*at, "register"),
+                "a device with a secret is registered already",
+                "remove 'register', or the secret to have the gateway register it",
+            )
+        elif not (inline or file) and not registers and device.get("enabled", True) is not False:
             add(
                 (*at, "device_secret"),
                 "missing: an enabled device logs in to EnOS with its device secret",

@@ -438,6 +438,14 @@ def attribute_delete(pk: str, dk: str, *, id: str, names: Sequence[str]) -> Requ
     return _request(topics.attribute_delete(pk, dk), id, "thing.attribute.delete", params)
 
 
+def device_register(
+    gw_pk: str, gw_dk: str, *, id: str, entries: Sequence[Mapping[str, Any]]
+) -> Request:
+    """``thing.device.register`` (§3.4 #7): params is the list of devices to register."""
+    params = [dict(entry) for entry in entries]
+    return _request(topics.device_register(gw_pk, gw_dk), id, "thing.device.register", params)
+
+
 def tsl_template_get(pk: str, dk: str, *, id: str) -> Request:
     """``thing.tsltemplate.get`` (§3.6 #17): params ``{}``; data holds the product's model."""
     return _request(topics.tsl_template_get(pk, dk), id, "thing.tsltemplate.get", {})

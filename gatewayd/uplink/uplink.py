@@ -47,6 +47,7 @@ from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.endpoint import gateway_endpoint
 from gatewayd.uplink.ports import SpoolPort
+from gatewayd.uplink.registration import Registration, RegistrationStore
 from gatewayd.uplink.sentstate import SentState
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.tags import TagSync
@@ -119,11 +120,14 @@ class Uplink:
         connect_history: ConnectHistoryFile | None = None,
         attributes: tuple[SentState, AttributeSource] | None = None,
         tags: SentState | None = None,
+        registrations: RegistrationStore | None = None,
+        on_secret: Callable[[str], None] | None = None,
     ) -> None:
         """`connect_history` persists the CONNECTs of the last throttle window across
         restarts (None: in memory only, as in tests with a private broker); `attributes`
         (what EnOS holds, how to read a device's registers) turns attribute sync on, `tags`
-        (what EnOS holds) tag sync."""
+        (what EnOS holds) tag sync, `registrations` (where registered devices' secrets are
+        kept) the registration of `register:` devices; `on_secret` masks such a secret."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -149,6 +153,13 @@ class Uplink:
         self._down_since: float | None = None
         self._failed_connects = 0
         self._warned: set[str] = set()
+        self.registration: Registration | None = None
+        if registrations is not None:
+            self.registration = Registration(
+                registrations, ids=self._ids, monotonic=clock.monotonic,
+                on_secret=on_secret or (lambda _secret: None),
+            )  # fmt: skip
+            self.registration.restore(config, registry)
         #: The topology read at the start of each session (extras reported once).
         self.topology = TopologyReport()
         #: The products' cloud models against the YAML models; what is withheld.
@@ -175,6 +186,8 @@ class Uplink:
         for sync in self._device_syncs():
             sync.reconfigure(config)
         self.model_check.reconfigure()
+        if self.registration is not None:
+            self.registration.reconfigure()
 
     def notify_new_data(self) -> None:
         """The spool writer appended rows: wake the delivery streams."""
@@ -316,6 +329,9 @@ class Uplink:
         # Commands arrive as soon as the session is up: their replies may queue meanwhile.
         replies = ReplyOutbox(session.publish_reply)
         self.commands.attach(replies)
+        # Devices to register get their secret first, then topology and login as any other.
+        if self.registration is not None:
+            await self.registration.run(session, self._config, self.registry)
         # Sub-devices missing from the topology cannot log in (740): add them first.
         await self._sync_topology(session)
         # Log in before delivering so live data goes out live, not as resume.
@@ -374,6 +390,11 @@ class Uplink:
                 async with asyncio.timeout(RELOGIN_INTERVAL_S):
                     await self._login_wanted.wait()
             self._login_wanted.clear()
+            if self.registration is not None:
+                before = {d.name for d in self.registry if d.secret}
+                await self.registration.run(session, self._config, self.registry)
+                if {d.name for d in self.registry if d.secret} != before:
+                    await self._sync_topology(session)  # bind the newly registered
             await self._login_pending(session)
             for sync in self._device_syncs():
                 sync.wake()
@@ -390,9 +411,16 @@ class Uplink:
         configured = {d.keys: d for d in self.registry if d.wanted}
         diff = TopoDiff.of(configured, found)
         self.topology.seen(diff, {k: d.name for k, d in configured.items()})
-        if not diff.missing or not self._config.uplink.auto_topo:
+        registering = {d.name for d in self._config.devices if d.registration is not None}
+        # Devices the gateway registered are bound to it as well, with or without auto_topo.
+        missing = [
+            configured[k]
+            for k in diff.missing
+            if configured[k].secret
+            and (self._config.uplink.auto_topo or configured[k].name in registering)
+        ]
+        if not missing:
             return
-        missing = [configured[k] for k in diff.missing]
         size = self._config.uplink.login_batch_size
         for start in range(0, len(missing), size):
             chunk = missing[start : start + size]
@@ -422,6 +450,7 @@ class Uplink:
             d
             for d in self.registry
             if d.wanted
+            and d.secret  # a device still to register has none yet
             and not d.online
             and d.last_error != "disabled"
             and (d.refused_at is None or now - d.refused_at >= RELOGIN_INTERVAL_S)

@@ -23,9 +23,6 @@ ALLOWED_UNREAD = {
     # Read by the loader itself: it is where the model files are loaded from, and the
     # loaded models (`Config.models`) are what the rest of the code reads.
     "models_dir": "consumed by gatewayd/config/loader.py when loading the models",
-    # Free text for the people who read a model file, like a YAML comment: by design it
-    # changes nothing on the wire.
-    "description": "documentation only (a model's description)",
 }
 
 

@@ -217,7 +217,7 @@ class EmulatorConfig(_Strict):
         model_names: dict[str, set[str]] = {}
         for device in cfg.devices:
             secret = _secret(device.device_secret, device.device_secret_file)
-            if secret is None:
+            if secret is None and device.registration is None:
                 raise ValueError(f"device {device.name}: needs device_secret or device_secret_file")
             model = cfg.models.get(device.model)
             if model is None:
@@ -236,6 +236,8 @@ class EmulatorConfig(_Strict):
                 known = events.get(event_id)
                 params = set(spec.params or ()) | set(known.params or () if known else ())
                 events[event_id] = EventSpec(params=sorted(params))
+            if secret is None:
+                continue  # `register:`: the gateway registers it in this cloud
             devices.append(
                 DeviceSpec(
                     product_key=device.product_key,
