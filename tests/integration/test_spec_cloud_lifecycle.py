@@ -195,3 +195,37 @@ async def test_spec_cloud_check_cloud_names_the_point_its_model_lacks(
         assert site.cloud.records.methods() == [
             "combine.login", "thing.tsltemplate.get", "combine.logout"]  # fmt: skip
         assert site.cloud.records.problems == []
+
+
+async def test_spec_cloud_registers_binds_and_logs_in_a_new_meter_once(
+    tmp_path: Path,
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    """meter-2 with `register:` and no secret: registered per §3.4 (name, timezone,
+    attributes), bound with a sign made from the returned secret, logged in; a restart
+    uses the kept secret and registers nothing."""
+    meter2 = ("meterPK", "meter2")
+    async with make_site(tmp_path, broker) as site:
+        del site.cloud.sub_secrets[meter2]
+        site.cloud.topology.discard(meter2)
+        doc = yaml.safe_load(site.path.read_text())
+        del doc["devices"][1]["device_secret"]
+        doc["devices"][1]["register"] = {"name": "Meter 2", "timezone": "+08:00",
+                                         "attributes": {"site": "North-2"}}  # fmt: skip
+        site.path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        async with daemon(site):
+            await wait_for(site, lambda: meter2 in site.cloud.online, 30, "meter2 logged in")
+        ((_, key, entry),) = site.cloud.records.registered
+        assert key == meter2
+        assert entry == {"productKey": "meterPK", "deviceKey": "meter2",
+                         "deviceName": {"defaultValue": "Meter 2"}, "timezone": "+08:00",
+                         "deviceAttributes": {"site": "North-2"}}  # fmt: skip
+        stored = json.loads((tmp_path / "registered" / "meterPK&meter2.json").read_text())
+        assert stored["deviceSecret"] == site.cloud.sub_secrets[meter2]
+        assert stored["deviceSecret"] not in site.log.read_text()
+        assert meter2 in site.cloud.topology
+        site.cloud.online.clear()
+        async with daemon(site):
+            await wait_for(site, lambda: logged_in(site), 30, "both meters logged in again")
+        assert len(site.cloud.records.registered) == 1
+        assert site.cloud.records.problems == []

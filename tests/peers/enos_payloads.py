@@ -34,6 +34,8 @@ _UPSTREAM: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/topo/add$"), "topo_add", "thing.topo.add"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/topo/get$"), "topo_get", "thing.topo.get"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/topo/delete$"), "topo_delete", "thing.topo.delete"),
+    (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/device/register$"), "register",
+     "thing.device.register"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/measurepoint/post$"), "post",
      "thing.measurepoint.post"),
     (re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/measurepoint/post/batch$"), "post_batch",

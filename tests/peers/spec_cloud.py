@@ -8,7 +8,9 @@ checked, 1212 for offline sub-devices unless `allowOfflineSubDevice`), event pos
 attribute update / query / delete (§3.6: 1009 off line, 1207 for a bad shape or more than
 200, 1204 for a name the product model lacks when `attribute_model` says which it has),
 tag update (a list of {tagKey, tagValue} strings) / query / delete ({tags: [keys]}),
-TSL template get (params {}; data is `tsl`, the maps a test writes, §3.6 #17). Replies
+TSL template get (params {}; data is `tsl`, the maps a test writes, §3.6 #17), device
+register (§3.4 #7: a list of {productKey, deviceKey, deviceName, timezone, ...}; 702 for
+a key the cloud has; the new device gets a fresh secret its later signs are checked with). Replies
 go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
 unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
 through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -119,6 +122,8 @@ class Records:
     logins: list[Login] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     attributes: list[AttributeUpdate] = field(default_factory=list)
+    #: (seq, device, register entry) of each device registered.
+    registered: list[tuple[int, Key, dict[str, Any]]] = field(default_factory=list)
     #: (seq, device, method, params) of each tag request answered 200.
     tag_requests: list[tuple[int, Key, str, Any]] = field(default_factory=list)
     command_replies: list[tuple[str, bytes]] = field(default_factory=list)
@@ -161,6 +166,8 @@ class SpecCloud:
         self.tags: dict[Key, dict[str, str]] = {}
         #: What thing.tsltemplate.get answers (the sub-devices' product model).
         self.tsl: dict[str, Any] = {}
+        #: Products the gateway may register devices of.
+        self.products: set[str] = {pk for pk, _ in sub_devices}
         self.records = Records()
         self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
         self._seq = itertools.count(1)
@@ -645,6 +652,38 @@ class SpecCloud:
         if doc["params"] != {}:
             problems.append("thing.tsltemplate.get params is not {}")
         return 200, self.tsl, ""
+
+
+    def _on_register(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        params = doc["params"]
+        if not isinstance(params, list) or not params or not all(
+            isinstance(e, dict) and isinstance(e.get("productKey"), str)
+            and isinstance(e.get("deviceKey"), str) for e in params
+        ):  # fmt: skip
+            problems.append("thing.device.register params is not a list of devices")
+            return 1220, [], "Payload format error"
+        for entry in params:
+            name = entry.get("deviceName")
+            if not (isinstance(name, dict) and isinstance(name.get("defaultValue"), str)):
+                problems.append(f"deviceName of {entry['deviceKey']} is not {{defaultValue}}")
+            timezone = entry.get("timezone")
+            if timezone is not None and not re.fullmatch(r"[+-]\d\d:\d\d", str(timezone)):
+                problems.append(f"timezone {timezone!r} is not +HH:MM")
+            key = (entry["productKey"], entry["deviceKey"])
+            if key[0] not in self.products:
+                return 1220, [], "product does not exist"
+            if key in self.sub_secrets:
+                return 702, [], "DeviceKey existed"
+        data = []
+        for entry in params:
+            key = (entry["productKey"], entry["deviceKey"])
+            self.sub_secrets[key] = secret = f"reg-{key[1]}-{seq}"
+            self.records.registered.append((seq, key, entry))
+            data.append({"assetId": f"a{key[1]}", "productKey": key[0], "deviceKey": key[1],
+                         "deviceSecret": secret})  # fmt: skip
+        return 200, data, ""
 
 
 def _id_of(raw: bytes) -> object:
