@@ -25,6 +25,7 @@ CORES = (
     "gatewayd.mapping.events",  # event rules
     "gatewayd.mapping.mapper",  # values → samples with quality
     "gatewayd.mapping.muting",  # which devices are muted
+    "gatewayd.mapping.report",  # report by exception (deadband, heartbeat)
     "gatewayd.enos.messages",  # EnOS codec
     "gatewayd.enos.topics",
     "gatewayd.enos.sign",
