@@ -107,8 +107,14 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"  last uplink error: {report['last_error']}")
     for device in report["devices"]:
         error = f"  ({device['last_error']})" if device.get("last_error") else ""
+        # A status file of an older gatewayd has no report-filter counts.
+        sent = (
+            f", {device['polled_per_minute']}/min polled, {device['sent_per_minute']}/min sent"
+            if "sent_per_minute" in device
+            else ""
+        )
         print(
             f"  {device['device']:<20} {device['bus']:<12} unit {device['unit_id']:<3} "
-            f"{device['state']:<9} {device['points_per_second']:>7.1f} points/s{error}"
+            f"{device['state']:<9} {device['points_per_second']:>7.1f} points/s{sent}{error}"
         )
     return 0 if report["running"] else EX_UNAVAILABLE

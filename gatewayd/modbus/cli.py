@@ -19,14 +19,15 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gatewayd.config.cli import load_or_report
-from gatewayd.config.models import BusConfig, Config, DeviceConfig, SerialBus
+from gatewayd.config.models import BusConfig, Config, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
+from gatewayd.mapping.stage import report_specs
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
 from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.errors import BusUnavailable
@@ -128,11 +129,15 @@ def run_plan(args: argparse.Namespace) -> int:
         buses = [(b, [d for d in config.devices if d.bus == b.name]) for b in config.buses]
     reports = [(bus, devices, bus_capacity(bus, devices, config.models)) for bus, devices in buses]
     if args.json:
-        doc = {"buses": [_plan_json(bus, devices, cap) for bus, devices, cap in reports]}
+        doc = {
+            "buses": [
+                _plan_json(bus, devices, cap, config.models) for bus, devices, cap in reports
+            ]
+        }
         print(json.dumps(doc, indent=2))
     else:
         for bus, devices, cap in reports:
-            _print_plan(bus, devices, cap)
+            _print_plan(bus, devices, cap, config.models)
     for _, _, cap in reports:
         if cap.overloaded:
             print(
@@ -160,7 +165,20 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _print_plan(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity) -> None:
+def _report_rules(device: DeviceConfig, models: Mapping[str, DeviceModel]) -> dict[str, str]:
+    """measurepoint → its report rule as text (`always`, `change ±0.5 hb 900s`)."""
+    model = models.get(device.model)
+    if model is None:
+        return {}
+    return {name: spec.describe() for name, spec in report_specs(device, model).items()}
+
+
+def _print_plan(
+    bus: BusConfig,
+    devices: Sequence[DeviceConfig],
+    cap: BusCapacity,
+    models: Mapping[str, DeviceModel],
+) -> None:
     period = "-" if not cap.devices else format_duration(cap.shortest_period)
     print(
         f"bus {bus.name} ({_describe_bus(bus)}): "
@@ -185,13 +203,23 @@ def _print_plan(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacit
             print(
                 f"    {request.table:<8} {request.start:>5} +{request.count:<4} {', '.join(names)}"
             )
+        by_rule: dict[str, list[str]] = {}
+        for name, rule in _report_rules(device, models).items():
+            by_rule.setdefault(rule, []).append(name)
+        for rule, names in by_rule.items():
+            print(f"    report {rule}: {', '.join(names)}")
 
 
 def _points(plan: DevicePlan) -> list[list[str]]:
     return [[plan.points[i] for i in request.points] for request in plan.requests]
 
 
-def _plan_json(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity) -> dict[str, Any]:
+def _plan_json(
+    bus: BusConfig,
+    devices: Sequence[DeviceConfig],
+    cap: BusCapacity,
+    models: Mapping[str, DeviceModel],
+) -> dict[str, Any]:
     plans = {p.device: p for p in cap.devices}
     out_devices = []
     for device in devices:
@@ -208,6 +236,7 @@ def _plan_json(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity
                 "poll_interval_s": device.poll_interval,
                 "requests_per_cycle": len(plan.requests),
                 "wire_time_s": plan.wire_time,
+                "report": _report_rules(device, models),
                 "requests": [
                     {
                         "table": str(r.table),

@@ -41,7 +41,8 @@ import structlog
 
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.mapping.muting import Muting
-from gatewayd.mapping.stage import DeviceMapping
+from gatewayd.mapping.report import Resend
+from gatewayd.mapping.stage import DeviceMapping, report_specs
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.clock import Clock, SystemClock
@@ -174,13 +175,15 @@ class BusPoller:
         device_backoff: Backoff = DEVICE_BACKOFF,
         on_cycle: Callable[[], None] | None = None,
         muting: Muting | None = None,
+        resend: Resend | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
         `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
-        `muting` is the daemon's table of muted devices (it outlives this poller).
+        `muting` is the daemon's table of muted devices (it outlives this poller);
+        `resend` its "send the next reading" signals for the report filter.
         """
         self.bus = bus
         self._results = results
@@ -196,6 +199,7 @@ class BusPoller:
         self.on_cycle = on_cycle
         self._rng = rng if rng is not None else random.Random()
         self._muting = muting if muting is not None else Muting()
+        self._resend = resend if resend is not None else Resend()
         self._device_backoff = device_backoff
         self._bus_backoff = bus_backoff(bus.reconnect_max)
         self._log = log.bind(bus=bus.name)
@@ -234,6 +238,8 @@ class BusPoller:
                     self._muting,
                     default_interval=config.poll_interval,
                     stamp_per_request=reader.stamp_per_request,
+                    reports=report_specs(config, model),
+                    resend=self._resend,
                 ),
                 polling=config.enabled,
             )
@@ -263,6 +269,14 @@ class BusPoller:
                 publishing=d.mapping.publishing,
             )
             for name, d in self._devices.items()
+        }
+
+    def report_rates(self) -> dict[str, tuple[int, int]]:
+        """Per device, the points polled and sent (past the report filter) in the last
+        minute."""
+        now_ms = round(self._clock.time() * 1000)
+        return {
+            name: d.mapping.throughput.per_minute(now_ms) for name, d in self._devices.items()
         }
 
     def mark_crashed(self, error: str) -> None:

@@ -129,6 +129,9 @@ class Uplink:
         self.stats = DeliveryStats()
         self.status = UplinkStatus()
         self._login_wanted = asyncio.Event()
+        #: Called when a session is up (the daemon has the report filters send every
+        #: point's next reading: the first values after a reconnect always go).
+        self.on_session: Callable[[], None] | None = None
         # Commands outlive a session (never half-run, then run again): the dispatcher is ours.
         self.commands = CommandDispatcher(self._execute)
         # The CONNECT timestamp is an opaque string that only has to match the sign; keep
@@ -307,6 +310,8 @@ class Uplink:
             self._policy.succeeded()
             self.status.state = "connected"
             self._recovered()
+            if self.on_session is not None:
+                self.on_session()
             try:
                 await self._serve(session)
             finally:
