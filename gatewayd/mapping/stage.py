@@ -283,10 +283,8 @@ class DeviceMapping:
 
     def _filter_block(self, block: SampleBlock) -> SampleBlock | None:
         """The block's readings that pass the filter: the block itself if all do."""
-        keep = self.report.keep
-        good, ts_ms = Quality.GOOD, block.ts_ms
-        pairs = zip(block.measurepoints, block.values, strict=True)
-        mask = [keep(m, v, good, ts_ms) for m, v in pairs]
+        ts_ms = block.ts_ms
+        mask = self.report.keep_good(block.measurepoints, block.values, ts_ms)
         if all(mask):
             return block
         if not any(mask):

@@ -13,7 +13,7 @@ from gatewayd.mapping.report import (
     Resend,
     should_send,
 )
-from gatewayd.samples import Quality
+from gatewayd.samples import Quality, Value
 
 GOOD, BAD, STALE = Quality.GOOD, Quality.BAD, Quality.STALE
 CHANGE = ReportSpec(on_change=True, deadband=0.5, heartbeat_ms=60_000)
@@ -174,3 +174,39 @@ def test_exact_values_and_every_quality_change_are_sent(
         if f.keep("p", value, quality, ts):
             held = (value, quality)
         assert held == (value, quality)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cycles=st.lists(
+        st.tuples(
+            st.integers(min_value=-5, max_value=120_000),
+            st.lists(
+                st.one_of(st.integers(-2, 2), st.floats(-10, 10), st.booleans(), st.just("x")),
+                min_size=3,
+                max_size=3,
+            ),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    quality_at=st.integers(min_value=0, max_value=60),
+)
+def test_keep_good_decides_as_keep_point_by_point(
+    cycles: list[tuple[int, list[Value]]], quality_at: int
+) -> None:
+    """The block path (`keep_good`) gives the same masks and state as `keep`."""
+    specs = {
+        "a": ReportSpec(on_change=True, deadband=0.5, heartbeat_ms=60_000),
+        "b": ReportSpec(on_change=True, percent=5.0, heartbeat_ms=30_000),
+        "c": ALWAYS,
+    }
+    block, single = ReportFilter(specs), ReportFilter(specs)
+    names = ("a", "b", "c")
+    ts = 0
+    for n, (dt, values) in enumerate(cycles):
+        ts += dt
+        if n == quality_at:  # a BAD reading in between
+            assert block.keep("a", 0, BAD, ts) == single.keep("a", 0, BAD, ts)
+        expected = [single.keep(m, v, GOOD, ts) for m, v in zip(names, values, strict=True)]
+        assert block.keep_good(names, values, ts) == expected
