@@ -316,12 +316,15 @@ class Daemon:
             await self._commit(spool, self.results.get_nowait())
 
     def _on_lifecycle(self, device: str, kind: CommandKind) -> None:
+        if kind is CommandKind.COMBINE_ENABLE:
+            # Whatever the cloud held of the device before it was disabled, the next
+            # readings of all its points go.
+            self.resend.device(device)
         config = next((d for d in self.config.devices if d.name == device), None)
         if config is None or (poller := self.pollers.get(config.bus)) is None:
             return
         if kind is CommandKind.COMBINE_ENABLE:
             self.muting.enable(device)
-            self.resend.device(device)
             poller.set_polling(device, True)
         else:
             if kind is CommandKind.COMBINE_DISABLE:
