@@ -13,6 +13,7 @@ polled.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from itertools import pairwise
@@ -39,6 +40,13 @@ GAP_SLACK_MS = 1500
 
 @pytest.fixture
 async def rbe_site(tmp_path: Path) -> AsyncIterator[Site]:
+    """Two still meters reporting on change (2 s heartbeat); a cloud that knows them."""
+    async with report_site(tmp_path, "2s") as site:
+        yield site
+
+
+@contextlib.asynccontextmanager
+async def report_site(tmp_path: Path, heartbeat: str) -> AsyncIterator[Site]:
     """Two still meters reporting on change; a cloud that knows them."""
     model = DeviceModel.model_validate(METER_MODEL)
     async with DeviceSimulator(still_units(model, 1, 2)) as sim:
@@ -50,7 +58,7 @@ async def rbe_site(tmp_path: Path) -> AsyncIterator[Site]:
         path = write_site(tmp_path, sim.port, free_port())
         document = yaml.safe_load(path.read_text())
         for device in document["devices"]:
-            device["report"] = {"on": "change", "deadband": DEADBAND, "heartbeat": "2s"}
+            device["report"] = {"on": "change", "deadband": DEADBAND, "heartbeat": heartbeat}
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         config = load_config(path)
         emulator = EnosEmulator(
@@ -158,3 +166,34 @@ async def test_cloud_series_stays_within_deadband_through_outage_and_restart(
     # 231.3 (within the deadband) went only with heartbeats: one per heartbeat at most.
     held_back = [r for r in voltage if steps[1][0] <= r.time < steps[2][0]]
     assert len(held_back) <= (steps[2][0] - steps[1][0]) // HEARTBEAT_MS + 1
+
+
+async def test_a_new_session_sends_every_point_again(tmp_path: Path) -> None:
+    """Unchanged values with an hour's heartbeat: after the cloud comes back, the first
+    poll of the new session sends every point of both meters, live."""
+    async with report_site(tmp_path, "1h") as site, running(site, quick_reconnect=True) as d:
+
+        def polled() -> int:  # meter-1's points polled in the last minute
+            return d.pollers["plant"].report_rates()["meter-1"][0]
+
+        await async_wait_until(
+            lambda: len({(r.device_key, r.point) for r in site.emulator.records.points}) == 8,
+            15,
+            "every point of both meters once",
+        )
+        await site.emulator.stop()
+        # Nothing changes, so nothing is committed: count polls, not committed cycles.
+        seen = polled()
+        await async_wait_until(lambda: polled() >= seen + 3 * 4, 30, "3 polls offline")
+        site.emulator = EnosEmulator(site.emulator.config, port=site.config.gateway.broker.port)
+        site.emulator.throttle.enabled = False
+        await site.emulator.start()
+        await async_wait_until(
+            lambda: len({(r.device_key, r.point) for r in site.emulator.records.points}) == 8,
+            30,
+            "every point of both meters again",
+        )
+    # Nothing changed and no heartbeat was due: only the new session made them go.
+    values = {(r.device_key, r.point): r.value for r in site.emulator.records.points}
+    assert values[("meter1", "voltage")] == pytest.approx(231.0)
+    assert values[("meter2", "energy")] == 2000
