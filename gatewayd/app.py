@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
@@ -33,7 +34,6 @@ from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
-from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.frames import quality_points

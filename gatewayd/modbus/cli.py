@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.cli import load_or_report
 from gatewayd.config.models import BusConfig, Config, DeviceConfig, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.reader import DeviceReader, PointReading, ReadOutcome
 from gatewayd.modbus.timing import resolve_gap_fill

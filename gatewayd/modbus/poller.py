@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.mapping.events import EventEngine
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
-from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
 from gatewayd.modbus.probebudget import ProbeBudget

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.modbus.backoff import bus_backoff
-from gatewayd.modbus.clock import Clock
 from gatewayd.modbus.poller import BusPoller
 
 log = structlog.get_logger(__name__)

@@ -40,12 +40,12 @@ from typing import Any
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.enos import messages
 from gatewayd.enos.codes import Disposition, classify, describe
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import ReplyTimeout
-from gatewayd.modbus.clock import Clock
 from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
 from gatewayd.uplink.ports import SessionPort, SpoolPort

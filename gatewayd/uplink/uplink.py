@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
@@ -41,7 +42,6 @@ from gatewayd.enos.session import (
     tls_context,
 )
 from gatewayd.enos.sign import mqtt_credentials
-from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort

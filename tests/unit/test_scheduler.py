@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from gatewayd.clock import VirtualClock
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.modbus.scheduler import DeviceSchedule
 
 
