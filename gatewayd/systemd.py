@@ -35,7 +35,7 @@ from typing import Literal
 
 import structlog
 
-from gatewayd.logging import OnceUntilRecovered
+from gatewayd.episodes import Episodes
 
 log = structlog.get_logger("gatewayd.systemd")
 
@@ -268,7 +268,7 @@ class WatchdogPinger:
         self.period = interval / 2
         self.max_loop_lag = interval / 4 if max_loop_lag is None else max_loop_lag
         self._clock = clock
-        self._edge = OnceUntilRecovered(log)
+        self._edge = Episodes(log)
         self.pings = 0  #: pings sent so far
         self.withheld = 0  #: ticks that withheld their ping
         self.last_verdict: WatchdogVerdict | None = None

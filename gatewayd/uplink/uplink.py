@@ -42,6 +42,7 @@ from gatewayd.enos.session import (
     tls_context,
 )
 from gatewayd.enos.sign import mqtt_credentials
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
@@ -139,7 +140,7 @@ class Uplink:
         # The current outage: since when (monotonic), failed connects, kinds warned about.
         self._down_since: float | None = None
         self._failed_connects = 0
-        self._warned: set[str] = set()
+        self._warned = Episodes(log)
 
     # ------------------------------------------------------------------ public
 
@@ -214,11 +215,8 @@ class Uplink:
         if self._down_since is None:
             self._down_since = self._clock.monotonic()
         self._failed_connects += 1
-        if kind in self._warned:
+        if not self._warned.start(kind, reason):
             log.debug(reason)
-            return
-        self._warned.add(kind)
-        log.warning(reason)
 
     def _recovered(self) -> None:
         """The one 'recovered' line of an outage (or the first connect's line)."""
@@ -234,7 +232,7 @@ class Uplink:
         )
         self._down_since = None
         self._failed_connects = 0
-        self._warned.clear()
+        self._warned.forget(self._warned.open)
 
     def _tls_hint(self) -> str:
         """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
