@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
+from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.mapping.events import EventEngine
 from gatewayd.mapping.mapper import DeviceMapper
-from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
+from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus

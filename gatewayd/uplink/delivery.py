@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.enos import messages
@@ -71,9 +72,9 @@ BACKLOG_MESSAGE_BYTES = 128 * 1024
 TAKE_FRAMES = 1000
 #: How long an idle stream waits for the poller's "new data" signal before looking again.
 IDLE_WAIT_S = 1.0
-#: Backoff after a reply timeout or a retryable error code, doubled per failure.
-RETRY_BASE_S = 1.0
-RETRY_CAP_S = 30.0
+#: Backoff after a reply timeout or a retryable error code: 1 s doubled per failure up to
+#: 30 s, no jitter (one gateway's streams, not a fleet).
+RETRY_BACKOFF = Backoff(initial=1.0, maximum=30.0, jitter=0.0)
 #: How long a refused sub-device's rows wait before one more try (if no login came first).
 HOLD_S = 60.0
 #: Event posts in flight at once (each is its own message and reply).
@@ -633,7 +634,7 @@ class Delivery:
 
     async def _retry_pause(self) -> None:
         self._failures += 1
-        await self._clock.sleep(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (self._failures - 1)))
+        await self._clock.sleep(RETRY_BACKOFF.delay(self._failures, None))
 
     async def _dead_letter(self, kind: Kind, ids: list[int], code: int, message: str) -> None:
         self.stats.dead_lettered += len(ids)
