@@ -50,7 +50,7 @@ from gatewayd.enos.session import ReplyTimeout
 from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
 from gatewayd.uplink.ports import SessionPort, SpoolPort
-from gatewayd.uplink.ratelimit import TokenBucket
+from gatewayd.uplink.ratelimit import BacklogPace
 from gatewayd.uplink.records import (
     Bundle,
     bundle_frames,
@@ -151,13 +151,10 @@ class Delivery:
         self.stats = stats
         self._live_window_ms = int(config.uplink.live_window * 1000)
         self._batch_records = config.uplink.batch_size
-        self._points = TokenBucket(
-            rate=config.uplink.backlog_points_per_second,
-            burst=config.uplink.backlog_points_per_second,
-        )
-        self._bytes = TokenBucket(
-            rate=config.uplink.backlog_bytes_per_second,
-            burst=min(config.uplink.backlog_bytes_per_second, MAX_MESSAGE_BYTES),
+        self._backlog_pace = BacklogPace(
+            config.uplink.backlog_points_per_second,
+            config.uplink.backlog_bytes_per_second,
+            MAX_MESSAGE_BYTES,
         )
         # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
         # point are dead-lettered at once instead of bisected again every cycle.
@@ -374,7 +371,7 @@ class Delivery:
         else:
             # Live data never waits, but it spends the shared byte budget: the backlog
             # gets what live traffic leaves of the link.
-            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+            self._backlog_pace.live(len(request.payload), self._clock.monotonic())
         try:
             reply = await self._request(request)
         except BaseException:
@@ -475,7 +472,7 @@ class Delivery:
         if resume:
             await self._pace(len(names), len(request.payload))
         else:
-            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+            self._backlog_pace.live(len(request.payload), self._clock.monotonic())
         reply = await self._request(request)
         if reply is None:
             await self._retry_pause()
@@ -627,8 +624,7 @@ class Delivery:
         return reply
 
     async def _pace(self, points: int, size: int) -> None:
-        now = self._clock.monotonic()
-        delay = max(self._points.reserve(points, now), self._bytes.reserve(size, now))
+        delay = self._backlog_pace.backlog(points, size, self._clock.monotonic())
         if delay > 0:
             await self._clock.sleep(delay)
 
