@@ -1,4 +1,4 @@
-"""EnOS JSON messages (enos-protocol.md §2-3): request encoders, reply and command decoders.
+"""EnOS JSON messages (PROTOCOL.md §2-3): request encoders, reply and command decoders.
 
 Sans-IO: every function takes ids and timestamps as arguments and returns bytes or values.
 

@@ -1,7 +1,7 @@
 """When to try the next connect: cheap TCP retries, CONNECT backoff, EnOS' connect throttle.
 
 EnOS locks a device out for five minutes when it sees more than four CONNECTs in two
-minutes (enos-protocol.md §5). What counts is MQTT CONNECT packets in a sliding 2-minute
+minutes (PROTOCOL.md §5). What counts is MQTT CONNECT packets in a sliding 2-minute
 window, nothing else, so the policy tells two kinds of failure apart:
 
 - *unreachable*: the TCP (or TLS) connection never came up, so no CONNECT was sent. Nothing
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from gatewayd.backoff import Backoff
 
-#: EnOS connect throttle (enos-protocol.md §5): at most this many CONNECTs per window.
+#: EnOS connect throttle (PROTOCOL.md §5): at most this many CONNECTs per window.
 THROTTLE_ATTEMPTS = 4
 THROTTLE_WINDOW_S = 120.0
 #: Seconds kept clear of the window edge, against clock skew between us and the broker.

@@ -1,4 +1,4 @@
-"""EnOS MQTT topics (enos-protocol.md §3.0): builders, the reply rule, and a parser.
+"""EnOS MQTT topics (PROTOCOL.md §3.0): builders, the reply rule, and a parser.
 
 Every topic's path is written once, in `ROUTES`; the builders (`build` and one named
 function per topic) and the parser are both made from that table. Builders produce the exact

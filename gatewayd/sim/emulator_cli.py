@@ -37,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Run an EnOS cloud emulator on HOST:PORT: EnOS CONNECT authentication, "
             "sub-device login, topology, measurepoint post/resume, events and commands, "
-            "as documented in enos-protocol.md. Runs until SIGINT/SIGTERM."
+            "as documented in gatewayd/enos/PROTOCOL.md. Runs until SIGINT/SIGTERM."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)

@@ -20,7 +20,7 @@ A sample goes out live (`post.batch`, which may fire cloud alerts) only if its s
 was logged in on this session when the sample was taken and the sample is still inside the
 live window; everything else - taken during an outage, before a restart, before its
 device's login completed, or simply old - goes out oldest first with `resume.batch` and
-`allowOfflineSubDevice=true` (enos-protocol.md §6, item 3), in messages of at most 128 KiB,
+`allowOfflineSubDevice=true` (PROTOCOL.md §6, item 3), in messages of at most 128 KiB,
 paced by token buckets in points/s and bytes/s. Samples from before a connection was lost
 count as offline too: a dead link is noticed only later (keepalive), so the gateway cannot
 tell which of them the cloud would still have seen live. Live and backlog are split by one
@@ -62,7 +62,7 @@ from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
 
-#: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin for safety.
+#: EnOS refuses messages of 512 KiB or more (PROTOCOL.md §5); keep a margin for safety.
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
 #: Largest resume (backlog) message; live posts may use the whole 512 KiB.
 BACKLOG_MESSAGE_BYTES = 128 * 1024

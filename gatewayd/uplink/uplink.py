@@ -1,6 +1,6 @@
 """The uplink: keeps one EnOS gateway session alive and runs delivery and commands on it.
 
-Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as requests need
+Per connection (PROTOCOL.md §6): CONNECT, subscribe the reply topics as requests need
 them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
 `thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
 loss: every sub-device is offline, rows in flight return to the spool, and the next
