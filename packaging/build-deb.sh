@@ -57,7 +57,19 @@ mkdir -p "$workdir" "$outdir"
 # 1. Shared by every target: the gatewayd wheel (pure Python) and the versions to ship.
 wheelhouse=$workdir/wheelhouse
 rm -rf "$wheelhouse"
-"$PIP_PYTHON" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$wheelhouse" "$repo"
+# From a copy of the files git tracks: setuptools reuses a checkout's build/lib, and a
+# stale one put modules that no longer exist (a moved gatewayd/demo) into the wheel.
+source=$workdir/source
+rm -rf "$source" && mkdir -p "$source"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+    while IFS= read -r -d '' file; do  # tracked or new, and not deleted in the work tree
+        if [[ -e "$repo/$file" ]]; then (cd "$repo" && cp --parents -- "$file" "$source"); fi
+    done < <(git -C "$repo" ls-files -z --cached --others --exclude-standard)
+else  # an unpacked source tarball: everything but the build output
+    (cd "$repo" && tar --exclude=./build --exclude=./dist --exclude=./.venv -cf - .) \
+        | tar -C "$source" -xf -
+fi
+"$PIP_PYTHON" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$wheelhouse" "$source"
 wheel=$(echo "$wheelhouse"/gatewayd-*.whl)
 constraints=$workdir/constraints.txt
 # Ship the versions the test suite ran against (the dev venv's), minus gatewayd itself.

@@ -2,7 +2,8 @@
 
 This is the only client-side module that imports pymodbus. Everything above it (the bus
 poller, the `read` command, command writes) talks to the `ModbusClient` protocol and sees
-only `DeviceTimeout`, `DeviceRejected(code)` and `BusUnavailable`.
+only `DeviceTimeout` (and its kind `DeviceProtocolError`), `DeviceRejected(code)` and
+`BusUnavailable`.
 
 How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.py` and
 `transport/transport.py`):
@@ -58,9 +59,26 @@ How pymodbus 3.16 is tamed here (read from its source, `transaction/transaction.
   client wraps pymodbus' transport factory to keep the OSError, catches termios.error and
   pyserial's ValueError too, and raises one `BusUnavailable` naming the port, the line
   setting and the reason: the poller retries it like a refused TCP connect.
-- **Logs.** pymodbus logs through stdlib `logging` under "pymodbus"; it is set to CRITICAL
-  unless someone configured it, since every failure surfaces here as our own error and is
-  logged by the poller (late-answer skips would otherwise log as errors).
+- **Sound answers only.** An answer is used only when its unit id, transaction id (TCP),
+  function code, byte count and length all match the request exactly; anything else is
+  `DeviceProtocolError` and nothing of it is used. pymodbus checks less: it took a
+  transaction id 0, bytes after the frame, an odd register byte count (2N+1 bytes as N
+  registers) and a coil byte count above ceil(count / 8) (the extra bits as values), and a
+  byte count longer than the frame raised out of `data_received`, so asyncio closed the
+  connection (every unit behind a gateway). The client's answer classes (`_FastRegisters`,
+  `_CountedBits`) never raise and keep the byte count; `_on_data` wraps pymodbus'
+  framing of the receive buffer to catch decode errors and measure the answer's frame;
+  `_check_answer` compares. All of it is a few comparisons per request. Frames for another
+  unit or transaction are skipped by pymodbus and end in a timeout that says so. On RTU a
+  frame must be the whole receive buffer (no garbage before, no bytes after); bytes that
+  arrive in a later read after a sound frame cannot be told from a next frame and are
+  dropped when the next request is sent (inherent to RTU without timing the 3.5-character
+  silence).
+- **Logs.** pymodbus logs through stdlib `logging` ("pymodbus.logging"), an ERROR with a
+  hex dump of its last frames (up to ~1.7 kB) for every bad answer. Every such failure
+  surfaces here as our own error, which the poller logs once per episode, so a filter
+  (`_LibraryEchoes`) keeps pymodbus' records out unless gatewayd logs at debug, where
+  they come as one short debug line each.
 """
 
 from __future__ import annotations
@@ -75,17 +93,24 @@ from functools import partial
 from typing import Any, Protocol
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
 )
+from pymodbus.pdu.utils import unpack_bitstring
 
 from gatewayd.cancels import KeepingCancels
 from gatewayd.config.models import BusConfig, RtuOverTcpBus, SerialBus, Table, TcpBus
-from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
+from gatewayd.modbus.errors import (
+    BusUnavailable,
+    DeviceProtocolError,
+    DeviceRejected,
+    DeviceTimeout,
+)
 from gatewayd.modbus.finetimer import FineTimer
 
 __all__ = [
@@ -123,9 +148,34 @@ _OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, termios.error, ValueError)
 
 _READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 
-_pymodbus_logger = logging.getLogger("pymodbus")
-if _pymodbus_logger.level == logging.NOTSET:
-    _pymodbus_logger.setLevel(logging.CRITICAL)
+
+class _LibraryEchoes(logging.Filter):
+    """Keeps pymodbus' failure records out of the log unless gatewayd logs at debug.
+
+    Every failure pymodbus logs (a skipped frame, an undecodable answer, a stray PDU) also
+    reaches the request that was waiting, as our own error, and the poller logs that once
+    per episode with one "recovered" line. pymodbus' own record comes on every bad answer,
+    ERROR level, with a hex dump of its last frames (0.5-1.7 kB each seen): a device
+    answering garbage every second would flood the journal. At debug the records pass,
+    demoted to DEBUG and cut to one short line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not logging.getLogger("gatewayd").isEnabledFor(logging.DEBUG):
+            return False
+        text = record.getMessage().split("\n", 1)[0]
+        record.msg, record.args = text[:_ECHO_CHARS], None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+#: Characters of a pymodbus record kept at debug (its hex dumps are cut off).
+_ECHO_CHARS = 200
+
+# pymodbus logs through "pymodbus.logging" (its `Log` class); a filter on a parent logger
+# does not see a child's records, so both get it.
+for _name in ("pymodbus", "pymodbus.logging"):
+    logging.getLogger(_name).addFilter(_LibraryEchoes())
 
 
 #: Bytes asyncio reads per readable event on a Modbus connection (an ADU is <= 260 bytes).
@@ -136,22 +186,30 @@ _REGISTER_LAYOUTS = tuple(struct.Struct(f">{n}H") for n in range(128))
 
 
 class _FastRegisters:
-    """Mixin for pymodbus' register answers: one `struct` call, a short description."""
+    """Mixin for pymodbus' register answers: one `struct` call, a short description.
+
+    An unsound answer (a byte count that is odd or disagrees with the bytes that follow)
+    decodes to no registers and `sound = False` instead of raising: pymodbus would let the
+    error escape from `data_received`, and asyncio would close the connection (every unit
+    behind a gateway with it). `PymodbusClient.read` turns it into `DeviceProtocolError`.
+    """
 
     function_code: int
     dev_id: int
     transaction_id: int
     registers: Sequence[int]
+    byte_count = -1
+    sound = False
 
     def decode(self, data: bytes) -> None:
         """The registers of an FC3/FC4 answer (`data` starts at its byte count)."""
-        byte_count = data[0]
-        if byte_count >= len(data):  # the same check, and error, as pymodbus' own decode
-            raise ModbusIOException(
-                f"byte_count {byte_count} > length of packet {len(data)}",
-                function_code=self.function_code,
-            )
-        self.registers = list(_REGISTER_LAYOUTS[byte_count // 2].unpack_from(data, 1))
+        byte_count = self.byte_count = data[0] if data else -1
+        if len(data) != byte_count + 1 or byte_count & 1:
+            self.sound = False
+            self.registers = []
+            return
+        self.sound = True
+        self.registers = list(_REGISTER_LAYOUTS[byte_count >> 1].unpack_from(data, 1))
 
     def __str__(self) -> str:
         # pymodbus formats this for a debug line on every answer, enabled or not.
@@ -167,6 +225,48 @@ class HoldingRegistersAnswer(_FastRegisters, ReadHoldingRegistersResponse):
 
 class InputRegistersAnswer(_FastRegisters, ReadInputRegistersResponse):
     """FC4 answer, decoded in one call (see the module docstring)."""
+
+
+class _CountedBits:
+    """Mixin for pymodbus' FC1/FC2 answers: keeps the byte count, never raises.
+
+    pymodbus unpacks every byte that follows, so a byte count above ceil(count / 8) became
+    extra values; `PymodbusClient.read` compares the count with the request instead.
+    """
+
+    bits: Sequence[bool]
+    byte_count = -1
+    sound = False
+
+    def decode(self, data: bytes) -> None:
+        """The bits of an FC1/FC2 answer (`data` starts at its byte count)."""
+        byte_count = self.byte_count = data[0] if data else -1
+        self.sound = bool(data) and len(data) == byte_count + 1
+        self.bits = unpack_bitstring(data[1:]) if self.sound else []
+
+
+class CoilsAnswer(_CountedBits, ReadCoilsResponse):
+    """FC1 answer that keeps its byte count (see `_CountedBits`)."""
+
+
+class DiscreteInputsAnswer(_CountedBits, ReadDiscreteInputsResponse):
+    """FC2 answer that keeps its byte count (see `_CountedBits`)."""
+
+
+class _UnsoundAnswer(ModbusException):
+    """An answer pymodbus could not decode, handed to the waiting request (not raised)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Bytes of an ADU around its PDU: MBAP header (7) on TCP, unit and CRC (3) on RTU.
+_TCP_FRAMING = 7
+_RTU_FRAMING = 3
+#: PDU length of an exception answer (function | 0x80, code) and of FC5/6/15/16 answers.
+_EXCEPTION_PDU = 2
+_WRITE_PDU = 5
 
 
 class ModbusClient(Protocol):
@@ -249,6 +349,14 @@ class PymodbusClient:
         self._scope: asyncio.Timeout | None = None  # the waiting request's, see `_bounded`
         self._in_flight = False
         self._late_answers = 0
+        # What framed the last answer (see `_on_data`): its ADU length, bytes after it in
+        # the same receive buffer, and bytes dropped while the request waited.
+        self._framing = _TCP_FRAMING if isinstance(bus, TcpBus) else _RTU_FRAMING
+        self._answer_len = 0
+        self._answer_trailing = 0
+        self._stray_bytes = 0
+        self._sent_tid = 0
+        self._pymodbus_callback_data: Callable[..., int] | None = None
         # Built at the first connect: pymodbus clients bind to the running event loop.
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._readers: dict[Table, Callable[..., Awaitable[Any]]] = {}  # per table, at build
@@ -291,9 +399,46 @@ class PymodbusClient:
         return data
 
     def _on_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending and not self._in_flight:
+        if sending:
+            self._sent_tid = pdu.transaction_id
+        elif not self._in_flight:
             self._late_answers += 1  # pymodbus drops it: no request is waiting
         return pdu
+
+    def _on_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        """pymodbus' `callback_data` (its framing of the receive buffer), guarded and measured.
+
+        Guarded: pymodbus raises out of `data_received` on a frame it cannot decode, and
+        asyncio then closes the connection, which fails every unit behind a gateway. The
+        waiting request fails instead (`DeviceProtocolError`) and the bytes are dropped.
+        Measured: the length of the frame that carried the answer and what followed it in
+        the buffer, so `_check_answer` can hold it to the exact length the request implies.
+        """
+        assert self._pymodbus_callback_data is not None
+        assert self._client is not None
+        ctx = self._client.ctx
+        try:
+            used = self._pymodbus_callback_data(data, addr)
+        except ModbusException as exc:
+            future = ctx.response_future
+            if self._in_flight and not future.done():
+                future.set_exception(
+                    _UnsoundAnswer(f"undecodable answer ({len(data)} bytes): {exc}")
+                )
+            return len(data)
+        if ctx.last_pdu is None:
+            self._stray_bytes += used  # frames for another unit or transaction, skipped
+            return used
+        if self._framing == _RTU_FRAMING:
+            # pymodbus' RTU framer hunts past leading garbage and drops trailing bytes
+            # (it reports the whole buffer used): the frame must be the whole buffer.
+            self._answer_len, self._answer_trailing = len(data), 0
+        else:
+            start = 0  # the answer is the last MBAP frame pymodbus used (it skips others)
+            while (end := start + 6 + int.from_bytes(data[start + 4 : start + 6])) < used:
+                start = end
+            self._answer_len, self._answer_trailing = used - start, len(data) - used
+        return used
 
     @property
     def late_answers(self) -> int:
@@ -320,9 +465,17 @@ class PymodbusClient:
             # See "Per-request timeouts" in the module docstring. The serial port's own
             # timeout was taken from the constructor already and keeps the backstop.
             self._client.ctx.comm_params.timeout_connect = None  # type: ignore[assignment]
-            for answer in (HoldingRegistersAnswer, InputRegistersAnswer):
+            for answer in (
+                HoldingRegistersAnswer,
+                InputRegistersAnswer,
+                CoilsAnswer,
+                DiscreteInputsAnswer,
+            ):
                 self._client.register(answer)
             client = self._client
+            ctx = client.ctx
+            self._pymodbus_callback_data = ctx.callback_data
+            ctx.callback_data = self._on_data  # type: ignore[method-assign]
             self._readers = {
                 Table.COIL: client.read_coils,
                 Table.DISCRETE: client.read_discrete_inputs,
@@ -406,14 +559,18 @@ class PymodbusClient:
         _check_range(address, count, limit, f"read of {table}")
         self._require_client()
         call = partial(self._readers[table], address, count=count, device_id=unit)
-        response = await self._transact(unit, _READ_FUNCTION[table], call, timeout)
-        values = [int(bit) for bit in response.bits] if table.is_bit else response.registers
-        # Bits come padded to whole bytes; a register answer must match exactly.
-        if len(values) < count or (not table.is_bit and len(values) != count):
-            raise DeviceTimeout(
-                f"unit {unit}: asked {count} {table} values at {address}, got {len(values)}"
+        byte_count = (count + 7) >> 3 if table.is_bit else count << 1
+        function = _READ_FUNCTION[table]
+        response = await self._transact(unit, function, call, timeout, 2 + byte_count)
+        if response.byte_count != byte_count or not response.sound:
+            raise DeviceProtocolError(
+                f"unit {unit}: function {function} answer to {count} {table} values at "
+                f"{address} has byte count {response.byte_count}, not {byte_count}"
             )
-        return values[:count] if table.is_bit else values
+        if table.is_bit:  # padded to whole bytes
+            return [int(bit) for bit in response.bits[:count]]
+        registers: list[int] = response.registers
+        return registers
 
     async def write(
         self,
@@ -451,18 +608,28 @@ class PymodbusClient:
                 call = partial(client.write_register, address, words[0], device_id=unit)
             else:
                 call = partial(client.write_registers, address, words, device_id=unit)
-        await self._transact(unit, function, call, timeout)
+        await self._transact(unit, function, call, timeout, _WRITE_PDU)
 
     async def _transact(
-        self, unit: int, function: int, call: Callable[[], Awaitable[Any]], timeout: float
+        self,
+        unit: int,
+        function: int,
+        call: Callable[[], Awaitable[Any]],
+        timeout: float,
+        answer_pdu: int,
     ) -> Any:
-        """Run one request within `timeout`, keeping the inter-frame gap; translate failures."""
+        """Run one request within `timeout`, keeping the inter-frame gap; translate failures.
+
+        `answer_pdu` is the length of a sound answer's PDU (function code and data): with the
+        ids and function code it is all `_check_answer` holds the answer to.
+        """
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         await self._keep_inter_frame_gap()
         if not self.connected:
             raise BusUnavailable(f"bus {self.bus.name}: not connected to {self._where}")
         self._in_flight = True
+        self._stray_bytes = 0
         sent_at = time.monotonic()
         try:
             response = await self._bounded(call, timeout, unit)
@@ -470,18 +637,43 @@ class PymodbusClient:
             self._in_flight = False
             if self._last_rx < sent_at:  # nothing came back: the device may still answer
                 self._ready_at = time.monotonic() + self._gap
-        if isinstance(response, ExceptionResponse) or response.isError():
-            raise DeviceRejected(
-                int(getattr(response, "exception_code", 0)),
-                f"unit {unit} answered function {function} with Modbus exception "
-                f"{getattr(response, 'exception_code', '?')}",
-            )
-        if response.function_code != function:
-            # An RTU answer meant for an earlier request (it arrived after its timeout).
-            raise DeviceTimeout(
-                f"unit {unit}: expected a function {function} answer, got {response.function_code}"
-            )
+        self._check_answer(response, unit, function, answer_pdu)
         return response
+
+    def _check_answer(self, response: Any, unit: int, function: int, answer_pdu: int) -> None:
+        """Raise unless `response` is exactly the answer to the request just sent.
+
+        Ids, function code and the ADU's length must all match (the byte count of a read
+        is checked by `read`); an exception answer must be for this function and exactly
+        an exception's length. Anything else is `DeviceProtocolError`: nothing is used.
+        """
+        problem: str | None = None
+        pdu_len = self._answer_len - self._framing
+        if response.dev_id != unit:
+            problem = f"unit id {response.dev_id}"
+        elif self._framing == _TCP_FRAMING and response.transaction_id != self._sent_tid:
+            problem = f"transaction id {response.transaction_id}, not {self._sent_tid}"
+        elif self._answer_trailing:
+            problem = f"{self._answer_trailing} bytes after the frame"
+        elif isinstance(response, ExceptionResponse) or response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            if response.function_code & 0x7F != function:
+                problem = f"an exception {code} to function {response.function_code & 0x7F}"
+            elif pdu_len != _EXCEPTION_PDU:
+                problem = f"an exception answer {pdu_len} bytes long, not {_EXCEPTION_PDU}"
+            else:
+                raise DeviceRejected(
+                    code, f"unit {unit} answered function {function} with Modbus exception {code}"
+                )
+        elif response.function_code != function:
+            # On RTU, typically an answer meant for an earlier request (after its timeout).
+            problem = f"function {response.function_code}"
+        elif pdu_len != answer_pdu:
+            problem = f"a {pdu_len}-byte PDU, not {answer_pdu}"
+        if problem is not None:
+            raise DeviceProtocolError(
+                f"unit {unit}: unsound answer to function {function}: {problem}"
+            )
 
     async def _bounded(self, call: Callable[[], Awaitable[Any]], timeout: float, unit: int) -> Any:
         """Await the pymodbus request within `timeout`; connection loss ends the wait at once.
@@ -511,11 +703,17 @@ class PymodbusClient:
                 raise BusUnavailable(
                     f"bus {self.bus.name}: connection to {self._where} lost"
                 ) from None
-            raise DeviceTimeout(f"unit {unit}: no answer within {timeout:g} s") from None
+            dropped = self._stray_bytes
+            raise DeviceTimeout(
+                f"unit {unit}: no answer within {timeout:g} s"
+                + (f" ({dropped} bytes that were no answer to it dropped)" if dropped else "")
+            ) from None
         except ConnectionException as exc:
             raise BusUnavailable(f"bus {self.bus.name}: {exc}") from None
-        except ModbusException as exc:
-            raise DeviceTimeout(f"unit {unit}: {exc}") from None
+        except _UnsoundAnswer as exc:
+            raise DeviceProtocolError(f"unit {unit}: {exc.reason}") from None
+        except ModbusException as exc:  # pymodbus' own id checks (e.g. a unit id mismatch)
+            raise DeviceProtocolError(f"unit {unit}: {exc}") from None
 
     async def _keep_inter_frame_gap(self) -> None:
         # Timing, not synchronisation: the line must stay silent this long between frames.

@@ -11,6 +11,16 @@ class DeviceTimeout(ModbusError):
     """The device did not answer (or answered garbage) within its timeout and retries."""
 
 
+class DeviceProtocolError(DeviceTimeout):
+    """The device answered, but not soundly: a wrong transaction id, unit id or function
+    code, a byte count or length that does not fit the request, an undecodable frame.
+
+    Nothing of such an answer is used. It is handled like a timeout (the request's points
+    are BAD; it is a `DeviceTimeout`, so every caller that retries or fails on a timeout does
+    the same here), but it is no evidence that the read was too long.
+    """
+
+
 class DeviceRejected(ModbusError):
     """The device answered with a Modbus exception response (e.g. 2 = illegal data address)."""
 

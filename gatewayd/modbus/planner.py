@@ -27,9 +27,18 @@ Adapting to the device (`DeviceReadPlanner`)
     pieces to try next — the first half of its points, the gap between the halves (a probe
     with no points), the second half — down to single points and single gap registers.
     A failing single point or single gap register becomes a hole, so later plans never
-    read it again; pieces that succeed need nothing. Exception 03/04, or a timeout of a
-    long read while the device answers other reads, halves the device maximum (down to
-    the widest point) and re-plans the failed request.
+    read it again; pieces that succeed need nothing. Exception 03/04 halves the device
+    maximum (down to the widest point) and re-plans the failed request. A timeout or an
+    unsound answer is no evidence of a limit (one lost or garbled answer would cost extra
+    requests for the life of the process): only the device's own refusals lower it.
+
+    A lowered maximum is tried again after `LIMIT_RETRY_CYCLES` healthy cycles (the poller
+    reports each with `end_cycle`): `probes()` then reads the longest read of the plan at
+    the configured maximum once (data discarded). Answered, the configured maximum is
+    back, so a transient refusal (a device busy with exception 04) costs a few cycles, not
+    the life of the process. Refused, nothing changes and the next try waits twice as
+    long, up to `LIMIT_RETRY_MAX_CYCLES`: a device with a real limit sees one refused read
+    in 1024 cycles at most, and no point is ever read less for it.
 
     Plans for other due subsets, or re-packed around new holes, may read through gaps no
     request has read yet. To keep every cycle after the first free of exception 02, the
@@ -50,12 +59,13 @@ Example (the poller drives the I/O)::
         except DeviceRejected as exc:
             pending[:0] = planner.on_rejected(request, exc.code)
         except DeviceTimeout:
-            pending[:0] = planner.on_timeout(request, device_answered=answered_this_cycle)
+            ...fail the device's points for this cycle (no limit is learnt)...
         else:
             planner.on_success(request)
             ...decode request.points from words...
         if not pending:
             pending = planner.probes()  # [] once everything readable is verified
+    planner.end_cycle(healthy=True)  # the cycle ran to its end with answers
 """
 
 from __future__ import annotations
@@ -70,6 +80,8 @@ from typing import NamedTuple
 from gatewayd.config.models import PointConfig, Table
 
 __all__ = [
+    "LIMIT_RETRY_CYCLES",
+    "LIMIT_RETRY_MAX_CYCLES",
     "MAX_BITS",
     "MAX_REGISTERS",
     "DeviceReadPlanner",
@@ -87,6 +99,11 @@ __all__ = [
 #: Protocol caps per read request (FC3/FC4 and FC1/FC2).
 MAX_REGISTERS = 125
 MAX_BITS = 2000
+
+#: Healthy cycles after which a lowered read limit is tried again at the configured one.
+LIMIT_RETRY_CYCLES = 8
+#: The wait doubles each time the device refuses again, up to this many cycles.
+LIMIT_RETRY_MAX_CYCLES = 1024
 
 #: Exception codes a device uses to refuse a request it finds too long.
 _TOO_LONG_CODES = frozenset({3, 4})
@@ -411,8 +428,9 @@ class DeviceReadPlanner:
     """Per-device planning state: the plan cache, discovered holes and learned limits.
 
     Pure: the poller feeds it the outcome of each request and gets back the requests to
-    try next; it never performs I/O or reads a clock. Holes and lowered limits last for the
-    life of the object (a config reload builds a new one).
+    try next; it never performs I/O or reads a clock. Holes last for the life of the object
+    (a config reload builds a new one); lowered limits are tried again now and then (see
+    the module docstring).
     """
 
     def __init__(
@@ -440,6 +458,14 @@ class DeviceReadPlanner:
         # when either grows.
         self._no_run_for: tuple[int, int] | None = None
         self._checked: set[tuple[Table, int, int]] = set()  # reads `_unproven_read` sent
+        # Re-trying lowered limits (`end_cycle`): the configured ones, healthy cycles since
+        # the last lowering, the wait for the next try, whether a try is due, and the
+        # probes of the try in flight.
+        self._configured = (self.max_registers, self.max_bits)
+        self._healthy_cycles = 0
+        self._retry_after = LIMIT_RETRY_CYCLES
+        self._retry_due = False
+        self._retry_probes: set[ReadRequest] = set()
         self.gap_fill = gap_fill
         self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
         self._last_plan: _LastPlan | None = None
@@ -487,6 +513,8 @@ class DeviceReadPlanner:
             self._longest_ok = request.count
             if self._shortest_refused is not None and request.count > self.max_registers:
                 self.max_registers = request.count  # a limit probe found a longer read works
+        if self._retry_probes and request in self._retry_probes:
+            self._retried(request, answered=True)
         key = (request.table, request.start, request.count)
         if key not in self._verified_requests:  # steady state: one set look-up
             self._verified_requests.add(key)
@@ -508,6 +536,11 @@ class DeviceReadPlanner:
         limit_probe = self._limit_probe()
         if limit_probe is not None:
             return [limit_probe]
+        if self._retry_due:
+            self._retry_due = False
+            retry = self._retry_reads()
+            if retry:
+                return retry
         key = (self.holes, self.max_registers, self.max_bits)
         if self._quiet_for == key:
             return []
@@ -565,12 +598,55 @@ class DeviceReadPlanner:
                 return [self._limit_probe_sent]
         return []
 
+    @property
+    def configured_limits(self) -> tuple[int, int]:
+        """(max_registers, max_bits) as configured, before anything was learnt."""
+        return self._configured
+
     def is_limit_probe(self, request: ReadRequest) -> bool:
-        """Is `request` the read `probes()` issued to find or check the register limit?
+        """Is `request` a read `probes()` issued to find, check or re-try a read limit?
 
         Its refusal is expected (it narrows the search), not a failure to report.
         """
-        return request == self._limit_probe_sent
+        return request == self._limit_probe_sent or request in self._retry_probes
+
+    def _retry_reads(self) -> list[ReadRequest]:
+        """Per lowered limit, the longest read of the plan at the configured one (a probe)."""
+        configured_registers, configured_bits = self._configured
+        plan = self._cache.plan(
+            range(len(self.points)),
+            holes=self.holes,
+            max_registers=configured_registers,
+            max_bits=configured_bits,
+        )
+        probes: list[ReadRequest] = []
+        for is_bit, limit in ((False, self.max_registers), (True, self.max_bits)):
+            longest = max(
+                (r for r in plan if r.table.is_bit is is_bit and r.count > limit),
+                key=lambda r: r.count,
+                default=None,
+            )
+            if longest is not None:
+                probes.append(ReadRequest(longest.table, longest.start, longest.count, ()))
+        self._retry_probes = set(probes)
+        return probes
+
+    def _retried(self, probe: ReadRequest, *, answered: bool) -> None:
+        """The outcome of a re-try probe: the configured limit is back, or wait longer."""
+        self._retry_probes.discard(probe)
+        if not answered:
+            self._retry_after = min(2 * self._retry_after, LIMIT_RETRY_MAX_CYCLES)
+            # A limit search stalled on a probe that got no verdict (a timeout) may step
+            # again: `_limit_probe` does not repeat the probe it sent last.
+            self._limit_probe_sent = None
+            return
+        self._retry_after = LIMIT_RETRY_CYCLES
+        if probe.table.is_bit:
+            self.max_bits = self._configured[1]
+        else:
+            self.max_registers = self._configured[0]
+            self._shortest_refused = None
+            self._limit_probe_sent = None
 
     def _limit_probe(self) -> ReadRequest | None:
         """A read of the length halfway between the longest answered and shortest refused.
@@ -627,17 +703,25 @@ class DeviceReadPlanner:
             return self._shorten(request)
         return []
 
-    def on_timeout(self, request: ReadRequest, *, device_answered: bool) -> list[ReadRequest]:
-        """A timeout of `request`: re-plan shorter if the device answers other (shorter) reads.
+    def end_cycle(self, *, healthy: bool) -> None:
+        """A poll cycle of the device ended; `healthy`: it ran to its end with answers.
 
-        A silent device times out on everything; only a device that answered something else
-        in this cycle (`device_answered`) is taken to choke on long reads.
+        After `_retry_after` healthy cycles without a refusal, the next `probes()` re-tries
+        the lowered limits (see the module docstring).
         """
-        if not device_answered:
-            return []
-        return self._shorten(request)
+        self._retry_probes.clear()  # one that got no verdict (a timeout) is just dropped
+        if not healthy or (self.max_registers, self.max_bits) == self._configured:
+            return
+        self._healthy_cycles += 1
+        if self._healthy_cycles >= self._retry_after:
+            self._healthy_cycles = 0
+            self._retry_due = True
 
     def _shorten(self, request: ReadRequest) -> list[ReadRequest]:
+        if self._retry_probes and request in self._retry_probes:
+            self._retried(request, answered=False)  # the limit holds: nothing to change
+            return []
+        self._healthy_cycles = 0
         # A request planned before the last lowering is already over the new maximum: just
         # re-plan it, or one refusal would be counted twice.
         if request.table.is_bit:

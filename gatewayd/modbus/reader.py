@@ -37,6 +37,7 @@ from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
 from gatewayd.modbus.errors import (
     ILLEGAL_DATA_ADDRESS,
     BusUnavailable,
+    DeviceProtocolError,
     DeviceRejected,
     DeviceTimeout,
     ModbusError,
@@ -203,11 +204,13 @@ class DeviceReader:
         `probe=False` reads only what `due` needs: no discovery reads (gap and limit probes)
         after the plan, as a command's read must cost no more than its own requests.
 
-        A timeout (after retries) ends the poll: the remaining points fail without being
-        tried, so a dead device costs one timeout per poll. An exception 02 on a merged
-        range is split and the unreadable registers are remembered; other exception
-        responses fail only the points of that request. `before_request` runs before each
-        request (the poller runs priority operations there).
+        A timeout (after retries) or an unsound answer (`DeviceProtocolError`) ends the
+        poll: the remaining points fail without being tried, so a dead device costs one
+        timeout per poll. Neither lowers the device's read limit: only its refusals do.
+        An exception 02 on a merged range is split and the unreadable registers are
+        remembered; other exception responses fail only the points of that request.
+        `before_request` runs before each request (the poller runs priority operations
+        there).
         """
         outcome = ReadOutcome()
         stamps = _Stamps(clock, per_request=self.stamp_per_request)
@@ -241,7 +244,6 @@ class DeviceReader:
     ) -> None:
         """The requests of one poll (plan, then probes) into `outcome`; see `read`."""
         pending = self.planner.plan(due)
-        shortened_after_timeout = False
         probe_rounds = 0 if probe else MAX_PROBE_ROUNDS
         while True:
             if not pending and probe_rounds < MAX_PROBE_ROUNDS:
@@ -260,22 +262,15 @@ class DeviceReader:
                 words = await self._read_with_retries(
                     client, request, outcome, self.retries if retries is None else retries
                 )
-            except DeviceTimeout as exc:
+            except DeviceTimeout as exc:  # DeviceProtocolError too: an unsound answer
+                # No evidence of a read limit either way (a lost or garbled answer says
+                # nothing about length): a limit probe's data is discarded anyway, and any
+                # other request ends the poll like a dead device's.
                 if self.planner.is_limit_probe(request):
-                    # Silence instead of exception 03 to a too-long read: the search narrows.
-                    self.planner.on_timeout(request, device_answered=True)
                     continue
-                # A device that answered earlier in this poll may choke on long reads: let
-                # the planner shorten once; a second timeout means it stopped answering.
-                if outcome.answered and not shortened_after_timeout:
-                    shortened_after_timeout = True
-                    retry = self.planner.on_timeout(request, device_answered=True)
-                    if retry:
-                        self._log_lowered_limit(request)
-                        pending[:0] = retry
-                        continue
                 outcome.timed_out = True
-                self._fail_all([request, *pending], outcome, stamps.now(), f"timeout: {exc}")
+                what = "bad answer" if isinstance(exc, DeviceProtocolError) else "timeout"
+                self._fail_all([request, *pending], outcome, stamps.now(), f"{what}: {exc}")
                 return
             except BusUnavailable as exc:
                 outcome.bus_lost = True
@@ -287,9 +282,13 @@ class DeviceReader:
                 pending[:0] = self._handle_rejection(request, exc, outcome, stamps, due)
                 continue
             outcome.answered = True
-            self.planner.on_success(request)
             if request.points:
+                self.planner.on_success(request)
                 self._decode_into(request, words, stamps.now(), outcome)
+            else:  # a probe (rare): it may restore a lowered limit
+                self._probe_answered(request)
+        if probe:  # a poll cycle (not a command's read): lowered limits count healthy cycles
+            self.planner.end_cycle(healthy=outcome.answered)
 
     def _handle_rejection(
         self,
@@ -344,6 +343,20 @@ class DeviceReader:
             )
         return new
 
+    def _probe_answered(self, request: ReadRequest) -> None:
+        """Report an answered probe; log the one line closing a lowered-limit episode."""
+        planner = self.planner
+        before = (planner.max_registers, planner.max_bits)
+        planner.on_success(request)
+        after = (planner.max_registers, planner.max_bits)
+        if after != before and after == planner.configured_limits:
+            self._log.info(
+                "device takes long reads again; maximum restored",
+                request=_describe(request),
+                max_registers=after[0],
+                max_bits=after[1],
+            )
+
     def _log_lowered_limit(self, request: ReadRequest) -> None:
         self._log.warning(
             "device refused a long read; lowering its maximum",
@@ -367,7 +380,8 @@ class DeviceReader:
                 )
             except DeviceTimeout as exc:
                 outcome.failed_requests += 1
-                outcome.last_error = f"no answer to {_describe(request)}: {exc}"
+                what = "bad answer" if isinstance(exc, DeviceProtocolError) else "no answer"
+                outcome.last_error = f"{what} to {_describe(request)}: {exc}"
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable: the loop returns or raises")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gatewayd.config.models import DataType, PointConfig, Table
 from gatewayd.modbus.planner import (
+    LIMIT_RETRY_CYCLES,
     DeviceReadPlanner,
     PlanCache,
     PlanError,
@@ -267,14 +268,130 @@ def test_limit_never_drops_below_the_widest_point() -> None:
     assert planner.max_registers == 4
 
 
-def test_timeouts_lower_only_when_the_device_answers_others() -> None:
-    """A silent device keeps its maximum; one choking on long reads gets a lower one."""
+def test_the_planner_has_no_timeout_hook() -> None:
+    """A timeout is no evidence of a read limit: the planner offers no way to learn from one
+    (it used to halve the maximum on a timeout after any answer, for good)."""
+    assert not hasattr(DeviceReadPlanner, "on_timeout")
+
+
+def cycles_until_optimal(planner: DeviceReadPlanner, device: FakeDevice, optimum: int,
+                         limit: int = 100) -> int:
+    """Healthy cycles run until one needs only `optimum` requests, all answered."""
+    for cycle in range(1, limit + 1):
+        device.log.clear()
+        run_cycle(planner, device)
+        planner.end_cycle(healthy=True)
+        if len(device.log) == optimum and all(code == 0 for _, code in device.log):
+            return cycle
+    raise AssertionError(f"still not optimal after {limit} cycles: {device.log}")
+
+
+@pytest.mark.parametrize("code", [3, 4])
+def test_a_transient_refusal_lowers_the_limit_for_a_few_cycles_only(code: int) -> None:
+    """One refusal (04 device busy, or even 03) of a read that the device takes again
+    later: after LIMIT_RETRY_CYCLES healthy cycles one probe re-tries the plan's longest
+    read at the configured maximum, and from the next cycle on the plan is one request."""
+    pts = [point(i) for i in range(100)]
+    device = FakeDevice(bad=set())
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    (request,) = planner.plan()
+    assert [r.count for r in planner.on_rejected(request, code)] == [50, 50]
+    assert planner.max_registers == 50
+    assert cycles_until_optimal(planner, device, optimum=1) == LIMIT_RETRY_CYCLES + 2
+    assert planner.max_registers == 125
+    assert [r for r, _ in device.log] == [ReadRequest(H, 0, 100, tuple(range(100)))]
+    assert cycles_until_optimal(planner, device, optimum=1) == 1  # and it stays there
+
+
+def test_a_true_limit_comes_back_at_once_and_is_tried_ever_more_rarely() -> None:
+    """A device that really refuses reads over 30: each re-try costs one refused probe
+    (no point is read less for it), the maximum stays 30 with no new search, and the waits
+    double: 8, 16, 32 ... healthy cycles."""
+    pts = [point(2 * i, 2) for i in range(100)]
+    device = FakeDevice(bad=set(), max_len=30)
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    assert run_cycle(planner, device) == set(range(100))
+    planner.end_cycle(healthy=True)
+    assert planner.max_registers == 30
+    refusals_at: list[int] = []
+    for cycle in range(2, 1 + 8 + 16 + 32 + 1):
+        device.log.clear()
+        assert run_cycle(planner, device) == set(range(100))
+        assert planner.max_registers == 30
+        planner.end_cycle(healthy=True)
+        refused = [r.count for r, code in device.log if code]
+        if refused:
+            refusals_at.append(cycle)
+            assert refused == [124]  # 62 float32: the longest read at the configured 125
+            assert len(device.log) == 7 + 1
+        else:
+            assert len(device.log) == 7  # ceil(100 / 15): the optimum at 30
+    # Cycle 1 (the one that learnt 30) counts as the first healthy cycle of the wait.
+    assert refusals_at == [8 + 1, 8 + 1 + 16, 8 + 1 + 16 + 32]
+
+
+def test_unhealthy_cycles_do_not_count_towards_a_retry() -> None:
+    """Cycles that ended in a timeout or without answers do not bring the re-try closer."""
     pts = [point(i) for i in range(100)]
     planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
     (request,) = planner.plan()
-    assert planner.on_timeout(request, device_answered=False) == []
-    assert planner.max_registers == 125
-    assert [r.count for r in planner.on_timeout(request, device_answered=True)] == [50, 50]
+    planner.on_rejected(request, 4)
+    for _ in range(5 * LIMIT_RETRY_CYCLES):
+        planner.end_cycle(healthy=False)
+    assert planner.max_registers == 50
+    assert planner.probes() == []
+    for _ in range(LIMIT_RETRY_CYCLES):
+        planner.end_cycle(healthy=True)
+    assert planner.probes() == [ReadRequest(H, 0, 100, ())]
+
+
+def test_a_search_stalled_by_a_timeout_resumes_at_the_next_retry() -> None:
+    """A limit probe that times out gives no verdict and the search stops there (the
+    maximum stays at what was answered); the re-try, refused, lets the search step again."""
+    pts = [point(i) for i in range(100)]
+    device = FakeDevice(bad=set(), max_len=70)
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    (request,) = planner.plan()
+    assert device.answer(request) == 3
+    for piece in planner.on_rejected(request, 3):  # 50 + 50, both answered
+        planner.on_success(piece)
+    (search,) = planner.probes()
+    assert search == ReadRequest(H, 0, 75, ())
+    assert planner.probes() == []  # it timed out: no verdict, no repeat
+    assert planner.max_registers == 50
+    for _ in range(LIMIT_RETRY_CYCLES):
+        planner.end_cycle(healthy=True)
+    (retry,) = planner.probes()
+    assert retry == ReadRequest(H, 0, 100, ())
+    assert planner.on_rejected(retry, 3) == []
+    assert planner.probes() == [search]  # the search steps again
+    assert planner.on_rejected(search, device.answer(search)) == []  # 75 > 70: refused
+    assert cycles_until_optimal(planner, device, optimum=2) == 2  # its steps, then 70 + 30
+    assert planner.max_registers == 70
+
+
+def test_a_lowered_bit_limit_is_tried_again_too() -> None:
+    """A refused 1000-coil read halves max_bits; the re-try probe reads all 1000 coils:
+    refused, max_bits stays 500; answered, it is 2000 again."""
+    pts = [point(i, table=C) for i in range(1000)]
+    planner = DeviceReadPlanner(pts, max_registers=125, gap_fill=0)
+    (request,) = planner.plan()
+    planner.on_rejected(request, 4)
+    assert planner.max_bits == 500
+    for _ in range(LIMIT_RETRY_CYCLES):
+        planner.end_cycle(healthy=True)
+    (retry,) = planner.probes()
+    assert retry == ReadRequest(C, 0, 1000, ())
+    assert planner.is_limit_probe(retry)
+    assert planner.on_rejected(retry, 3) == []
+    assert planner.max_bits == 500
+    for _ in range(2 * LIMIT_RETRY_CYCLES):  # refused once: the next try waits twice as long
+        assert planner.probes() == []
+        planner.end_cycle(healthy=True)
+    assert planner.probes() == [retry]
+    planner.on_success(retry)
+    assert planner.max_bits == 2000
+    assert [r.count for r in planner.plan()] == [1000]
 
 
 def test_coil_reads_lower_max_bits() -> None:
