@@ -34,12 +34,13 @@ from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
+from gatewayd.mapping.muting import Muting
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
-from gatewayd.spool.frames import quality_points
 from gatewayd.spool.worker import Spool
 from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
+from gatewayd.uplink.frames import EnosQuality
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import CommandHandler, Uplink
 
@@ -122,6 +123,9 @@ class Daemon:
         self.results: asyncio.Queue[CycleResult] = asyncio.Queue(RESULT_QUEUE_SIZE)
         self.pollers: dict[str, BusPoller] = {}
         self.supervisors: dict[str, BusSupervisor] = {}
+        #: Devices the cloud disabled or deleted: the mapping stage withholds their output.
+        #: The daemon's, not a poller's, so a reload (new pollers) keeps it.
+        self.muting = Muting()
         self._poller_tasks: dict[str, asyncio.Task[None]] = {}
         self._commands = commands
         self._observer = observer
@@ -151,7 +155,8 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, handler)
         register_secrets(self.config)
-        self.spool = await Spool.open(self.config.spool, quality_points=quality_points(self.config))
+        shapes = EnosQuality.from_config(self.config)
+        self.spool = await Spool.open(self.config.spool, shapes=shapes)
         try:
             await self._run_pipeline(self.spool)
         finally:
@@ -235,7 +240,13 @@ class Daemon:
             self.heartbeat.register(name, HEARTBEAT_SILENCE_S)
             beat = functools.partial(self.heartbeat.beat, name)
             poller = BusPoller(
-                bus, devices, config.models, self.results, clock=self.clock, heartbeat=beat
+                bus,
+                devices,
+                config.models,
+                self.results,
+                clock=self.clock,
+                heartbeat=beat,
+                muting=self.muting,
             )
             # A bus task that crashes is restarted by the daemon, with the bus backoff.
             supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)
@@ -257,13 +268,6 @@ class Daemon:
         self.pollers.clear()
         self.supervisors.clear()
 
-    def _publishing(self, device: str) -> bool:
-        uplink = self.uplink
-        if uplink is None:
-            return True
-        sub = uplink.registry.get(device)
-        return sub is not None and sub.wanted
-
     async def _spool_writer(self, spool: Spool) -> None:
         while True:
             try:
@@ -277,14 +281,8 @@ class Daemon:
             self.heartbeat.beat("spool-writer")
 
     async def _commit(self, spool: Spool, result: CycleResult) -> None:
-        # The cloud disabled or deleted these sub-devices: what they measure is not sent.
-        # Decided once per device of the cycle, not per sample: a cycle carries thousands.
+        # Muted devices' output never reaches here: the mapping stage withheld it.
         samples, blocks, events = result.point_samples, result.blocks, result.events
-        muted = {device for device in result.devices if not self._publishing(device)}
-        if muted:
-            samples = [s for s in samples if s.device not in muted]
-            blocks = [b for b in blocks if b.device not in muted]
-            events = [e for e in events if e.device not in muted]
         if samples or blocks or events:
             await spool.append(samples, events, int(self.clock.time() * 1000), blocks)
             if self._observer is not None:
@@ -301,12 +299,15 @@ class Daemon:
         if config is None or (poller := self.pollers.get(config.bus)) is None:
             return
         if kind is CommandKind.COMBINE_ENABLE:
+            self.muting.enable(device)
             poller.set_polling(device, True)
-            poller.set_publishing(device, True)
         else:
+            if kind is CommandKind.COMBINE_DISABLE:
+                self.muting.disable(device)
+            else:
+                self.muting.delete(device)
             keep = kind is CommandKind.COMBINE_DISABLE and config.poll_when_disabled
             poller.set_polling(device, keep)
-            poller.set_publishing(device, False)
 
     # ------------------------------------------------------------------ reload
 
@@ -335,12 +336,16 @@ class Daemon:
                 current = registry.get(sub.name)
                 if current is None or current.keys != sub.keys or current.secret != sub.secret:
                     registry.add(SubDevice(sub.name, *sub.keys, sub.secret))
+                    # A new sub-device to the cloud: what the cloud said of the old one
+                    # no longer holds.
+                    self.muting.forget([sub.name])
             for name in [d.name for d in registry]:
                 if not any(d.name == name and d.enabled for d in new.devices):
                     registry.remove(name)
+                    self.muting.forget([name])
             self.uplink.reconfigure(new)
         # Frames are shaped when written: later cycles follow the new quality settings.
-        await spool.set_quality_points(quality_points(new))
+        await spool.set_shapes(EnosQuality.from_config(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
         self.notifier.ready()

@@ -31,11 +31,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from gatewayd.config.models import BitRule, ChangeRule, EventRule, InSetRule, ThresholdRule
 from gatewayd.samples import Event, Value
 
-__all__ = ["EventEngine"]
+__all__ = ["EventEngine", "RuleSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One event rule as the engine takes it: plain and frozen, compiled from the
+    validated config at load time (`gatewayd.mapping.stage.compile_rules`)."""
+
+    event: str
+    rule: str  # "bit_set", "bit_cleared", "threshold", "in_set" or "change"
+    point: str
+    params: tuple[tuple[str, Value], ...] = ()
+    above: float | None = None  # threshold: exactly one of above / below
+    below: float | None = None
+    hysteresis: float = 0.0
+    values: tuple[Value, ...] = ()  # in_set
 
 
 def _usable(value: Value) -> bool:
@@ -57,7 +72,7 @@ def _number(value: Value) -> float | None:
 class _BitState:
     """Edge detector for bit_set / bit_cleared."""
 
-    def __init__(self, rule: BitRule) -> None:
+    def __init__(self, rule: RuleSpec) -> None:
         self.rising = rule.rule == "bit_set"
         self.previous: bool | None = None
 
@@ -74,7 +89,7 @@ class _BitState:
 class _ThresholdState:
     """Threshold crossing with hysteresis: fire, then wait to re-arm past the band."""
 
-    def __init__(self, rule: ThresholdRule) -> None:
+    def __init__(self, rule: RuleSpec) -> None:
         self.above = rule.above
         self.below = rule.below
         self.hysteresis = rule.hysteresis
@@ -87,7 +102,7 @@ class _ThresholdState:
         if self.above is not None:
             past, back = number > self.above, number <= self.above - self.hysteresis
         else:
-            assert self.below is not None  # the config model requires exactly one bound
+            assert self.below is not None  # the config requires exactly one bound
             past, back = number < self.below, number >= self.below + self.hysteresis
         if self.armed and past:
             self.armed = False
@@ -100,7 +115,7 @@ class _ThresholdState:
 class _InSetState:
     """Fires when the value enters the set."""
 
-    def __init__(self, rule: InSetRule) -> None:
+    def __init__(self, rule: RuleSpec) -> None:
         self.values = list(rule.values)
         self.inside: bool | None = None
 
@@ -113,7 +128,7 @@ class _InSetState:
 class _ChangeState:
     """Fires when the value differs from the previous good reading."""
 
-    def __init__(self, rule: ChangeRule) -> None:
+    def __init__(self, rule: RuleSpec) -> None:
         self.previous: Value | None = None
 
     def step(self, value: Value) -> bool:
@@ -124,20 +139,22 @@ class _ChangeState:
 _State = _BitState | _ThresholdState | _InSetState | _ChangeState
 
 
-def _state_for(rule: EventRule) -> _State:
-    if isinstance(rule, BitRule):
+def _state_for(rule: RuleSpec) -> _State:
+    if rule.rule in ("bit_set", "bit_cleared"):
         return _BitState(rule)
-    if isinstance(rule, ThresholdRule):
+    if rule.rule == "threshold":
         return _ThresholdState(rule)
-    if isinstance(rule, InSetRule):
+    if rule.rule == "in_set":
         return _InSetState(rule)
-    return _ChangeState(rule)
+    if rule.rule == "change":
+        return _ChangeState(rule)
+    raise ValueError(f"unknown event rule kind {rule.rule!r}")
 
 
 class EventEngine:
     """The event rules of one device with their state; fires each event once per transition."""
 
-    def __init__(self, rules: Iterable[EventRule], *, device: str = "") -> None:
+    def __init__(self, rules: Iterable[RuleSpec], *, device: str = "") -> None:
         self.device = device
         self._rules = [(rule, _state_for(rule)) for rule in rules]
         #: The measurepoints some rule watches: the only values `update` looks at.

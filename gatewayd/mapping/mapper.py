@@ -28,11 +28,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
+from typing import Protocol
 
-from gatewayd.config.models import PointConfig
 from gatewayd.samples import Quality, Sample, SampleBlock, Value
 
-__all__ = ["DeviceMapper", "is_finite", "is_stale", "map_values"]
+__all__ = ["DeviceMapper", "MappedPoint", "is_finite", "is_stale", "map_values"]
+
+
+class MappedPoint(Protocol):
+    """What the mapper reads of a point (the config's `PointConfig` fits as it is)."""
+
+    @property
+    def measurepoint(self) -> str: ...
+    @property
+    def quality(self) -> bool: ...  # BAD/STALE samples only for points with the indicator
+    @property
+    def poll_interval(self) -> float | None: ...  # seconds; None: the device's
 
 
 def is_finite(value: Value) -> bool:
@@ -47,7 +58,7 @@ def is_stale(last_good_ms: int, now_ms: int, interval_s: float) -> bool:
 
 def map_values(
     device: str,
-    points: Sequence[PointConfig],
+    points: Sequence[MappedPoint],
     values_by_index: Mapping[int, Value],
     ts_ms: int,
     *,
@@ -98,7 +109,7 @@ class DeviceMapper:
     """One device's mapping state: the last good (value, ts_ms) of each point."""
 
     def __init__(
-        self, device: str, points: Sequence[PointConfig], *, default_interval: float
+        self, device: str, points: Sequence[MappedPoint], *, default_interval: float
     ) -> None:
         self.device = device
         self.points = tuple(points)

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import eq, not_
 
-from gatewayd.config.models import DataType, Order, PointConfig
+from gatewayd.config.enums import DataType, Order
 from gatewayd.modbus import codec
+from gatewayd.modbus.specs import PointSpec
 from gatewayd.samples import Value
 
 __all__ = ["BlockDecoder", "BlockValues", "shortest_float32s"]
@@ -201,7 +202,7 @@ class BlockDecoder:
 
     def __init__(
         self,
-        points: Sequence[PointConfig],
+        points: Sequence[PointSpec],
         orders: Sequence[tuple[Order, Order]],
         *,
         start: int,
@@ -219,7 +220,7 @@ class BlockDecoder:
         self._float32: list[int] = []
         self._plain_floats: list[int] = []  # float32/64 with no conversion: NaN/inf checks
         self._bools: list[tuple[int, int | None]] = []
-        self._converts: list[tuple[int, PointConfig]] = []
+        self._converts: list[tuple[int, PointSpec]] = []
         self._slow: list[int] = []
         for position, point in enumerate(self.points):
             code = None if point.table.is_bit else _CODES.get(point.type)

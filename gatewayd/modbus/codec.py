@@ -45,7 +45,8 @@ import math
 import struct
 from collections.abc import Sequence
 
-from gatewayd.config.models import DataType, DeviceConfig, DeviceModel, Order, PointConfig
+from gatewayd.config.enums import DataType, Order
+from gatewayd.modbus.specs import DeviceOrders, ModelOrders, PointSpec
 from gatewayd.samples import Value
 
 __all__ = [
@@ -70,7 +71,7 @@ _FLOAT32 = struct.Struct(">f")
 
 
 def point_orders(
-    point: PointConfig, device: DeviceConfig, model: DeviceModel
+    point: PointSpec, device: DeviceOrders, model: ModelOrders
 ) -> tuple[Order, Order]:
     """The (byte_order, word_order) for a point: point override > device override > model."""
     byte_order = point.byte_order or device.byte_order or model.byte_order
@@ -87,7 +88,7 @@ def register_range(type_: DataType) -> tuple[int, int] | None:
 
 
 def decode(
-    point: PointConfig, words: Sequence[int], *, byte_order: Order, word_order: Order
+    point: PointSpec, words: Sequence[int], *, byte_order: Order, word_order: Order
 ) -> Value:
     """Decode one point from its registers (or ``[0]``/``[1]`` for a coil/discrete input)."""
     _check_words(point, words)
@@ -112,7 +113,7 @@ def decode(
     return convert_raw(point, raw)
 
 
-def convert_raw(point: PointConfig, raw: int | float) -> Value:
+def convert_raw(point: PointSpec, raw: int | float) -> Value:
     """A numeric point's value from its raw number: the enum label, else scaled/offset.
 
     This is what `decode` does after the raw decode (a float32 raw is already the
@@ -132,7 +133,7 @@ def _enum_code(raw: int | float) -> int | None:
     return int(raw) if math.isfinite(raw) and raw.is_integer() else None
 
 
-def _check_words(point: PointConfig, words: Sequence[int]) -> None:
+def _check_words(point: PointSpec, words: Sequence[int]) -> None:
     expected = point.register_count
     if len(words) != expected:
         raise CodecError(
@@ -191,7 +192,7 @@ def _decode_string(words: Sequence[int], byte_order: Order) -> str:
     return data.split(b"\x00", 1)[0].decode("latin-1").rstrip(" ")
 
 
-def _scale(point: PointConfig, raw: int | float) -> int | float:
+def _scale(point: PointSpec, raw: int | float) -> int | float:
     if point.scale == 1 and point.offset == 0:
         return raw
     value = raw * point.scale + point.offset
@@ -205,7 +206,7 @@ def _scale(point: PointConfig, raw: int | float) -> int | float:
 
 
 def encode(
-    point: PointConfig,
+    point: PointSpec,
     value: Value,
     *,
     byte_order: Order,
@@ -259,7 +260,7 @@ def _as_number(name: str, value: Value) -> float | int:
     return int(value) if isinstance(value, bool) else value
 
 
-def _unscale(point: PointConfig, number: float | int) -> float | int:
+def _unscale(point: PointSpec, number: float | int) -> float | int:
     if point.scale == 1 and point.offset == 0:
         return number
     if point.scale == 0:
@@ -275,7 +276,7 @@ def _round_to_int(name: str, raw: float | int) -> int:
     return round(raw)
 
 
-def _enum_raw(point: PointConfig, value: Value) -> int:
+def _enum_raw(point: PointSpec, value: Value) -> int:
     assert point.enum is not None
     if isinstance(value, str):
         for code, label in point.enum.items():
@@ -288,7 +289,7 @@ def _enum_raw(point: PointConfig, value: Value) -> int:
     return value
 
 
-def _int_words(point: PointConfig, raw: int, byte_order: Order, word_order: Order) -> list[int]:
+def _int_words(point: PointSpec, raw: int, byte_order: Order, word_order: Order) -> list[int]:
     raw_range = point.type.raw_range
     assert raw_range is not None, point.type  # the caller passes integer types only
     low, high = raw_range
@@ -305,7 +306,7 @@ def _int_words(point: PointConfig, raw: int, byte_order: Order, word_order: Orde
 
 
 def _float_words(
-    point: PointConfig, raw: float | int, byte_order: Order, word_order: Order
+    point: PointSpec, raw: float | int, byte_order: Order, word_order: Order
 ) -> list[int]:
     raw = float(raw)
     if not math.isfinite(raw):
@@ -324,7 +325,7 @@ def _bytes_to_words(data: bytes, byte_order: Order, word_order: Order) -> list[i
     return words if word_order is Order.BIG else words[::-1]
 
 
-def _encode_string(point: PointConfig, value: Value, byte_order: Order) -> list[int]:
+def _encode_string(point: PointSpec, value: Value, byte_order: Order) -> list[int]:
     name = point.measurepoint
     if not isinstance(value, str):
         raise CodecError(f"{name}: expected a string, got {value!r}")

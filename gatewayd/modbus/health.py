@@ -50,7 +50,6 @@ class DeviceHealth:
     consecutive_failures: int = 0
     last_success_ms: int | None = None
     retry_at: float | None = None  # monotonic; set while in backoff
-    publishing: bool = True
     _reads: deque[tuple[float, int]] = field(default_factory=deque)
 
     def count_points(self, now: float, points: int) -> None:
@@ -65,9 +64,15 @@ class DeviceHealth:
         return recent / RATE_WINDOW
 
     def snapshot(
-        self, now: float, *, max_registers: int, unreadable: tuple[str, ...]
+        self,
+        now: float,
+        *,
+        max_registers: int,
+        unreadable: tuple[str, ...],
+        publishing: bool = True,
     ) -> DeviceStatus:
-        """An immutable copy for callers outside the bus task (plus what the reader learnt)."""
+        """An immutable copy for callers outside the bus task (plus what the reader learnt
+        and whether the mapping stage passes the device's output on)."""
         return DeviceStatus(
             device=self.device,
             bus=self.bus,
@@ -77,7 +82,7 @@ class DeviceHealth:
             consecutive_failures=self.consecutive_failures,
             last_success_ms=self.last_success_ms,
             points_per_second=self.points_per_second(now),
-            publishing=self.publishing,
+            publishing=publishing,
             retry_in=None if self.retry_at is None else max(0.0, self.retry_at - now),
             max_registers=max_registers,
             unreadable=unreadable,

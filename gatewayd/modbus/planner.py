@@ -77,7 +77,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gatewayd.config.models import PointConfig, Table
+# `PointConfig` here is structural (`specs.PointSpec`): the config's points or plain
+# specs; the name is kept so the planner's signatures did not change.
+from gatewayd.config.enums import Table
+from gatewayd.modbus.specs import PointSpec as PointConfig
 
 __all__ = [
     "LIMIT_RETRY_CYCLES",

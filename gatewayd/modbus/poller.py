@@ -13,7 +13,9 @@ requests in that cycle, goes to BACKOFF (1 s → 5 min, jittered) and is retried
 tick after the backoff; the other devices keep their schedule. It logs one warning when it
 goes down and one info line when it recovers.
 
-Quality of what is emitted per due point (the rules are `gatewayd.mapping.mapper`'s):
+The poller reads and judges the reads; each device's outcome goes to the mapping stage
+(`gatewayd.mapping.stage.DeviceMapping`: samples, quality, event rules, muting), whose
+output is what the cycle carries. Quality of what is emitted per due point:
 - read fine → `GOOD` with the value, stamped with the device's cycle time (when its first
   request went out; the response's wall time with `timestamps: request`, see the reader);
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
@@ -33,7 +35,6 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
@@ -41,17 +42,17 @@ import structlog
 from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
-from gatewayd.mapping.events import EventEngine
-from gatewayd.mapping.mapper import DeviceMapper
+from gatewayd.mapping.muting import Muting
+from gatewayd.mapping.stage import DeviceMapping
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
 from gatewayd.modbus.probebudget import ProbeBudget
-from gatewayd.modbus.reader import DecodedBlock, DeviceReader, ReadOutcome
+from gatewayd.modbus.reader import DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
 from gatewayd.modbus.timing import resolve_gap_fill
-from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
+from gatewayd.samples import Event, Sample, SampleBlock, Value
 
 if TYPE_CHECKING:
     from gatewayd.modbus.client import ModbusClient
@@ -132,17 +133,6 @@ class DeviceHandle:
         await self._reader.write(self._client, measurepoint, value)
 
 
-def _in_point_order(blocks: Sequence[DecodedBlock]) -> bool:
-    """Whether the blocks' points, one block after the other, are in strictly ascending order."""
-    if not all(block.ascending for block in blocks):
-        return False
-    return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
-
-
-def _sample_time(sample: Sample) -> int:
-    return sample.ts_ms
-
-
 def _value(value: Value | None) -> Value:
     if value is None:  # read_indices raises instead of returning failed readings
         raise AssertionError("a good reading without a value")
@@ -156,8 +146,7 @@ class _Device:
     reader: DeviceReader
     schedule: DeviceSchedule
     health: DeviceHealth
-    events: EventEngine
-    mapper: DeviceMapper
+    mapping: DeviceMapping  # the mapping stage's part for this device
     polling: bool
 
 
@@ -185,12 +174,14 @@ class BusPoller:
         rng: random.Random | None = None,
         device_backoff: Backoff = DEVICE_BACKOFF,
         on_cycle: Callable[[], None] | None = None,
+        muting: Muting | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
         `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
+        `muting` is the daemon's table of muted devices (it outlives this poller).
         """
         self.bus = bus
         self._results = results
@@ -205,6 +196,7 @@ class BusPoller:
         self._heartbeat_interval = heartbeat_interval
         self.on_cycle = on_cycle
         self._rng = rng if rng is not None else random.Random()
+        self._muting = muting if muting is not None else Muting()
         self._device_backoff = device_backoff
         self._bus_backoff = bus_backoff(bus.reconnect_max)
         self._log = log.bind(bus=bus.name)
@@ -236,9 +228,13 @@ class BusPoller:
                     wall_offset=wall_offset,
                 ),
                 health=DeviceHealth(config.name, bus.name, config.unit_id),
-                events=EventEngine(model.events, device=config.name),
-                mapper=DeviceMapper(
-                    config.name, model.points, default_interval=config.poll_interval
+                mapping=DeviceMapping(
+                    config.name,
+                    model.points,
+                    model.events,
+                    self._muting,
+                    default_interval=config.poll_interval,
+                    stamp_per_request=reader.stamp_per_request,
                 ),
                 polling=config.enabled,
             )
@@ -265,6 +261,7 @@ class BusPoller:
                 now,
                 max_registers=d.reader.planner.max_registers,
                 unreadable=d.reader.unreadable_measurepoints,
+                publishing=d.mapping.publishing,
             )
             for name, d in self._devices.items()
         }
@@ -287,12 +284,17 @@ class BusPoller:
             entry.health.state = DeviceState.STARTING
 
     def set_publishing(self, device: str, enabled: bool) -> None:
-        """Keep (True) or drop (False) `device`'s samples and events from the CycleResults.
+        """Keep (True) or drop (False) `device`'s samples and events from the CycleResults
+        (a cloud disable/enable; the mapping stage's `Muting` decides).
 
         The device is still polled while polling is on, so its health and event state
         stay current; only the output is withheld.
         """
-        self._device(device).health.publishing = enabled
+        self._device(device)  # unknown devices raise KeyError
+        if enabled:
+            self._muting.enable(device)
+        else:
+            self._muting.disable(device)
 
     async def execute(self, device: str, op: Callable[[DeviceHandle], Awaitable[T]]) -> T:
         """Run `op(handle)` on the bus task, ahead of any queued poll request; return its result.
@@ -482,13 +484,14 @@ class BusPoller:
                     # whatever state the transport was left in.
                     await self._client.close()
                     self._bus_down(outcome.last_error or "connection lost")
-            device_samples, device_blocks, device_events = self._account(
-                entry, points, outcome, now
-            )
-            if health.publishing:
-                samples.extend(device_samples)
-                blocks.extend(device_blocks)
-                events.extend(device_events)
+            if outcome is None:  # not attempted: the mapping stage says what went stale
+                output = entry.mapping.not_read(points, round(self._clock.time() * 1000))
+            else:
+                self._update_health(entry, outcome, now)
+                output = entry.mapping.read(outcome.blocks, outcome.failed)
+            samples.extend(output.samples)
+            blocks.extend(output.blocks)
+            events.extend(output.events)
         await self._results.put(
             CycleResult(
                 bus=self.bus.name,
@@ -508,78 +511,6 @@ class BusPoller:
     def _has_healthy_device(self) -> bool:
         """Does any device of this bus answer? (Only then do probes need a budget.)"""
         return any(d.health.consecutive_failures == 0 for d in self._devices.values())
-
-    def _account(
-        self,
-        entry: _Device,
-        due: tuple[int, ...],
-        outcome: ReadOutcome | None,
-        now: float,
-    ) -> tuple[list[Sample], list[SampleBlock], list[Event]]:
-        """Turn one device's poll outcome into samples, blocks and events; update health."""
-        mapper = entry.mapper
-        if outcome is None:  # not attempted: stale where the last good value is too old
-            return mapper.stale(due, round(self._clock.time() * 1000)), [], []
-        samples: list[Sample] = []
-        good_blocks: list[SampleBlock] = []
-        # Good readings sharing a timestamp (all of the cycle's by default, a response's
-        # with `timestamps: request`) come out in point order; responses already in point
-        # order and finite become one SampleBlock each (no per-point work).
-        by_ts: dict[int, list[DecodedBlock]] = {}
-        for block in outcome.blocks:
-            by_ts.setdefault(block.ts_ms, []).append(block)
-        for ts_ms, blocks in by_ts.items():
-            if _in_point_order(blocks):
-                for b in blocks:
-                    if b.nonfinite:
-                        samples.extend(
-                            mapper.good_block(
-                                b.indices, b.measurepoints, b.values, ts_ms, b.nonfinite
-                            )
-                        )
-                    else:
-                        good_blocks.append(
-                            mapper.block(b.indices, b.measurepoints, b.values, ts_ms)
-                        )
-            else:
-                values: dict[int, Value] = {}
-                for block in blocks:
-                    values.update(zip(block.indices, block.values, strict=True))
-                samples.extend(mapper.good(values, ts_ms))
-        failed_by_ts: dict[int, list[int]] = {}
-        for reading in outcome.failed:
-            failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
-        for ts_ms, indices in failed_by_ts.items():
-            samples.extend(mapper.failed(indices, ts_ms))
-        if samples and entry.reader.stamp_per_request:
-            # Several stamps in one cycle (`timestamps: request`): the spool writes a cycle's
-            # blocks before its point samples, which would put this device's records out of
-            # time order. The rare mixed case goes point by point, in time order.
-            expanded = [sample for block in good_blocks for sample in block.samples()]
-            samples = sorted([*expanded, *samples], key=_sample_time)
-            good_blocks = []
-        self._update_health(entry, outcome, now)
-        watched = entry.events.points
-        if not watched:  # no event rules: nothing to feed
-            return samples, good_blocks, []
-        good = Quality.GOOD
-        good_values: dict[str, Value] = {
-            measurepoint: value
-            for sample_block in good_blocks
-            for measurepoint, value in zip(
-                sample_block.measurepoints, sample_block.values, strict=True
-            )
-            if measurepoint in watched
-        }
-        good_samples = [s for s in samples if s.quality is good]
-        good_values.update(
-            (s.measurepoint, s.value) for s in good_samples if s.measurepoint in watched
-        )
-        if not good_values:
-            return samples, good_blocks, []
-        # Events carry the time of the cycle's latest good reading.
-        event_ts = max([b.ts_ms for b in good_blocks] + [s.ts_ms for s in good_samples])
-        return samples, good_blocks, entry.events.update(good_values, event_ts)
 
     def _device_log(self, entry: _Device) -> structlog.typing.FilteringBoundLogger:
         # Bound only when there is something to say: binding costs more than the rest of

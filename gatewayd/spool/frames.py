@@ -1,14 +1,14 @@
-"""Spool frames: one device's points of one poll instant, pre-encoded for EnOS (pure).
+"""Spool frames: one device's points of one poll instant, as one JSON object (pure).
 
-A frame is what one batch record carries: the exact JSON text of the record's
-``measurepoints`` object, plus how many points it holds. The spool stores frames, not
-points, so draining a backlog is concatenating text: the per-point work (grouping,
-shaping values, JSON encoding) is done once, when the poll cycle is written.
+A frame is the JSON text of an object mapping each point's name to its value, plus how
+many points it holds. The spool stores frames, not points, so draining a backlog is
+concatenating text: the per-point work (grouping, shaping values, JSON encoding) is done
+once, when the poll cycle is written.
 
-Shaping follows EnOS (enos-protocol.md §3.5): a point whose model enables the quality
-indicator goes out as ``{"value": v, "quality": q}``, any other point as its plain value.
-A non-good value of a point without the indicator cannot be sent (EnOS cannot tell it
-from a good one), nor can NaN or infinity (not JSON): the encoder leaves them out and
+How a value with a quality is written is not the spool's business: the uplink hands the
+encoder `ValueShapes` (EnOS' are `gatewayd.uplink.frames.EnosQuality`) naming the points
+whose values are shaped and how; every other point carries its plain value, and only
+while it is good. NaN and infinity are not JSON. The encoder leaves such values out and
 counts them, so the spool can say how many were not sendable.
 """
 
@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, Protocol, cast
 
-from gatewayd.config.models import Config
 from gatewayd.samples import Quality, Sample, SampleBlock, Value
 
 #: Largest body one frame holds; a bigger poll cycle of one device is split into several
-#: frames, so every frame fits a backlog message (128 KiB) with room to spare.
+#: frames, so every frame fits an uplink message (EnOS' backlog ones: 128 KiB) with room.
 FRAME_MAX_BYTES = 32 * 1024
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class Frame(NamedTuple):
-    """One device's points at one instant, as the exact ``measurepoints`` JSON text."""
+    """One device's points at one instant, as the exact JSON text of name → value."""
 
     device: str
     ts_ms: int
@@ -38,24 +37,42 @@ class Frame(NamedTuple):
     body: str
 
 
-def quality_points(config: Config) -> frozenset[tuple[str, str]]:
-    """The (device, measurepoint) pairs whose model enables EnOS' quality indicator."""
-    return frozenset(
-        (device.name, point.measurepoint)
-        for device in config.devices
-        if device.model in config.models
-        for point in config.models[device.model].points
-        if point.quality
-    )
+class ValueShapes(Protocol):
+    """Which points carry their quality in the frame, and how (the uplink's protocol)."""
+
+    #: The (device, point) pairs whose values are shaped; any other carries good values only.
+    points: frozenset[tuple[str, str]]
+
+    def shape(self, value: Value, quality: int) -> object:
+        """The frame value of a shaped point (JSON-encodable)."""
+        ...
+
+    def split(self, shaped: object) -> tuple[Value, int]:
+        """(value, quality) of a frame value, shaped or plain (a plain one was good)."""
+        ...
+
+
+class PlainValues:
+    """No point is shaped: frames hold plain, good values."""
+
+    points: frozenset[tuple[str, str]] = frozenset()
+
+    def shape(self, value: Value, quality: int) -> object:
+        """Not called (no point is shaped): the value itself."""
+        return value
+
+    def split(self, shaped: object) -> tuple[Value, int]:
+        """A plain value was good."""
+        return cast(Value, shaped), int(Quality.GOOD)
 
 
 class FrameEncoder:
-    """Groups samples into frames, shaping each value for EnOS once."""
+    """Groups samples into frames, shaping each value once (as `shapes` says)."""
 
-    def __init__(self, quality_points: Collection[tuple[str, str]] = ()) -> None:
-        """`quality_points`: see `quality_points(config)`."""
-        self.quality_points = frozenset(quality_points)
-        self._quality_devices = frozenset(device for device, _ in self.quality_points)
+    def __init__(self, shapes: ValueShapes | None = None) -> None:
+        """`shapes`: the uplink's value shapes (default: plain values only)."""
+        self.shapes: ValueShapes = shapes if shapes is not None else PlainValues()
+        self._shaped_devices = frozenset(device for device, _ in self.shapes.points)
 
     def encode(
         self, samples: Iterable[Sample], blocks: Iterable[SampleBlock] = ()
@@ -67,7 +84,8 @@ class FrameEncoder:
         to a second frame, so no value is silently merged away.
         """
         groups: dict[tuple[str, int, int], dict[str, Any]] = {}
-        quality = self.quality_points
+        shaped = self.shapes.points
+        shape = self.shapes.shape
         pending: list[Iterable[Sample]] = []
         for block in blocks:
             # A block's values are GOOD and finite: they go in from its columns while none
@@ -90,9 +108,8 @@ class FrameEncoder:
             if type(value) is float and not math.isfinite(value):
                 unsendable += 1
                 continue
-            key = (sample.device, sample.measurepoint)
-            if quality and key in quality:
-                value = {"value": value, "quality": int(sample.quality)}
+            if shaped and (sample.device, sample.measurepoint) in shaped:
+                value = shape(value, sample.quality)
             elif sample.quality != Quality.GOOD:
                 unsendable += 1
                 continue
@@ -109,13 +126,14 @@ class FrameEncoder:
         return frames, unsendable
 
     def _block_items(self, block: SampleBlock) -> Iterable[tuple[str, Any]]:
-        """(measurepoint, shaped value) of a block: GOOD values, quality-shaped where set."""
+        """(measurepoint, frame value) of a block: GOOD values, shaped where set."""
         pairs = zip(block.measurepoints, block.values, strict=True)
-        if block.device not in self._quality_devices:
+        if block.device not in self._shaped_devices:
             return pairs
-        quality, device, good = self.quality_points, block.device, int(Quality.GOOD)
+        shaped, shape, device = self.shapes.points, self.shapes.shape, block.device
+        good = int(Quality.GOOD)
         return [
-            (point, {"value": value, "quality": good} if (device, point) in quality else value)
+            (point, shape(value, good) if (device, point) in shaped else value)
             for point, value in pairs
         ]
 
@@ -133,18 +151,11 @@ def _frames(device: str, ts_ms: int, points: dict[str, Any]) -> list[Frame]:
 
 
 def parse_body(body: str) -> dict[str, Any]:
-    """The points of a frame body, name → shaped value (the rare, per-point paths)."""
+    """The points of a frame body, name → frame value (the rare, per-point paths)."""
     points: dict[str, Any] = json.loads(body)
     return points
 
 
 def encode_body(points: Mapping[str, Any]) -> str:
-    """A frame body for already shaped values (inverse of `parse_body`)."""
+    """A frame body for frame values (inverse of `parse_body`)."""
     return _dumps(dict(points))
-
-
-def split_value(shaped: Any) -> tuple[Value, int]:
-    """(value, quality) of a shaped value; a plain value was sent as good."""
-    if isinstance(shaped, dict):
-        return shaped["value"], int(shaped["quality"])
-    return shaped, int(Quality.GOOD)

@@ -37,7 +37,7 @@ class SpooledFrame(NamedTuple):
     device: str
     ts_ms: int
     points: int  # how many measurepoints `body` holds
-    body: str  # the exact JSON text of the EnOS record's `measurepoints` object
+    body: str  # JSON object text, point → value as the uplink's shapes wrote it
 
 
 class SpooledEvent(NamedTuple):

@@ -13,7 +13,7 @@ Layout, chosen to keep a row small (the byte cap counts every byte):
 - `meta` holds counters (rows dropped by the byte cap) and small persisted settings.
 
 Version 3 replaces the per-point `samples` rows by `frames`: one row per (device, poll
-instant) holding the exact JSON text of the EnOS record's `measurepoints` (`frames.py`),
+instant) holding the JSON text of its points, name → value (`frames.py`),
 so a drain concatenates text instead of doing per-point work. The step converts every
 existing sample row into frames (shaped with the daemon's quality settings), so an
 upgraded box loses nothing, then drops `samples` and `series`.

@@ -18,9 +18,10 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
+from gatewayd.samples import Value
 from gatewayd.spool import files
 from gatewayd.spool.diskguard import DiskGuard, is_disk_full
-from gatewayd.spool.frames import encode_body, parse_body, split_value
+from gatewayd.spool.frames import encode_body, parse_body
 from gatewayd.spool.ledger import DeliveryLedger
 from gatewayd.spool.rows import Kind, SpooledFrame
 from gatewayd.spool.rows import encode_value as _encode
@@ -44,6 +45,7 @@ class Settler:
         reload: Callable[[], None],
         recover: Callable[[BaseException], None],
         after_delete: Callable[[], None],
+        split: Callable[[object], tuple[Value, int]],
     ) -> None:
         """`reload` rereads the counters after a rollback, `recover` replaces a corrupt
         file, `after_delete` ends a cap episode and gives free pages back."""
@@ -54,6 +56,7 @@ class Settler:
         self._dead_letter_limit = dead_letter_limit
         self._reload = reload
         self._recover = recover
+        self._split = split  # (value, quality) of a frame value: the shapes' inverse
         self._after_delete = after_delete
 
     # -- delivered -------------------------------------------------------------------
@@ -180,7 +183,7 @@ class Settler:
         rows = []
         for frame_id, device, ts_ms, body in self._sql.select_frames(ids_json):
             for name, shaped in parse_body(body).items():
-                value, quality = split_value(shaped)
+                value, quality = self._split(shaped)
                 rows.append(
                     (frame_id, device, name, _encode(value), quality, ts_ms, code, message, now_ms)
                 )
@@ -218,7 +221,7 @@ class Settler:
         letters: list[tuple[Any, ...]] = []
         for name, (code, message) in dead.items():
             if name in points:
-                value, quality = split_value(points.pop(name))
+                value, quality = self._split(points.pop(name))
                 letters.append(
                     (frame_id, device, name, _encode(value), quality, ts_ms, code, message, now_ms)
                 )

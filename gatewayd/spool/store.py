@@ -12,7 +12,8 @@ small parts, each with one job:
 - `settler.Settler`: acks, dead letters and partly settled frames.
 
 Samples are stored as frames (`frames.py`): one row per (device, poll instant) holding
-the pre-encoded EnOS `measurepoints` JSON of that device's points, so a drain handles
+the pre-encoded JSON object of that device's points (values shaped as the uplink asked,
+`frames.ValueShapes`), so a drain handles
 rows of a hundred points, not points. Counters that operators see (`Counts.samples`,
 dropped samples, dead letters) count POINTS; `Counts.frames` counts rows.
 
@@ -48,11 +49,11 @@ import structlog
 
 from gatewayd.config.models import SpoolConfig, SyncMode
 from gatewayd.episodes import Episodes
-from gatewayd.samples import Event, Sample, SampleBlock
+from gatewayd.samples import Event, Sample, SampleBlock, Value
 from gatewayd.spool import files, openerror, stats
 from gatewayd.spool.budget import Budget
 from gatewayd.spool.diskguard import DiskGuard
-from gatewayd.spool.frames import FrameEncoder
+from gatewayd.spool.frames import FrameEncoder, ValueShapes
 from gatewayd.spool.ledger import DeliveryLedger
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.settler import Settler
@@ -126,6 +127,7 @@ class SpoolStore:
             reload=self._reload_counts,
             recover=self._recover,
             after_delete=self._writer.after_delete,
+            split=self._split,
         )
         self._taker = Taker(self._sql, self._ledger)
         self._guard.configure(self._sql.configure())
@@ -144,19 +146,19 @@ class SpoolStore:
         synchronous: SyncMode = SyncMode.FULL,
         check: bool = True,
         dead_letter_limit: int = DEAD_LETTER_LIMIT,
-        quality_points: Collection[tuple[str, str]] = (),
+        shapes: ValueShapes | None = None,
     ) -> SpoolStore:
         """Open or create the spool at `path`; a corrupt file is moved aside first.
 
         `check` runs `PRAGMA quick_check` (reads every page once; about 30 ms per 10 MB
         here) so damage is found at start, not in the middle of a drain.
-        `quality_points` are the (device, measurepoint) pairs whose model enables EnOS'
-        quality indicator (`frames.quality_points(config)`): frames shape values with it.
+        `shapes` says which points' frame values carry their quality, and how (the
+        uplink's; default: plain good values only, see `frames.ValueShapes`).
         A spool that cannot be written (read-only file or directory, a lock, an I/O error)
         raises `openerror.SpoolOpenError`, which names the file, the cause and the fix.
         """
         path = Path(path)
-        encoder = FrameEncoder(quality_points)
+        encoder = FrameEncoder(shapes)
         conn: sqlite3.Connection | None = None
         try:
             conn = files.open_or_replace(path, synchronous, check=check, encoder=encoder)
@@ -183,20 +185,23 @@ class SpoolStore:
         config: SpoolConfig,
         *,
         check: bool = True,
-        quality_points: Collection[tuple[str, str]] = (),
+        shapes: ValueShapes | None = None,
     ) -> SpoolStore:
-        """Open the spool the config describes (see `open` for `quality_points`)."""
+        """Open the spool the config describes (see `open` for `shapes`)."""
         return cls.open(
             config.path,
             max_bytes=config.max_bytes,
             synchronous=config.synchronous,
             check=check,
-            quality_points=quality_points,
+            shapes=shapes,
         )
 
-    def set_quality_points(self, quality_points: Collection[tuple[str, str]]) -> None:
+    def set_shapes(self, shapes: ValueShapes) -> None:
         """Shape the values of later appends with new quality settings (config reload)."""
-        self._writer.encoder = FrameEncoder(quality_points)
+        self._writer.encoder = FrameEncoder(shapes)
+
+    def _split(self, value: object) -> tuple[Value, int]:
+        return self._writer.encoder.shapes.split(value)
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints and removes the WAL).

@@ -26,6 +26,7 @@ from typing import ParamSpec, TypeVar
 
 from gatewayd.config.models import SpoolConfig
 from gatewayd.samples import Event, Sample, SampleBlock
+from gatewayd.spool.frames import ValueShapes
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
 from gatewayd.spool.stats import SpoolStats
 from gatewayd.spool.store import Counts, SpoolStore
@@ -49,7 +50,7 @@ class Spool:
         config: SpoolConfig,
         *,
         check: bool = True,
-        quality_points: Collection[tuple[str, str]] = (),
+        shapes: ValueShapes | None = None,
     ) -> Spool:
         """Open the configured spool on a fresh worker thread (see `SpoolStore.open`)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-spool")
@@ -58,7 +59,7 @@ class Spool:
             store = await loop.run_in_executor(
                 executor,
                 functools.partial(
-                    SpoolStore.from_config, config, check=check, quality_points=quality_points
+                    SpoolStore.from_config, config, check=check, shapes=shapes
                 ),
             )
         except BaseException:
@@ -103,9 +104,9 @@ class Spool:
         """Commit one poll cycle's rows in one transaction (never raises sqlite errors)."""
         await self._call(self._store.append, samples, events, now_ms, blocks)
 
-    async def set_quality_points(self, quality_points: Collection[tuple[str, str]]) -> None:
+    async def set_shapes(self, shapes: ValueShapes) -> None:
         """Shape later appends with new quality settings; see `SpoolStore`."""
-        await self._call(self._store.set_quality_points, quality_points)
+        await self._call(self._store.set_shapes, shapes)
 
     async def take_frames(
         self,

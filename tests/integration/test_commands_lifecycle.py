@@ -94,3 +94,42 @@ async def test_combine_for_unknown_sub_device(tmp_path: Path) -> None:
         assert reply["code"] >= 2000
         assert "otherPK&ghost" in reply["message"]
         assert site.online() == {"m1", "m2"}
+
+
+def publishing(site: CommandSite, device: str) -> bool:
+    """What the daemon's device status says of `device`'s publishing."""
+    states = {n: s for p in site.daemon.pollers.values() for n, s in p.device_states().items()}
+    return states[device].publishing
+
+
+async def test_delete_then_enable_stays_muted_and_says_so(tmp_path: Path) -> None:
+    """enable after delete: polled again, still never published, and status says muted."""
+    async with running_site(tmp_path) as site:
+        await async_wait_until(lambda: latest_ms(site, "m1") > 0, 15, "m1 data in the cloud")
+        assert (await site.combine("combine.delete", 1))["code"] == 200
+        deleted_at = int(time.time() * 1000)
+        assert (await site.combine("combine.enable", 1))["code"] == 200
+        requests = site.sim.stats(1).total_requests
+        await more_cycles(site, "m2", 4)
+        assert site.sim.stats(1).total_requests > requests  # enable resumed polling
+        assert latest_ms(site, "m1") <= deleted_at  # a deleted device stays unpublished
+        assert publishing(site, "m1") is False  # and its status says so
+        assert publishing(site, "m2") is True
+
+
+async def test_disabled_device_stays_muted_across_a_reload(tmp_path: Path) -> None:
+    """A reload builds new pollers: a device the cloud disabled is still shown as muted."""
+    async with running_site(tmp_path, m1={"poll_when_disabled": True}) as site:
+        await async_wait_until(lambda: latest_ms(site, "m1") > 0, 15, "m1 data in the cloud")
+        assert (await site.combine("combine.disable", 1))["code"] == 200
+        disabled_at = int(time.time() * 1000)
+        old_pollers = set(map(id, site.daemon.pollers.values()))
+        site.daemon.request_reload()
+        await async_wait_until(
+            lambda: set(map(id, site.daemon.pollers.values())).isdisjoint(old_pollers),
+            15,
+            "new pollers after the reload",
+        )
+        await more_cycles(site, "m2", 3)
+        assert publishing(site, "m1") is False
+        assert latest_ms(site, "m1") <= disabled_at

@@ -11,9 +11,10 @@ from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.samples import Quality
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
-from gatewayd.spool.frames import parse_body, split_value
+from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from gatewayd.uplink.frames import split_value
 from tests.integration.test_run_e2e import Site, produced, received, running, site
 from tests.support import async_wait_until
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from gatewayd.spool.frames import parse_body, split_value
+from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import SpooledFrame
 from gatewayd.spool.store import SpoolStore
+from gatewayd.uplink.frames import split_value
 
 
 class Point(NamedTuple):

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from gatewayd.config.models import EventRule
 from gatewayd.mapping.events import EventEngine
+from gatewayd.mapping.stage import compile_rules
 from gatewayd.samples import Event, Value
 
 RULE = TypeAdapter(EventRule)
@@ -20,7 +21,7 @@ RULE = TypeAdapter(EventRule)
 
 def engine(*rules: dict[str, Any]) -> EventEngine:
     """An engine for device "dev" from rule dicts as they appear in YAML."""
-    return EventEngine([RULE.validate_python(r) for r in rules], device="dev")
+    return EventEngine(compile_rules(RULE.validate_python(r) for r in rules), device="dev")
 
 
 def fired(eng: EventEngine, readings: Sequence[Value | None], point: str = "x") -> list[int]:

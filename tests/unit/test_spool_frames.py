@@ -14,8 +14,8 @@ from gatewayd.spool.frames import (
     FrameEncoder,
     encode_body,
     parse_body,
-    split_value,
 )
+from gatewayd.uplink.frames import EnosQuality, split_value
 
 
 def test_values_keep_their_json_types() -> None:
@@ -75,7 +75,7 @@ def test_every_sendable_value_is_in_exactly_one_frame(
     device, frames keep first-seen time order."""
     quality = {("a", "x")}
     samples = [Sample(d, p, v, t, q) for d, p, v, t, q in rows]  # type: ignore[arg-type]
-    frames, unsendable = FrameEncoder(quality).encode(samples)
+    frames, unsendable = FrameEncoder(EnosQuality(quality)).encode(samples)
     got = sorted(
         (f.device, name, json.dumps(split_value(shaped)), f.ts_ms)
         for f in frames
@@ -118,7 +118,7 @@ def test_blocks_encode_as_their_samples_would(
 ) -> None:
     """Blocks then samples give the frames of the same samples one by one: shared
     instants, repeated points, quality-shaped devices included."""
-    encoder = FrameEncoder(quality)
+    encoder = FrameEncoder(EnosQuality(quality))
     one_by_one = [sample for block in blocks for sample in block.samples()] + loose
     assert encoder.encode(loose, blocks) == encoder.encode(one_by_one)
 

@@ -11,6 +11,7 @@ from gatewayd.samples import Sample
 from gatewayd.spool import schema
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from gatewayd.uplink.frames import EnosQuality
 from tests.unit.spool_points import take_points
 
 
@@ -55,7 +56,7 @@ def test_open_migrates_a_version_1_file_keeping_its_rows(tmp_path: Path) -> None
     assert "dead_letters" not in _tables(conn)
     conn.close()
 
-    store = SpoolStore.open(path, max_bytes=1 << 20, quality_points={("meter", "P")})
+    store = SpoolStore.open(path, max_bytes=1 << 20, shapes=EnosQuality({("meter", "P")}))
     rows = take_points(store, 10)
     assert [(r.device, r.measurepoint, r.value, r.quality, r.ts_ms) for r in rows] == [
         ("meter", "P", 4.5, 0, 1000),
@@ -102,7 +103,7 @@ def test_v3_converts_per_point_rows_into_frames(tmp_path: Path) -> None:
                  " VALUES ('samples', 9, 'm1', 'P', 1.0, 0, NULL, 5, 1204, 'bad', 6)")  # fmt: skip
     conn.close()
 
-    store = SpoolStore.open(path, max_bytes=1 << 20, quality_points={("m2", "q")})
+    store = SpoolStore.open(path, max_bytes=1 << 20, shapes=EnosQuality({("m2", "q")}))
     frames = store.take_frames(10)
     assert [(f.device, f.ts_ms, f.points, f.body) for f in frames] == [
         ("m1", 1000, 2, '{"P":1.5,"on":true}'),

@@ -13,6 +13,7 @@ from gatewayd.config.models import SyncMode
 from gatewayd.samples import Event, Quality, Sample, SampleBlock
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.store import SpoolStore
+from gatewayd.uplink.frames import EnosQuality
 from tests.unit.spool_points import Point, take_points
 
 CAP = 64 << 20
@@ -56,7 +57,7 @@ def test_blocks_are_spooled_and_counted_as_points(tmp_path: Path) -> None:
 def test_take_returns_appended_rows_in_order_with_values(tmp_path: Path) -> None:
     """Rows come back oldest first with device, point, value, quality and time intact."""
     store = SpoolStore.open(
-        tmp_path / "s.db", max_bytes=CAP, quality_points={("m2", "E"), ("m2", "name")}
+        tmp_path / "s.db", max_bytes=CAP, shapes=EnosQuality({("m2", "E"), ("m2", "name")})
     )
     store.append(
         [
@@ -251,7 +252,7 @@ def test_backlog_keeps_per_device_time_order_across_batches(store: SpoolStore) -
 
 def test_dead_letter_moves_rows_with_the_reply(tmp_path: Path) -> None:
     """Rejected rows move to dead_letters with code and message; the rest stay deliverable."""
-    store = SpoolStore.open(tmp_path / "s.db", max_bytes=CAP, quality_points={("m", "bad")})
+    store = SpoolStore.open(tmp_path / "s.db", max_bytes=CAP, shapes=EnosQuality({("m", "bad")}))
     store.append(
         [Sample("m", "P", 1.5, 1000), Sample("m", "bad", "oops", 1001, Quality.BAD)],
         [Event("m", "trip", 1001, {"phase": "L1"})],

@@ -12,6 +12,7 @@ from gatewayd.samples import Quality, Sample
 from gatewayd.spool.frames import FrameEncoder, parse_body
 from gatewayd.spool.rows import SpooledFrame
 from gatewayd.uplink.delivery import pack
+from gatewayd.uplink.frames import EnosQuality
 from gatewayd.uplink.records import bundle_frames, frame_ids, point_count, point_record
 
 KEYS = {"m1": ("pk", "dk1"), "m2": ("pk", "dk2"), "ü": ('pk"ü', "dk\\3")}
@@ -20,7 +21,7 @@ KEYS = {"m1": ("pk", "dk1"), "m2": ("pk", "dk2"), "ü": ('pk"ü', "dk\\3")}
 def frames_of(
     samples: list[Sample], quality: set[tuple[str, str]] | None = None
 ) -> list[SpooledFrame]:
-    frames, _ = FrameEncoder(quality or set()).encode(samples)
+    frames, _ = FrameEncoder(EnosQuality(quality or set())).encode(samples)
     return [SpooledFrame(i + 1, f.device, f.ts_ms, f.points, f.body) for i, f in enumerate(frames)]
 
 

@@ -1,0 +1,198 @@
+"""The mapping stage: one device's reads → quality-tagged samples, blocks and events.
+
+The poller reads (and judges whether a read worked); this stage owns everything after:
+decoded values become `Sample`s / `SampleBlock`s with their quality (`DeviceMapper`), the
+device's event rules see the good values (`EventEngine`), and muting (`Muting`) decides
+whether any of it goes on to the spool. The poller hands over what it read, the stage
+returns what the spool stores; nothing flows back.
+
+The stage takes the reads structurally (`GoodBlock`, `FailedRead`): it does not import the
+Modbus layer that produces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from typing import NamedTuple, Protocol
+
+from gatewayd.config.models import EventRule, InSetRule, PointConfig, ThresholdRule
+from gatewayd.mapping.events import EventEngine, RuleSpec
+from gatewayd.mapping.mapper import DeviceMapper
+from gatewayd.mapping.muting import Muting
+from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
+
+__all__ = ["DeviceMapping", "DeviceOutput", "FailedRead", "GoodBlock", "compile_rules"]
+
+
+class GoodBlock(Protocol):
+    """The good readings of one response (the poller's decoded block)."""
+
+    @property
+    def indices(self) -> tuple[int, ...]: ...  # model indices, in request order
+    @property
+    def measurepoints(self) -> tuple[str, ...]: ...
+    @property
+    def values(self) -> Sequence[Value]: ...
+    @property
+    def nonfinite(self) -> tuple[int, ...]: ...  # positions in `values` of NaN / ±inf
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def ascending(self) -> bool: ...  # `indices` strictly ascending
+
+
+class FailedRead(Protocol):
+    """One point whose read failed, with the time of the attempt."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def ts_ms(self) -> int: ...
+
+
+class DeviceOutput(NamedTuple):
+    """What one device's poll gives the spool: point samples, good blocks, events."""
+
+    samples: list[Sample]
+    blocks: list[SampleBlock]
+    events: list[Event]
+
+
+def compile_rules(rules: Iterable[EventRule]) -> tuple[RuleSpec, ...]:
+    """The validated rules as the event engine's plain, frozen specs (at load time)."""
+    return tuple(_rule_spec(rule) for rule in rules)
+
+
+def _rule_spec(rule: EventRule) -> RuleSpec:
+    params = tuple(rule.params.items())
+    if isinstance(rule, ThresholdRule):
+        return RuleSpec(
+            rule.event,
+            rule.rule,
+            rule.point,
+            params,
+            above=rule.above,
+            below=rule.below,
+            hysteresis=rule.hysteresis,
+        )
+    if isinstance(rule, InSetRule):
+        return RuleSpec(rule.event, rule.rule, rule.point, params, values=tuple(rule.values))
+    return RuleSpec(rule.event, rule.rule, rule.point, params)
+
+
+def _in_point_order(blocks: Sequence[GoodBlock]) -> bool:
+    """Whether the blocks' points, one block after the other, are in strictly ascending order."""
+    if not all(block.ascending for block in blocks):
+        return False
+    return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
+
+
+def _sample_time(sample: Sample) -> int:
+    return sample.ts_ms
+
+
+class DeviceMapping:
+    """One device's mapping state: last good values, event rules, and its muting."""
+
+    def __init__(
+        self,
+        device: str,
+        points: Sequence[PointConfig],
+        rules: Iterable[EventRule],
+        muting: Muting,
+        *,
+        default_interval: float,
+        stamp_per_request: bool = False,
+    ) -> None:
+        """`stamp_per_request`: the device stamps each response (`timestamps: request`)."""
+        self.device = device
+        self.mapper = DeviceMapper(device, points, default_interval=default_interval)
+        self.events = EventEngine(compile_rules(rules), device=device)
+        self._muting = muting
+        self._stamp_per_request = stamp_per_request
+
+    @property
+    def publishing(self) -> bool:
+        """Whether this device's output goes to the spool (see `Muting`)."""
+        return self._muting.publishing(self.device)
+
+    def not_read(self, due: Iterable[int], now_ms: int) -> DeviceOutput:
+        """Points due but not attempted (backoff, bus down): STALE where the last good
+        value outlived its interval."""
+        samples = self.mapper.stale(due, now_ms)
+        return DeviceOutput(samples if self.publishing else [], [], [])
+
+    def read(self, blocks: Sequence[GoodBlock], failed: Iterable[FailedRead]) -> DeviceOutput:
+        """One poll's good blocks and failed points → samples, blocks and events.
+
+        The mapping state (last good values, rule states) follows every read, muted or not,
+        so a device unmuted later neither misses nor repeats a transition.
+        """
+        mapper = self.mapper
+        samples: list[Sample] = []
+        good_blocks: list[SampleBlock] = []
+        # Good readings sharing a timestamp (all of the cycle's by default, a response's
+        # with `timestamps: request`) come out in point order; responses already in point
+        # order and finite become one SampleBlock each (no per-point work).
+        by_ts: dict[int, list[GoodBlock]] = {}
+        for block in blocks:
+            by_ts.setdefault(block.ts_ms, []).append(block)
+        for ts_ms, same_time in by_ts.items():
+            if _in_point_order(same_time):
+                for b in same_time:
+                    if b.nonfinite:
+                        samples.extend(
+                            mapper.good_block(
+                                b.indices, b.measurepoints, b.values, ts_ms, b.nonfinite
+                            )
+                        )
+                    else:
+                        good_blocks.append(
+                            mapper.block(b.indices, b.measurepoints, b.values, ts_ms)
+                        )
+            else:
+                values: dict[int, Value] = {}
+                for block in same_time:
+                    values.update(zip(block.indices, block.values, strict=True))
+                samples.extend(mapper.good(values, ts_ms))
+        failed_by_ts: dict[int, list[int]] = {}
+        for reading in failed:
+            failed_by_ts.setdefault(reading.ts_ms, []).append(reading.index)
+        for ts_ms, indices in failed_by_ts.items():
+            samples.extend(mapper.failed(indices, ts_ms))
+        if samples and self._stamp_per_request:
+            # Several stamps in one cycle (`timestamps: request`): the spool writes a cycle's
+            # blocks before its point samples, which would put this device's records out of
+            # time order. The rare mixed case goes point by point, in time order.
+            expanded = [sample for block in good_blocks for sample in block.samples()]
+            samples = sorted([*expanded, *samples], key=_sample_time)
+            good_blocks = []
+        events = self._fire(samples, good_blocks)
+        if not self.publishing:
+            return DeviceOutput([], [], [])
+        return DeviceOutput(samples, good_blocks, events)
+
+    def _fire(self, samples: list[Sample], good_blocks: list[SampleBlock]) -> list[Event]:
+        """Feed the cycle's good values to the event rules; the events that fire."""
+        watched = self.events.points
+        if not watched:  # no event rules: nothing to feed
+            return []
+        good_values: dict[str, Value] = {
+            measurepoint: value
+            for sample_block in good_blocks
+            for measurepoint, value in zip(
+                sample_block.measurepoints, sample_block.values, strict=True
+            )
+            if measurepoint in watched
+        }
+        good = Quality.GOOD
+        good_samples = [s for s in samples if s.quality is good]
+        good_values.update(
+            (s.measurepoint, s.value) for s in good_samples if s.measurepoint in watched
+        )
+        if not good_values:
+            return []
+        # Events carry the time of the cycle's latest good reading.
+        event_ts = max([b.ts_ms for b in good_blocks] + [s.ts_ms for s in good_samples])
+        return self.events.update(good_values, event_ts)
