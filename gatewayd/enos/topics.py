@@ -111,7 +111,7 @@ UNKNOWN_TOPIC = ParsedTopic(TopicKind.UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
-class _Route:
+class Route:
     """One topic shape: the builders spell `path`; the parser also accepts `aliases`.
 
     `scope` is where the keys go: "sys" (``/sys/{pk}/{dk}/``), "session"
@@ -130,51 +130,51 @@ class _Route:
 #: Every topic, written once: builders and parser both come from here. Parsing tries the
 #: routes IN ORDER, so the specific service routes come before the generic
 #: ``thing/service/{id}``.
-ROUTES: tuple[_Route, ...] = (
-    _Route(TopicKind.COMBINE_LOGIN, "session", "combine/login"),
-    _Route(TopicKind.COMBINE_LOGIN_BATCH, "session", "combine/login/batch"),
-    _Route(TopicKind.COMBINE_LOGOUT, "session", "combine/logout"),
-    _Route(TopicKind.COMBINE_ENABLE, "session", "combine/enable"),
-    _Route(TopicKind.COMBINE_DISABLE, "session", "combine/disable"),
-    _Route(TopicKind.COMBINE_DELETE, "session", "combine/delete"),
-    _Route(TopicKind.ACTIVATE_INFO, "session", "thing/activate/info"),
-    _Route(TopicKind.TOPO_ADD, "sys", "thing/topo/add"),
-    _Route(TopicKind.TOPO_GET, "sys", "thing/topo/get"),
-    _Route(TopicKind.TOPO_DELETE, "sys", "thing/topo/delete"),
-    _Route(TopicKind.DEVICE_REGISTER, "sys", "thing/device/register"),
-    _Route(TopicKind.MEASUREPOINT_POST, "sys", "thing/measurepoint/post"),
-    _Route(TopicKind.MEASUREPOINT_POST_BATCH, "sys", "thing/measurepoint/post/batch"),
-    _Route(TopicKind.MEASUREPOINT_RESUME, "sys", "thing/measurepoint/resume"),
-    _Route(TopicKind.MEASUREPOINT_RESUME_BATCH, "sys", "thing/measurepoint/resume/batch"),
-    _Route(TopicKind.EVENT_POST, "sys", "thing/event/{id}/post"),
-    _Route(TopicKind.ATTRIBUTE_UPDATE, "sys", "thing/attribute/update"),
-    _Route(TopicKind.ATTRIBUTE_QUERY, "sys", "thing/attribute/query"),
-    _Route(TopicKind.ATTRIBUTE_DELETE, "sys", "thing/attribute/delete"),
-    _Route(TopicKind.TAG_UPDATE, "sys", "thing/tag/update"),
-    _Route(TopicKind.TAG_QUERY, "sys", "thing/tag/query"),
-    _Route(TopicKind.TAG_DELETE, "sys", "thing/tag/delete"),
-    _Route(TopicKind.TSL_TEMPLATE_GET, "sys", "thing/tsltemplate/get"),
-    _Route(TopicKind.MODEL_UP_RAW, "sys", "thing/model/up_raw"),
-    _Route(TopicKind.MODEL_DOWN_RAW, "sys", "thing/model/down_raw"),
-    _Route(TopicKind.MEASUREPOINT_SET, "sys", "thing/service/measurepoint/set"),
-    _Route(TopicKind.MEASUREPOINT_GET, "sys", "thing/service/measurepoint/get"),
-    _Route(TopicKind.SERVICE, "sys", "thing/service/{id}"),
-    _Route(TopicKind.THING_ENABLE, "sys", "thing/enable"),
-    _Route(TopicKind.THING_DISABLE, "sys", "thing/disable"),
-    _Route(TopicKind.THING_DELETE, "sys", "thing/delete"),
-    _Route(TopicKind.RRPC, "sys", "rrpc/request/{id}"),
-    _Route(TopicKind.RRPC, "sys", "rrpc/response/{id}", response=True),
+ROUTES: tuple[Route, ...] = (
+    Route(TopicKind.COMBINE_LOGIN, "session", "combine/login"),
+    Route(TopicKind.COMBINE_LOGIN_BATCH, "session", "combine/login/batch"),
+    Route(TopicKind.COMBINE_LOGOUT, "session", "combine/logout"),
+    Route(TopicKind.COMBINE_ENABLE, "session", "combine/enable"),
+    Route(TopicKind.COMBINE_DISABLE, "session", "combine/disable"),
+    Route(TopicKind.COMBINE_DELETE, "session", "combine/delete"),
+    Route(TopicKind.ACTIVATE_INFO, "session", "thing/activate/info"),
+    Route(TopicKind.TOPO_ADD, "sys", "thing/topo/add"),
+    Route(TopicKind.TOPO_GET, "sys", "thing/topo/get"),
+    Route(TopicKind.TOPO_DELETE, "sys", "thing/topo/delete"),
+    Route(TopicKind.DEVICE_REGISTER, "sys", "thing/device/register"),
+    Route(TopicKind.MEASUREPOINT_POST, "sys", "thing/measurepoint/post"),
+    Route(TopicKind.MEASUREPOINT_POST_BATCH, "sys", "thing/measurepoint/post/batch"),
+    Route(TopicKind.MEASUREPOINT_RESUME, "sys", "thing/measurepoint/resume"),
+    Route(TopicKind.MEASUREPOINT_RESUME_BATCH, "sys", "thing/measurepoint/resume/batch"),
+    Route(TopicKind.EVENT_POST, "sys", "thing/event/{id}/post"),
+    Route(TopicKind.ATTRIBUTE_UPDATE, "sys", "thing/attribute/update"),
+    Route(TopicKind.ATTRIBUTE_QUERY, "sys", "thing/attribute/query"),
+    Route(TopicKind.ATTRIBUTE_DELETE, "sys", "thing/attribute/delete"),
+    Route(TopicKind.TAG_UPDATE, "sys", "thing/tag/update"),
+    Route(TopicKind.TAG_QUERY, "sys", "thing/tag/query"),
+    Route(TopicKind.TAG_DELETE, "sys", "thing/tag/delete"),
+    Route(TopicKind.TSL_TEMPLATE_GET, "sys", "thing/tsltemplate/get"),
+    Route(TopicKind.MODEL_UP_RAW, "sys", "thing/model/up_raw"),
+    Route(TopicKind.MODEL_DOWN_RAW, "sys", "thing/model/down_raw"),
+    Route(TopicKind.MEASUREPOINT_SET, "sys", "thing/service/measurepoint/set"),
+    Route(TopicKind.MEASUREPOINT_GET, "sys", "thing/service/measurepoint/get"),
+    Route(TopicKind.SERVICE, "sys", "thing/service/{id}"),
+    Route(TopicKind.THING_ENABLE, "sys", "thing/enable"),
+    Route(TopicKind.THING_DISABLE, "sys", "thing/disable"),
+    Route(TopicKind.THING_DELETE, "sys", "thing/delete"),
+    Route(TopicKind.RRPC, "sys", "rrpc/request/{id}"),
+    Route(TopicKind.RRPC, "sys", "rrpc/response/{id}", response=True),
     # SDK spelling with a leading slash; the docs' spellings (no slash, other path names:
     # §7.8) are accepted too.
-    _Route(TopicKind.INTEGRATION_MEASUREPOINT_POST, "integration", "measurepoint/post"),
-    _Route(TopicKind.INTEGRATION_EVENT_POST, "integration", "event/post"),
-    _Route(
+    Route(TopicKind.INTEGRATION_MEASUREPOINT_POST, "integration", "measurepoint/post"),
+    Route(TopicKind.INTEGRATION_EVENT_POST, "integration", "event/post"),
+    Route(
         TopicKind.INTEGRATION_ATTRIBUTE_POST, "integration", "attribute/post", ("attributes/post",)
     ),
-    _Route(TopicKind.INTEGRATION_UP_RAW, "integration", "model/up_raw", ("up_raw",)),
+    Route(TopicKind.INTEGRATION_UP_RAW, "integration", "model/up_raw", ("up_raw",)),
 )
 
-_BY_KIND: dict[tuple[TopicKind, bool], _Route] = {(r.kind, r.response): r for r in ROUTES}
+_BY_KIND: dict[tuple[TopicKind, bool], Route] = {(r.kind, r.response): r for r in ROUTES}
 #: What each id placeholder names, for the error of a bad one.
 _ID_NAMES = {TopicKind.EVENT_POST: "event id", TopicKind.SERVICE: "service id"}
 
@@ -406,7 +406,7 @@ _SCOPE_PATTERNS = {
 }
 
 
-def _pattern(route: _Route) -> re.Pattern[str]:
+def _pattern(route: Route) -> re.Pattern[str]:
     paths = "|".join(
         re.escape(p).replace(re.escape("{id}"), _SEG) for p in (route.path, *route.aliases)
     )
