@@ -67,24 +67,25 @@ class Episodes:
         event: str = "recovered",
         *,
         count_as: str | None = "failures",
-        timed: bool = False,
+        timed_as: str | None = None,
         **fields: Any,
     ) -> bool:
         """Close `key`'s episode with `event` at info, its count under `count_as` (None: no
-        count) and, when `timed`, its length as `down_for_s`; True if one was open."""
+        count) and its length in seconds under `timed_as` (None: not timed); True if one was
+        open."""
         state = self._open.pop(key, None)
         if state is None:
             return False
         since, count = state
         summary: dict[str, Any] = {} if count_as is None else {count_as: count}
-        if timed:
-            summary["down_for_s"] = round(self._clock() - since, 1)
+        if timed_as is not None:
+            summary[timed_as] = round(self._clock() - since, 1)
         self._log.info(event, **summary, **fields)
         return True
 
     def ok(self, key: Hashable, event: str = "recovered", **fields: Any) -> bool:
         """A success of `key`: ends its episode with the failures and the downtime."""
-        return self.end(key, event, timed=True, **fields)
+        return self.end(key, event, timed_as="down_for_s", **fields)
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         """Drop the episodes of `keys` without a line (devices a reload removed)."""

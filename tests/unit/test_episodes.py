@@ -94,5 +94,5 @@ def test_downtime_counts_from_the_silent_open() -> None:
     now[0] = 12.0
     assert not episodes.start("x", "never said: already open")
     now[0] = 15.25
-    assert episodes.end("x", "over", timed=True)
+    assert episodes.end("x", "over", timed_as="down_for_s")
     assert logger.calls == [("info", "over", {"failures": 2, "down_for_s": 5.2})]
