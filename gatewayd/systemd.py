@@ -91,7 +91,8 @@ class Notifier:
                 raise RuntimeError("backend='libsystemd' needs systemd-python installed")
         elif backend == "auto" and environ is None:
             self._libsystemd = _libsystemd_notify()
-        self._warned = False
+        # One key, "notify", never closed: a manager that went away does not come back.
+        self._episodes = Episodes(log)
 
     @property
     def enabled(self) -> bool:
@@ -161,9 +162,9 @@ class Notifier:
                 sock.sendall(message.encode())
         except OSError as exc:
             # The manager going away must never take the daemon down; say so once.
-            if not self._warned:
-                log.warning("sd_notify failed", error=str(exc), socket=self._notify_socket)
-                self._warned = True
+            self._episodes.failed(
+                "notify", "sd_notify failed", error=str(exc), socket=self._notify_socket
+            )
             return False
         return True
 
