@@ -1,10 +1,10 @@
 """EnOS MQTT topics (PROTOCOL.md §3.0): builders, the reply rule, and a parser.
 
-Every topic's path is written once, in `ROUTES`; the builders (`build` and one named
-function per topic) and the parser are both made from that table. Builders produce the exact
-SDK spelling (leading slash everywhere, also for the integration topics -- §7.8). The parser
-is what the emulator and the command dispatcher use: it never raises; anything it does not
-recognise comes back as `TopicKind.UNKNOWN`.
+Every topic's path is written once, in `ROUTES`; the builders (`build`, and the named
+builders such as `measurepoint_post`) and the parser are all made from that table. Builders
+produce the exact SDK spelling (leading slash everywhere, also for the integration topics --
+§7.8). The parser is what the emulator and the command dispatcher use: it never raises;
+anything it does not recognise comes back as `TopicKind.UNKNOWN`.
 
 Parsing order matters: ``thing/service/measurepoint/set`` and ``.../get`` share the prefix of
 the generic ``thing/service/{serviceId}``; the specific patterns are tried first (as the SDKs
@@ -16,6 +16,7 @@ indistinguishable from the reply of service ``x`` -- EnOS has the same ambiguity
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -202,7 +203,7 @@ def _check_segment(what: str, value: str) -> None:
         raise ValueError(f"EnOS {what} {value!r} must be non-empty without '/', '+' or '#'")
 
 
-# --- builders by name (the paths are in ROUTES) ---------------------------------------------
+# --- builders by name, made from ROUTES ------------------------------------------------------
 
 
 def reply_topic(topic: str) -> str:
@@ -210,189 +211,88 @@ def reply_topic(topic: str) -> str:
     return topic + REPLY_SUFFIX
 
 
-def combine_login(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device login (#1); keys are the gateway's."""
-    return build(TopicKind.COMBINE_LOGIN, gw_pk, gw_dk)
-
-
-def combine_login_batch(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device batch login (#2)."""
-    return build(TopicKind.COMBINE_LOGIN_BATCH, gw_pk, gw_dk)
-
-
-def combine_logout(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device logout (#3)."""
-    return build(TopicKind.COMBINE_LOGOUT, gw_pk, gw_dk)
-
-
-def combine_enable(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices enabled in the cloud (#23)."""
-    return build(TopicKind.COMBINE_ENABLE, gw_pk, gw_dk)
-
-
-def combine_disable(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices disabled in the cloud (#24)."""
-    return build(TopicKind.COMBINE_DISABLE, gw_pk, gw_dk)
-
-
-def combine_delete(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices deleted in the cloud (#25)."""
-    return build(TopicKind.COMBINE_DELETE, gw_pk, gw_dk)
-
-
-def activate_info(pk: str, dk: str) -> str:
-    """Downstream: device secret after a secure-mode-3 CONNECT (#27)."""
-    return build(TopicKind.ACTIVATE_INFO, pk, dk)
-
-
-def topo_add(gw_pk: str, gw_dk: str) -> str:
-    """Add sub-devices to the gateway's topology (#4)."""
-    return build(TopicKind.TOPO_ADD, gw_pk, gw_dk)
-
-
-def topo_get(gw_pk: str, gw_dk: str) -> str:
-    """List the gateway's topology (#5)."""
-    return build(TopicKind.TOPO_GET, gw_pk, gw_dk)
-
-
-def topo_delete(gw_pk: str, gw_dk: str) -> str:
-    """Remove sub-devices from the topology (#6)."""
-    return build(TopicKind.TOPO_DELETE, gw_pk, gw_dk)
-
-
-def device_register(gw_pk: str, gw_dk: str) -> str:
-    """Dynamic registration of sub-devices (#7)."""
-    return build(TopicKind.DEVICE_REGISTER, gw_pk, gw_dk)
-
-
-def measurepoint_post(pk: str, dk: str) -> str:
-    """Live measurepoints of one device (#8)."""
-    return build(TopicKind.MEASUREPOINT_POST, pk, dk)
-
-
-def measurepoint_post_batch(gw_pk: str, gw_dk: str) -> str:
-    """Live measurepoints of many devices, on the gateway's topic (#9)."""
-    return build(TopicKind.MEASUREPOINT_POST_BATCH, gw_pk, gw_dk)
-
-
-def measurepoint_resume(pk: str, dk: str) -> str:
-    """Backfilled measurepoints of one device (#10)."""
-    return build(TopicKind.MEASUREPOINT_RESUME, pk, dk)
-
-
-def measurepoint_resume_batch(gw_pk: str, gw_dk: str) -> str:
-    """Backfilled measurepoints of many devices (#11)."""
-    return build(TopicKind.MEASUREPOINT_RESUME_BATCH, gw_pk, gw_dk)
-
-
-def event_post(pk: str, dk: str, event_id: str) -> str:
-    """One event of one device (#12)."""
-    return build(TopicKind.EVENT_POST, pk, dk, event_id)
-
-
-def attribute_update(pk: str, dk: str) -> str:
-    """Update device attributes (#13)."""
-    return build(TopicKind.ATTRIBUTE_UPDATE, pk, dk)
-
-
-def attribute_query(pk: str, dk: str) -> str:
-    """Query device attributes (#14)."""
-    return build(TopicKind.ATTRIBUTE_QUERY, pk, dk)
-
-
-def attribute_delete(pk: str, dk: str) -> str:
-    """Delete device attributes (#15)."""
-    return build(TopicKind.ATTRIBUTE_DELETE, pk, dk)
-
-
-def tag_update(pk: str, dk: str) -> str:
-    """Update device tags (#16)."""
-    return build(TopicKind.TAG_UPDATE, pk, dk)
-
-
-def tag_query(pk: str, dk: str) -> str:
-    """Query device tags (#16)."""
-    return build(TopicKind.TAG_QUERY, pk, dk)
-
-
-def tag_delete(pk: str, dk: str) -> str:
-    """Delete device tags (#16)."""
-    return build(TopicKind.TAG_DELETE, pk, dk)
-
-
-def tsl_template_get(pk: str, dk: str) -> str:
-    """Fetch the device's thing model (#17)."""
-    return build(TopicKind.TSL_TEMPLATE_GET, pk, dk)
-
-
-def model_up_raw(pk: str, dk: str) -> str:
-    """Passthrough upload (#18)."""
-    return build(TopicKind.MODEL_UP_RAW, pk, dk)
-
-
-def model_down_raw(pk: str, dk: str) -> str:
-    """Passthrough download (#22)."""
-    return build(TopicKind.MODEL_DOWN_RAW, pk, dk)
-
-
-def measurepoint_set(pk: str, dk: str) -> str:
-    """Downstream: set measurepoints (#19)."""
-    return build(TopicKind.MEASUREPOINT_SET, pk, dk)
-
-
-def measurepoint_get(pk: str, dk: str) -> str:
-    """Downstream: read measurepoints (#20, older docs/SDKs)."""
-    return build(TopicKind.MEASUREPOINT_GET, pk, dk)
-
-
-def service(pk: str, dk: str, service_id: str) -> str:
-    """Downstream: invoke a model service (#21)."""
-    return build(TopicKind.SERVICE, pk, dk, service_id)
-
-
-def thing_enable(pk: str, dk: str) -> str:
-    """Downstream: the device itself was enabled (#26, SDK constant only)."""
-    return build(TopicKind.THING_ENABLE, pk, dk)
-
-
-def thing_disable(pk: str, dk: str) -> str:
-    """Downstream: the device itself was disabled (#26)."""
-    return build(TopicKind.THING_DISABLE, pk, dk)
-
-
-def thing_delete(pk: str, dk: str) -> str:
-    """Downstream: the device itself was deleted (#26)."""
-    return build(TopicKind.THING_DELETE, pk, dk)
-
-
-def rrpc_request(pk: str, dk: str, rrpc_id: str) -> str:
-    """Downstream RRPC request (#28, SDK constant only)."""
-    return build(TopicKind.RRPC, pk, dk, rrpc_id)
-
-
-def rrpc_response(pk: str, dk: str, rrpc_id: str) -> str:
-    """Answer to an RRPC request (#28): not the `_reply` rule."""
-    return build(TopicKind.RRPC, pk, dk, rrpc_id, response=True)
-
-
-def integration_measurepoint_post(pk: str) -> str:
-    """Integration channel measurepoints (#29, SDK spelling)."""
-    return build(TopicKind.INTEGRATION_MEASUREPOINT_POST, pk)
-
-
-def integration_event_post(pk: str) -> str:
-    """Integration channel events (#30, SDK spelling; docs/seeds drop the leading slash)."""
-    return build(TopicKind.INTEGRATION_EVENT_POST, pk)
-
-
-def integration_attribute_post(pk: str) -> str:
-    """Integration channel attributes (#31, SDK spelling; docs say `attributes`)."""
-    return build(TopicKind.INTEGRATION_ATTRIBUTE_POST, pk)
-
-
-def integration_up_raw(pk: str) -> str:
-    """Integration channel passthrough (#32, SDK spelling; docs say `integration/up_raw`)."""
-    return build(TopicKind.INTEGRATION_UP_RAW, pk)
+def _spelling(kind: TopicKind, response: bool = False) -> str:
+    route = _BY_KIND[(kind, response)]
+    prefix = {
+        "sys": "/sys/{pk}/{dk}/",
+        "session": "/ext/session/{pk}/{dk}/",
+        "integration": "/sys/{pk}/integration/",
+    }[route.scope]
+    return f"``{prefix}{route.path}`` (PROTOCOL.md §3.0)"
+
+
+def _keyed(name: str, kind: TopicKind) -> Callable[[str, str], str]:
+    def builder(pk: str, dk: str) -> str:
+        return build(kind, pk, dk)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic: {_spelling(kind)}."
+    return builder
+
+
+def _with_id(
+    name: str, kind: TopicKind, *, response: bool = False
+) -> Callable[[str, str, str], str]:
+    def builder(pk: str, dk: str, ident: str) -> str:
+        return build(kind, pk, dk, ident, response=response)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic for one id: {_spelling(kind, response)}."
+    return builder
+
+
+def _of_product(name: str, kind: TopicKind) -> Callable[[str], str]:
+    def builder(pk: str) -> str:
+        return build(kind, pk)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic (SDK spelling): {_spelling(kind)}."
+    return builder
+
+
+# Keys in the topic: the gateway's for combine/topo/register/batch topics, the device's own
+# (gateway or logged-in sub-device) for the others.
+combine_login = _keyed("combine_login", TopicKind.COMBINE_LOGIN)
+combine_login_batch = _keyed("combine_login_batch", TopicKind.COMBINE_LOGIN_BATCH)
+combine_logout = _keyed("combine_logout", TopicKind.COMBINE_LOGOUT)
+combine_enable = _keyed("combine_enable", TopicKind.COMBINE_ENABLE)
+combine_disable = _keyed("combine_disable", TopicKind.COMBINE_DISABLE)
+combine_delete = _keyed("combine_delete", TopicKind.COMBINE_DELETE)
+activate_info = _keyed("activate_info", TopicKind.ACTIVATE_INFO)
+topo_add = _keyed("topo_add", TopicKind.TOPO_ADD)
+topo_get = _keyed("topo_get", TopicKind.TOPO_GET)
+topo_delete = _keyed("topo_delete", TopicKind.TOPO_DELETE)
+device_register = _keyed("device_register", TopicKind.DEVICE_REGISTER)
+measurepoint_post = _keyed("measurepoint_post", TopicKind.MEASUREPOINT_POST)
+measurepoint_post_batch = _keyed("measurepoint_post_batch", TopicKind.MEASUREPOINT_POST_BATCH)
+measurepoint_resume = _keyed("measurepoint_resume", TopicKind.MEASUREPOINT_RESUME)
+measurepoint_resume_batch = _keyed("measurepoint_resume_batch", TopicKind.MEASUREPOINT_RESUME_BATCH)
+event_post = _with_id("event_post", TopicKind.EVENT_POST)
+attribute_update = _keyed("attribute_update", TopicKind.ATTRIBUTE_UPDATE)
+attribute_query = _keyed("attribute_query", TopicKind.ATTRIBUTE_QUERY)
+attribute_delete = _keyed("attribute_delete", TopicKind.ATTRIBUTE_DELETE)
+tag_update = _keyed("tag_update", TopicKind.TAG_UPDATE)
+tag_query = _keyed("tag_query", TopicKind.TAG_QUERY)
+tag_delete = _keyed("tag_delete", TopicKind.TAG_DELETE)
+tsl_template_get = _keyed("tsl_template_get", TopicKind.TSL_TEMPLATE_GET)
+model_up_raw = _keyed("model_up_raw", TopicKind.MODEL_UP_RAW)
+model_down_raw = _keyed("model_down_raw", TopicKind.MODEL_DOWN_RAW)
+measurepoint_set = _keyed("measurepoint_set", TopicKind.MEASUREPOINT_SET)
+measurepoint_get = _keyed("measurepoint_get", TopicKind.MEASUREPOINT_GET)
+service = _with_id("service", TopicKind.SERVICE)
+thing_enable = _keyed("thing_enable", TopicKind.THING_ENABLE)
+thing_disable = _keyed("thing_disable", TopicKind.THING_DISABLE)
+thing_delete = _keyed("thing_delete", TopicKind.THING_DELETE)
+rrpc_request = _with_id("rrpc_request", TopicKind.RRPC)
+rrpc_response = _with_id("rrpc_response", TopicKind.RRPC, response=True)  # not `_reply`
+integration_measurepoint_post = _of_product(
+    "integration_measurepoint_post", TopicKind.INTEGRATION_MEASUREPOINT_POST
+)
+integration_event_post = _of_product("integration_event_post", TopicKind.INTEGRATION_EVENT_POST)
+integration_attribute_post = _of_product(
+    "integration_attribute_post", TopicKind.INTEGRATION_ATTRIBUTE_POST
+)
+integration_up_raw = _of_product("integration_up_raw", TopicKind.INTEGRATION_UP_RAW)
 
 
 # --- parser ---------------------------------------------------------------------------------
