@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
@@ -35,7 +36,6 @@ from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
-from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.worker import Spool

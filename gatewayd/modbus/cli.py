@@ -18,27 +18,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.cli import load_or_report
 from gatewayd.config.models import BusConfig, Config, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
 from gatewayd.mapping.stage import report_specs
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.reader import DeviceReader, PointReading, ReadOutcome
 from gatewayd.modbus.timing import resolve_gap_fill
 
-EX_OK = 0
+#: Some points failed: sysexits has no "partly" status, so the generic failure code.
 EX_PARTIAL = 1
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
 
 
 def register(subparsers: Any) -> None:
@@ -118,12 +116,12 @@ def run_plan(args: argparse.Namespace) -> int:
     """Print the plan of every bus (or of `--device`'s bus, that device only)."""
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     buses: list[tuple[BusConfig, list[DeviceConfig]]]
     if args.device is not None:
         device = _find_device(config, args.device)
         if device is None:
-            return EX_USAGE
+            return os.EX_USAGE
         buses = [(_bus_of(config, device), [device])]
     else:
         buses = [(b, [d for d in config.devices if d.bus == b.name]) for b in config.buses]
@@ -146,7 +144,7 @@ def run_plan(args: argparse.Namespace) -> int:
                 f"{format_duration(cap.shortest_period)}",
                 file=sys.stderr,
             )
-    return EX_OK
+    return os.EX_OK
 
 
 def _describe_bus(bus: BusConfig) -> str:
@@ -268,10 +266,10 @@ def run_read(args: argparse.Namespace) -> int:
     """Poll `--device` `--count` times and print what it answered."""
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     device = _find_device(config, args.device)
     if device is None:
-        return EX_USAGE
+        return os.EX_USAGE
     bus = _bus_of(config, device)
     interval = args.interval if args.interval is not None else device.poll_interval
     return asyncio.run(_read(config, bus, device, args.count, interval, as_json=args.json))
@@ -297,8 +295,8 @@ async def _read(
     except BusUnavailable as exc:
         # The message names the bus, the port or endpoint, the setting and the reason.
         print(f"gatewayd: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    status = EX_OK
+        return os.EX_UNAVAILABLE
+    status = os.EX_OK
     try:
         everything = list(range(len(reader.points)))
         for n in range(count):
@@ -308,11 +306,11 @@ async def _read(
             outcome = await reader.read(client, everything, clock)
             _print_poll(reader, outcome, n + 1, count, as_json=as_json)
             if not outcome.answered:
-                status = EX_UNAVAILABLE
+                status = os.EX_UNAVAILABLE
             elif outcome.failed:
                 status = EX_PARTIAL
             else:
-                status = EX_OK
+                status = os.EX_OK
     finally:
         await client.close()
     return status

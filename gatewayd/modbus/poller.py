@@ -39,13 +39,15 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
+from gatewayd.backoff import Backoff
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
+from gatewayd.episodes import Episodes
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
 from gatewayd.mapping.stage import DeviceMapping, report_specs
-from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
+from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
-from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
 from gatewayd.modbus.probebudget import ProbeBudget
@@ -205,7 +207,7 @@ class BusPoller:
         self._log = log.bind(bus=bus.name)
         self._ops: deque[_Operation] = deque()
         self._op_arrived = asyncio.Event()
-        self._bus_failures = 0
+        self._bus_episode = Episodes(self._log)  # one key: "bus"
         self._reconnect_at = -math.inf
         # Timeouts of devices that stopped answering may take only a small share of the bus.
         self._probe_budget = ProbeBudget(capacity=bus.timeout, now=self._clock.monotonic())
@@ -256,7 +258,7 @@ class BusPoller:
     @property
     def bus_failures(self) -> int:
         """Failed connects (or lost connections) in a row; 0 while the bus is up."""
-        return self._bus_failures
+        return self._bus_episode.count("bus")
 
     def device_states(self) -> dict[str, DeviceStatus]:
         """A snapshot of every device's health, by device name."""
@@ -409,17 +411,13 @@ class BusPoller:
 
     def _bus_up(self) -> None:
         """The bus is connected again: the episode's one "recovered" line, counters reset."""
-        if self._bus_failures:
-            self._log.info("bus recovered", after_failures=self._bus_failures)
-        self._bus_failures = 0
+        self._bus_episode.end("bus", "bus recovered", count_as="after_failures")
         self._bus_error = None
 
     def _bus_down(self, error: str) -> None:
-        self._bus_failures += 1
-        delay = self._bus_backoff.delay(self._bus_failures, self._rng)
+        delay = self._bus_backoff.delay(self.bus_failures + 1, self._rng)
         self._reconnect_at = self._clock.monotonic() + delay
-        if self._bus_failures == 1:
-            self._log.warning("bus unavailable; reconnecting with backoff", error=error)
+        self._bus_episode.failed("bus", "bus unavailable; reconnecting with backoff", error=error)
         self._bus_error = error
         for entry in self._devices.values():
             if entry.polling:

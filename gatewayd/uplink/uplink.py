@@ -1,6 +1,6 @@
 """The uplink: keeps one EnOS gateway session alive and runs delivery and commands on it.
 
-Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as requests need
+Per connection (PROTOCOL.md §6): CONNECT, subscribe the reply topics as requests need
 them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
 `thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
 loss: every sub-device is offline, rows in flight return to the spool, and the next
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
@@ -41,7 +42,7 @@ from gatewayd.enos.session import (
     tls_context,
 )
 from gatewayd.enos.sign import mqtt_credentials
-from gatewayd.modbus.clock import Clock
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.ports import SpoolPort
@@ -142,7 +143,7 @@ class Uplink:
         # The current outage: since when (monotonic), failed connects, kinds warned about.
         self._down_since: float | None = None
         self._failed_connects = 0
-        self._warned: set[str] = set()
+        self._warned = Episodes(log)
 
     # ------------------------------------------------------------------ public
 
@@ -217,11 +218,8 @@ class Uplink:
         if self._down_since is None:
             self._down_since = self._clock.monotonic()
         self._failed_connects += 1
-        if kind in self._warned:
+        if not self._warned.start(kind, reason):
             log.debug(reason)
-            return
-        self._warned.add(kind)
-        log.warning(reason)
 
     def _recovered(self) -> None:
         """The one 'recovered' line of an outage (or the first connect's line)."""
@@ -237,7 +235,7 @@ class Uplink:
         )
         self._down_since = None
         self._failed_connects = 0
-        self._warned.clear()
+        self._warned.forget(self._warned.open)
 
     def _tls_hint(self) -> str:
         """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
