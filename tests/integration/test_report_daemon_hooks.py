@@ -54,3 +54,24 @@ async def test_a_dead_lettered_value_resets_every_filter(tmp_path: Path) -> None
         await spool.append([Sample("meter-1", "voltage", 232.0, 3000)], [], 3000)
         await daemon._check_losses(spool)
         assert daemon.resend.generation == generation + 1
+
+
+async def test_a_value_dropped_at_the_spool_cap_resets_every_filter(tmp_path: Path) -> None:
+    """Filling the real spool past its 1 MiB cap drops the oldest frames: the commit that
+    dropped them flags every device, the commits before it did not."""
+    daemon = _daemon(tmp_path)
+    spool_config = daemon.config.spool.model_copy(update={"max_bytes": 1 << 20})
+    async with await Spool.open(spool_config) as spool:
+        generation = daemon.resend.generation
+        await daemon._check_losses(spool)
+        appended = 0
+        while (await spool.counts()).dropped_samples == 0:
+            assert daemon.resend.generation == generation
+            batch = [
+                Sample(f"meter-{i % 2 + 1}", f"p{i % 5}", float(appended + i), appended + i)
+                for i in range(250)
+            ]
+            await spool.append(batch, [], appended)
+            appended += 250
+            await daemon._check_losses(spool)
+        assert daemon.resend.generation == generation + 1
