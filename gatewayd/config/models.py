@@ -175,14 +175,6 @@ class ReportConfig(Strict):
     ) = 0.0
     heartbeat: Annotated[Duration, Field(gt=0)] = 900.0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_on_key(cls, data: object) -> object:
-        # YAML 1.1 reads a bare `on` key as the boolean true: it is this rule's `on`.
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = {("on" if key is True else key): value for key, value in data.items()}
-        return data
-
     @field_validator("deadband", mode="before")
     @classmethod
     def _number_or_percent(cls, value: object) -> object:
