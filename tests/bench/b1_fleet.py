@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from tests.bench.common import (
     ProcessMeter,
     ProcessSample,
     Report,
+    cpu_seconds,
     median,
     percentile,
     python_module,
@@ -273,11 +275,14 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
         site.sim.command("reset")
         meter.start()
         device_meter.start()
+        # This process hosts the cloud (broker, parsing, records): its CPU alone, no children.
+        cloud_cpu0, cloud_wall0 = cpu_seconds(os.getpid()), time.monotonic()
         while time.time() < end:
             meter.poll()
             await asyncio.sleep(min(1.0, max(0.0, end - time.time())))
         sample = meter.stop()
         device_sample = device_meter.stop()
+        cloud_cpu = 100 * (cpu_seconds(os.getpid()) - cloud_cpu0) / (time.monotonic() - cloud_wall0)
         requests = site.sim.total_requests()
         ticks = {round((start + interval * (i + 0.5)) * 1000)
                  for i in range(round((end - start) / interval))}  # fmt: skip
@@ -323,7 +328,7 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
         first_accept_s=first_accept,
         max_message=site.cloud.max_message,
         missed_deadlines=sum(1 for d in durations if d > interval * 1000),
-        extra={"device_cpu_percent": device_sample.cpu_percent},
+        extra={"device_cpu_percent": device_sample.cpu_percent, "cloud_cpu_percent": cloud_cpu},
     )
 
 

@@ -51,6 +51,11 @@ def devices_cpu(phase: Phase) -> float:
     return float(phase.extra.get("device_cpu_percent", float("nan")))
 
 
+def cloud_cpu(phase: Phase) -> float:
+    """The cloud's (this process': broker and emulator) CPU % of one core in the window."""
+    return float(phase.extra.get("cloud_cpu_percent", float("nan")))
+
+
 async def bench(report: Report, quick: bool) -> None:
     """Run the steps; add rows."""
     seconds = 8.0 if quick else 40.0
@@ -69,10 +74,12 @@ async def bench(report: Report, quick: bool) -> None:
                         "floor": phase_json(floor)})  # fmt: skip
         print(f"    {rate:7d} points/s: gatewayd cpu {ours.process.cpu_percent:5.1f} % "
               f"rss {ours.process.rss_kib / 1024:5.1f} MiB cycle p99 {ours.cycle_p99_ms:6.1f} ms "
-              f"delivered {100 * ours.completeness:6.2f} % (devices {devices_cpu(ours):4.1f} %); "
+              f"delivered {100 * ours.completeness:6.2f} % fresh p99 {ours.fresh_p99_ms:5.0f} ms "
+              f"(devices {devices_cpu(ours):4.1f} %, cloud {cloud_cpu(ours):4.1f} %); "
               f"floor cpu {floor.process.cpu_percent:5.1f} % rss "
               f"{floor.process.rss_kib / 1024:5.1f} MiB cycle p99 {floor.cycle_p99_ms:6.1f} ms "
-              f"delivered {100 * floor.completeness:6.2f} % (devices {devices_cpu(floor):4.1f} %)",
+              f"delivered {100 * floor.completeness:6.2f} % fresh p99 {floor.fresh_p99_ms:5.0f} ms "
+              f"(devices {devices_cpu(floor):4.1f} %, cloud {cloud_cpu(floor):4.1f} %)",
               flush=True)  # fmt: skip
         if not sustained(ours):
             failed = why_not(ours, floor, rate)
@@ -95,6 +102,8 @@ async def bench(report: Report, quick: bool) -> None:
                note=f"floor {floor.process.rss_kib / 1024:.1f} MiB")  # fmt: skip
     report.add("B2", f"device side CPU at {rate} points/s", devices_cpu(ours), "% core",
                note=f"during the floor's window {devices_cpu(floor):.1f} %")  # fmt: skip
+    report.add("B2", f"cloud side CPU at {rate} points/s", cloud_cpu(ours), "% core",
+               note=f"broker, emulator; floor window {cloud_cpu(floor):.1f} %")  # fmt: skip
     report.add("B2", "largest message", biggest_message / 1024, "KiB", target="< 512 KiB",
                ok=biggest_message < 512 * 1024)  # fmt: skip
 
