@@ -13,9 +13,10 @@ Each step runs the floor and gatewayd once (B1's machinery: device process, emul
 the pipeline in its own process) for 8 s (quick) or 40 s (full). A step is *sustained*
 when every cycle ended within its interval and ≥ 99.9 % of the committed values were
 accepted by the cloud. Reported: the ceiling (the highest sustained step) with the
-daemon's CPU % of one core and RSS there, the floor's and the device side's figures at
-that step, the largest message the cloud received at any step (< 512 KiB), and the first
-step that failed, with why.
+daemon's CPU % of one core and RSS there, the floor's, the device side's and the cloud's
+(this process: amqtt broker and emulator) figures at that step, freshness p99 there, the
+largest message the cloud received at any step (< 512 KiB), and the first step that
+failed, with why.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ async def bench(report: Report, quick: bool) -> None:
                note=f"during the floor's window {devices_cpu(floor):.1f} %")  # fmt: skip
     report.add("B2", f"cloud side CPU at {rate} points/s", cloud_cpu(ours), "% core",
                note=f"broker, emulator; floor window {cloud_cpu(floor):.1f} %")  # fmt: skip
+    report.add("B2", f"freshness p99 at {rate} points/s", ours.fresh_p99_ms, "ms",
+               note=f"floor {floor.fresh_p99_ms:.0f} ms; seconds: cloud behind")  # fmt: skip
     report.add("B2", "largest message", biggest_message / 1024, "KiB", target="< 512 KiB",
                ok=biggest_message < 512 * 1024)  # fmt: skip
 
