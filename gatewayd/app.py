@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
@@ -34,7 +35,7 @@ from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.mapping.muting import Muting
-from gatewayd.modbus.clock import Clock, SystemClock
+from gatewayd.mapping.report import Resend
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.worker import Spool
@@ -133,6 +134,11 @@ class Daemon:
         #: Devices the cloud disabled or deleted: the mapping stage withholds their output.
         #: The daemon's, not a poller's, so a reload (new pollers) keeps it.
         self.muting = Muting()
+        #: "Send the next reading" for the report filters (a reload's pollers share it).
+        self.resend = Resend()
+        #: The spool's loss counters at the last commit (dropped, dead-lettered, unsendable).
+        self._losses: tuple[int, int, int] | None = None
+        self._filtering = _reports_on_change(config)
         self._poller_tasks: dict[str, asyncio.Task[None]] = {}
         self._commands = commands
         self._observer = observer
@@ -221,7 +227,7 @@ class Daemon:
 
     def _make_uplink(self, spool: Spool) -> Uplink:
         registry = SubDeviceRegistry.from_config(self.config)
-        return Uplink(
+        uplink = Uplink(
             self.config,
             spool,
             registry,
@@ -236,6 +242,8 @@ class Daemon:
             registrations=RegistrationStore(state_dir(self.config) / REGISTERED_DIR),
             on_secret=register_secret,
         )
+        uplink.on_session = self.resend.all
+        return uplink
 
     async def _read_attributes(self, device: str) -> tuple[dict[str, Any], dict[str, str]]:
         """Read `device`'s register attributes on its bus task, between two polls."""
@@ -265,6 +273,7 @@ class Daemon:
                 clock=self.clock,
                 heartbeat=beat,
                 muting=self.muting,
+                resend=self.resend,
             )
             # A bus task that crashes is restarted by the daemon, with the bus backoff.
             supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)
@@ -303,16 +312,32 @@ class Daemon:
         samples, blocks, events = result.point_samples, result.blocks, result.events
         if samples or blocks or events:
             await spool.append(samples, events, int(self.clock.time() * 1000), blocks)
+            if self._filtering:
+                await self._check_losses(spool)
             if self._observer is not None:
                 self._observer(result)
             if self.uplink is not None:
                 self.uplink.notify_new_data()
+
+    async def _check_losses(self, spool: Spool) -> None:
+        """A value the spool dropped (cap, full disk) or dead-lettered never reaches the
+        cloud: every report filter then sends its next readings, so no point stays stale
+        in the cloud while the filter believes its value was sent."""
+        counts = await spool.counts()
+        losses = (counts.dropped_samples, counts.dead_letters, counts.unsendable_samples)
+        if self._losses is not None and losses != self._losses:
+            self.resend.all()
+        self._losses = losses
 
     async def _flush_results(self, spool: Spool) -> None:
         while not self.results.empty():
             await self._commit(spool, self.results.get_nowait())
 
     def _on_lifecycle(self, device: str, kind: CommandKind) -> None:
+        if kind is CommandKind.COMBINE_ENABLE:
+            # Whatever the cloud held of the device before it was disabled, the next
+            # readings of all its points go.
+            self.resend.device(device)
         config = next((d for d in self.config.devices if d.name == device), None)
         if config is None or (poller := self.pollers.get(config.bus)) is None:
             return
@@ -346,6 +371,7 @@ class Daemon:
         register_secrets(new)
         old = self.config
         self.config = new
+        self._filtering = _reports_on_change(new)
         await self._stop_pollers()
         self._start_pollers(new)
         if self.uplink is not None:
@@ -374,8 +400,14 @@ class Daemon:
     async def report(self, spool: Spool) -> StatusReport:
         counts = await spool.counts()
         devices = [
-            {**asdict(state), "state": str(state.state)}
+            {
+                **asdict(state),
+                "state": str(state.state),
+                "polled_per_minute": rates.get(state.device, (0, 0))[0],
+                "sent_per_minute": rates.get(state.device, (0, 0))[1],
+            }
             for poller in self.pollers.values()
+            for rates in (poller.report_rates(),)
             for state in poller.device_states().values()
         ]
         uplink = self.uplink
@@ -410,6 +442,16 @@ class Daemon:
             # Write errors are logged once per episode (StatusFile), never raised.
             await asyncio.to_thread(status_file.write, json.dumps(asdict(report), default=str))
             await self.clock.sleep(STATUS_INTERVAL_S)
+
+
+def _reports_on_change(config: Config) -> bool:
+    """Whether any point of the site may report on change (else nothing is filtered)."""
+    return any(
+        d.report is not None or d.point_reports for d in config.devices
+    ) or any(
+        m.report is not None or any(p.report is not None for p in m.points)
+        for m in config.models.values()
+    )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gatewayd.harness",  # demo, emulate: the optional simulation harness
 )
 
-EX_USAGE = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return EX_USAGE
+        return os.EX_USAGE
     # Logs go to stderr from the start, for every command: stdout carries only the
     # command's output (`read --json` is parsed by scripts). Unconfigured, structlog would
     # print to stdout. Warnings and errors only: a one-shot command's progress is its output,

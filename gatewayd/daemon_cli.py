@@ -13,8 +13,6 @@ from typing import Any
 
 from gatewayd.config.cli import load_or_report
 
-EX_CONFIG = 78
-EX_UNAVAILABLE = 69
 #: Files 0600, directories 0700 (the unit sets UMask=0077 too; this covers other starts).
 PRIVATE_UMASK = 0o077
 #: A status file older than this means the daemon is not running (it rewrites every 5 s).
@@ -62,7 +60,7 @@ def run_run(args: argparse.Namespace) -> int:
     os.umask(PRIVATE_UMASK)
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     configure_logging(config.logging.level, config.logging.format)
     daemon = Daemon(args.config, config, commands=command_handler_factory)
     try:
@@ -80,19 +78,19 @@ def run_status(args: argparse.Namespace) -> int:
 
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     path = state_dir(config) / STATUS_FILE
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         print(f"gatewayd is not running (no status file at {path})", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return os.EX_UNAVAILABLE
     age = time.time() - report["updated_ms"] / 1000
     report["age_s"] = round(age, 1)
     report["running"] = age < STALE_STATUS_S
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0 if report["running"] else EX_UNAVAILABLE
+        return 0 if report["running"] else os.EX_UNAVAILABLE
     state = "running" if report["running"] else f"NOT RUNNING (last report {age:.0f}s ago)"
     print(f"gatewayd {state}, pid {report['pid']}")
     print(
@@ -107,10 +105,16 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"  last uplink error: {report['last_error']}")
     for device in report["devices"]:
         error = f"  ({device['last_error']})" if device.get("last_error") else ""
+        # A status file of an older gatewayd has no report-filter counts.
+        sent = (
+            f", {device['polled_per_minute']}/min polled, {device['sent_per_minute']}/min sent"
+            if "sent_per_minute" in device
+            else ""
+        )
         print(
             f"  {device['device']:<20} {device['bus']:<12} unit {device['unit_id']:<3} "
-            f"{device['state']:<9} {device['points_per_second']:>7.1f} points/s{error}"
+            f"{device['state']:<9} {device['points_per_second']:>7.1f} points/s{sent}{error}"
         )
     for name, points in sorted(report.get("withheld", {}).items()):
         print(f"  {name}: not in the cloud model, withheld: {', '.join(points)}")
-    return 0 if report["running"] else EX_UNAVAILABLE
+    return 0 if report["running"] else os.EX_UNAVAILABLE

@@ -18,7 +18,7 @@ Secrets: values of keys named like secret/password/token/sign/credential are rep
 `***`, and so is every registered secret (`register_secret`) wherever it appears inside a
 string value, on every renderer.
 
-`OnceUntilRecovered` keeps a failing device to one warning and one "recovered" line.
+One warning per episode, one "recovered" line: `gatewayd.episodes.Episodes`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import logging
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, TextIO, cast
+from collections.abc import Callable, Mapping
+from typing import TextIO, cast
 
 import structlog
 from pydantic import SecretStr
@@ -405,51 +404,3 @@ def configure_logging(
     )
     return resolved
 
-
-class OnceUntilRecovered:
-    """Edge-triggered logging: one warning when something starts failing, one line when it
-    recovers, silence in between (a device polled every second must not flood the journal).
-
-    Pure state keyed by anything hashable (a device name) plus a logger call; the recovery
-    line says how many failures were suppressed and for how long.
-    """
-
-    def __init__(self, logger: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = logger
-        self._clock = clock
-        self._failing: dict[Hashable, tuple[float, int]] = {}  # key -> (since, failures)
-
-    def is_failing(self, key: Hashable) -> bool:
-        """True between the first failure of `key` and its recovery."""
-        return key in self._failing
-
-    @property
-    def failing(self) -> tuple[Hashable, ...]:
-        """Keys currently failing, oldest first."""
-        return tuple(self._failing)
-
-    def failed(self, key: Hashable, event: str, *, level: str = "warning", **fields: Any) -> bool:
-        """Record a failure of `key`; logs `event` only on the first one. True if it logged."""
-        state = self._failing.get(key)
-        if state is not None:
-            self._failing[key] = (state[0], state[1] + 1)
-            return False
-        self._failing[key] = (self._clock(), 1)
-        getattr(self._log, level)(event, **fields)
-        return True
-
-    def ok(self, key: Hashable, event: str = "recovered", **fields: Any) -> bool:
-        """Record a success of `key`; logs `event` at info only if it was failing."""
-        state = self._failing.pop(key, None)
-        if state is None:
-            return False
-        since, failures = state
-        self._log.info(
-            event, failures=failures, down_for_s=round(self._clock() - since, 1), **fields
-        )
-        return True
-
-    def forget(self, keys: Iterable[Hashable]) -> None:
-        """Drop state for `keys` (devices removed by a reload) without logging."""
-        for key in keys:
-            self._failing.pop(key, None)

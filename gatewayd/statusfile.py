@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from gatewayd.logging import OnceUntilRecovered
+from gatewayd.episodes import Episodes
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ class StatusFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._edge = OnceUntilRecovered(log)
+        self._edge = Episodes(log)
 
     def write(self, text: str) -> bool:
         """Replace the file with `text` (temp file + rename); False if that failed."""

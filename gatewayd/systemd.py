@@ -35,7 +35,7 @@ from typing import Literal
 
 import structlog
 
-from gatewayd.logging import OnceUntilRecovered
+from gatewayd.episodes import Episodes
 
 log = structlog.get_logger("gatewayd.systemd")
 
@@ -91,7 +91,8 @@ class Notifier:
                 raise RuntimeError("backend='libsystemd' needs systemd-python installed")
         elif backend == "auto" and environ is None:
             self._libsystemd = _libsystemd_notify()
-        self._warned = False
+        # One key, "notify", never closed: a manager that went away does not come back.
+        self._episodes = Episodes(log)
 
     @property
     def enabled(self) -> bool:
@@ -161,9 +162,9 @@ class Notifier:
                 sock.sendall(message.encode())
         except OSError as exc:
             # The manager going away must never take the daemon down; say so once.
-            if not self._warned:
-                log.warning("sd_notify failed", error=str(exc), socket=self._notify_socket)
-                self._warned = True
+            self._episodes.failed(
+                "notify", "sd_notify failed", error=str(exc), socket=self._notify_socket
+            )
             return False
         return True
 
@@ -268,7 +269,7 @@ class WatchdogPinger:
         self.period = interval / 2
         self.max_loop_lag = interval / 4 if max_loop_lag is None else max_loop_lag
         self._clock = clock
-        self._edge = OnceUntilRecovered(log)
+        self._edge = Episodes(log)
         self.pings = 0  #: pings sent so far
         self.withheld = 0  #: ticks that withheld their ping
         self.last_verdict: WatchdogVerdict | None = None

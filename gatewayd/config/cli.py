@@ -9,6 +9,7 @@ not. A config file that cannot be read is an error like any other: exit 78 too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,6 @@ from gatewayd.config.models import Config
 from gatewayd.config.render import render_config
 from gatewayd.config.risks import located_warnings
 from gatewayd.config.schema import schema_text
-
-EX_OK = 0
-EX_CONFIG = 78
 
 
 def register(subparsers: Any) -> None:
@@ -64,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 def load_or_report(path: Path) -> Config | None:
     """The config at `path` for a command; None after printing every error on stderr
-    (the caller exits with `EX_CONFIG`)."""
+    (the caller exits with `os.EX_CONFIG`)."""
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -76,7 +74,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Validate `args.config`; print the resolved config or the errors."""
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     # Valid but risky settings: said on stderr, the resolved config still goes to stdout.
     for warning in located_warnings(args.config, config):
         print(warning.render(), file=sys.stderr)
@@ -86,7 +84,7 @@ def run_check(args: argparse.Namespace) -> int:
     if getattr(args, "cloud", False):
         return _check_cloud(args.config, config)
     sys.stdout.write(text)
-    return EX_OK
+    return os.EX_OK
 
 
 def _check_cloud(path: Path, config: Config) -> int:
@@ -103,4 +101,4 @@ def _check_cloud(path: Path, config: Config) -> int:
 def run_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema."""
     sys.stdout.write(schema_text(model=args.model))
-    return EX_OK
+    return os.EX_OK

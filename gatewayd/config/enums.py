@@ -42,6 +42,52 @@ class DataType(StrEnum):
     BCD16 = "bcd16"
     BCD32 = "bcd32"
 
+    # The groups are set look-ups: the codec asks them for every point it decodes.
+    @property
+    def is_float(self) -> bool:
+        """float32 and float64."""
+        return self in _FLOAT_TYPES
+
+    @property
+    def is_integer(self) -> bool:
+        """Whole raw numbers: the signed, unsigned and BCD types (enums need one)."""
+        return self in _RAW_RANGES
+
+    @property
+    def is_numeric(self) -> bool:
+        """Integers and floats: what thresholds, scale and offset apply to."""
+        return self in _RAW_RANGES or self in _FLOAT_TYPES
+
+    @property
+    def is_signed(self) -> bool:
+        """Two's-complement integers."""
+        return self in _SIGNED_TYPES
+
+    @property
+    def is_bcd(self) -> bool:
+        """Binary-coded decimal: four bits per decimal digit."""
+        return self in _BCD_TYPES
+
+    @property
+    def raw_range(self) -> tuple[int, int] | None:
+        """The inclusive raw range of an integer type; None for the others."""
+        return _RAW_RANGES.get(self)
+
+
+_FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
+_SIGNED_TYPES = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
+_BCD_TYPES = frozenset({DataType.BCD16, DataType.BCD32})
+_RAW_RANGES: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(1 << 15), (1 << 15) - 1),
+    DataType.UINT16: (0, (1 << 16) - 1),
+    DataType.INT32: (-(1 << 31), (1 << 31) - 1),
+    DataType.UINT32: (0, (1 << 32) - 1),
+    DataType.INT64: (-(1 << 63), (1 << 63) - 1),
+    DataType.UINT64: (0, (1 << 64) - 1),
+    DataType.BCD16: (0, 9999),
+    DataType.BCD32: (0, 99_999_999),
+}
+
 
 #: Registers occupied by each fixed-size type; `string` takes its `count`.
 REGISTER_COUNT: dict[DataType, int] = {

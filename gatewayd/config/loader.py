@@ -26,6 +26,7 @@ from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
 from gatewayd.config.models import (
     Config,
+    DeviceConfig,
     DeviceModel,
     GatewayConfig,
     IntegrationConfig,
@@ -214,6 +215,9 @@ class _Load:
         gateway = self._resolve_gateway(doc, config.gateway)
         devices = []
         for index, device in enumerate(config.devices):
+            model = models.get(device.model)
+            if model is not None:
+                self._check_point_reports(doc, index, device, model)
             update: dict[str, Any] = {}
             found = self.secrets.get(("devices", index, "device_secret_file"))
             if found is not None:
@@ -231,6 +235,21 @@ class _Load:
                 "models": {d.model: models[d.model] for d in config.devices if d.model in models},
             }
         )
+
+    def _check_point_reports(
+        self, doc: YamlDocument, index: int, device: DeviceConfig, model: DeviceModel
+    ) -> None:
+        """Every measurepoint a device's `point_reports` names is one of its model's."""
+        known = [p.measurepoint for p in model.points]
+        for name in device.point_reports:
+            if name not in known:
+                self.issues.append(
+                    doc.issue(
+                        ("devices", index, "point_reports", name),
+                        f"model '{model.name}' has no measurepoint '{name}'",
+                        hint_for(name, known, known="its measurepoints"),
+                    )
+                )
 
     def _resolve_gateway(self, doc: YamlDocument, gateway: GatewayConfig) -> GatewayConfig:
         update: dict[str, Any] = {}

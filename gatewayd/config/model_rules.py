@@ -29,19 +29,6 @@ from gatewayd.config.models import (
 from gatewayd.config.suggest import hint_for
 from gatewayd.config.yamlload import YamlDocument
 
-_INTEGER_TYPES = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-        DataType.BCD16,
-        DataType.BCD32,
-    }
-)
-_NUMERIC_TYPES = _INTEGER_TYPES | {DataType.FLOAT32, DataType.FLOAT64}
 _TABLE_NAMES = {
     Table.COIL: "coil",
     Table.DISCRETE: "discrete input",
@@ -136,7 +123,7 @@ def _check_point_shape(c: _Checker, i: int, p: PointConfig, section: str = "poin
             f"count {p.count} does not match type {p.type.value}",
             f"{p.type.value} takes {size} {unit}; remove count",
         )
-    if p.enum is not None and p.type not in _INTEGER_TYPES:
+    if p.enum is not None and not p.type.is_integer:
         c.add((*at, "enum"), f"enum needs an integer type, not {p.type.value}")
     if p.min is not None and p.max is not None and p.min > p.max:
         c.add((*at, "min"), f"min {p.min:g} is greater than max {p.max:g}")
@@ -210,7 +197,7 @@ def _check_events(
             continue
         if isinstance(rule, BitRule) and point.type is not DataType.BOOL:
             c.add(at, f"{rule.rule} needs a bool point; '{rule.point}' is {point.type.value}")
-        if isinstance(rule, ThresholdRule) and point.type not in _NUMERIC_TYPES:
+        if isinstance(rule, ThresholdRule) and not point.type.is_numeric:
             c.add(at, f"threshold needs a numeric point; '{rule.point}' is {point.type.value}")
 
 

@@ -10,6 +10,7 @@ error back to `file:line:col`.
 from __future__ import annotations
 
 import datetime
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -157,6 +158,45 @@ BusConfig = Annotated[TcpBus | RtuOverTcpBus | SerialBus, Field(discriminator="t
 # ---------------------------------------------------------------------------- models
 
 
+_PERCENT = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
+
+
+class ReportConfig(Strict):
+    """When a point's readings go to EnOS: every one, or on change (report by exception).
+
+    `change` sends a reading that moved beyond `deadband` from the last value sent (a number,
+    absolute, or `'2%'` of that value; floats only: other types compare exactly), a quality
+    change, and at least one reading per `heartbeat`.
+    """
+
+    on: Literal["always", "change"] = "always"
+    deadband: (
+        Annotated[float, Field(ge=0)]
+        | Annotated[str, Field(pattern=_PERCENT.pattern)]
+    ) = 0.0
+    heartbeat: Annotated[Duration, Field(gt=0)] = 900.0
+
+    @field_validator("deadband", mode="before")
+    @classmethod
+    def _number_or_percent(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("expected a number (absolute) or a percent such as '2%'")  # noqa: TRY004
+        if isinstance(value, int | float) and value < 0:
+            raise ValueError(f"deadband {value} is negative; give 0 or more")
+        if isinstance(value, str) and _PERCENT.match(value) is None:
+            raise ValueError(
+                f"deadband '{value}' is neither a number nor a percent such as '2%'"
+            )
+        return value
+
+    @property
+    def percent(self) -> float | None:
+        """The deadband as a percent of the last sent value, if given so."""
+        if isinstance(self.deadband, str):
+            return float(self.deadband.strip().rstrip("%"))
+        return None
+
+
 class PointConfig(Strict):
     """One register range (or coil) mapped to one EnOS measurepoint."""
 
@@ -177,6 +217,7 @@ class PointConfig(Strict):
     min: float | None = None
     max: float | None = None
     quality: bool = False  # send {"value", "quality"} to EnOS
+    report: ReportConfig | None = None  # None: the model's default (else `always`)
 
     @property
     def register_count(self) -> int:
@@ -314,6 +355,7 @@ class DeviceModel(Strict):
     events: list[EventRule] = []
     services: list[ServiceConfig] = []
     attributes: list[AttributePointConfig] = []
+    report: ReportConfig | None = None  # default report rule of the model's points
 
 
 # ---------------------------------------------------------------------------- devices
@@ -364,6 +406,9 @@ class DeviceConfig(Strict):
     registration: RegisterConfig | None = Field(default=None, alias="register")
 
     _static_dates = field_validator("attributes", "tags", mode="before")(_dates_as_text)
+    # Report rules of this device: for all its points, and per measurepoint (wins).
+    report: ReportConfig | None = None
+    point_reports: dict[str, ReportConfig] = {}
 
 
 # ---------------------------------------------------------------------------- pipeline

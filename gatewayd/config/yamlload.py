@@ -145,6 +145,10 @@ class _Builder:
             hash(key)
         except TypeError:  # pragma: no cover - scalars always hash
             return node.value
+        if isinstance(key, bool) and not node.style:  # plain, not quoted
+            # YAML 1.1 reads a bare `on`/`off`/`yes`/`no` as a boolean; as a key it is
+            # the word the engineer wrote (a report rule's `on:`), never a boolean.
+            return node.value
         return key
 
 

@@ -1,4 +1,4 @@
-"""EnOS reply codes (enos-protocol.md §4, §3.7) and what the uplink should do about each.
+"""EnOS reply codes (PROTOCOL.md §4, §3.7) and what the uplink should do about each.
 
 `ReplyCode` names every documented cloud reply code, the SDKs' transport/command codes, and
 gatewayd's own device-side error codes (>= 2000, as the SDKs ask applications to use) for

@@ -1,4 +1,4 @@
-"""Request ids (enos-protocol.md §2.1): decimal-digit strings, unique per connection lifetime.
+"""Request ids (PROTOCOL.md §2.1): decimal-digit strings, unique per connection lifetime.
 
 A plain object owned by whoever owns the connection -- no global counter, no clock. The
 caller seeds it from time (`IdGenerator.from_time_ms(now_ms)`) so that a restarted daemon

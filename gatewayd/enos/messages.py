@@ -1,4 +1,4 @@
-"""EnOS JSON messages (enos-protocol.md §2-3): request encoders, reply and command decoders.
+"""EnOS JSON messages (PROTOCOL.md §2-3): request encoders, reply and command decoders.
 
 Sans-IO: every function takes ids and timestamps as arguments and returns bytes or values.
 
@@ -359,48 +359,6 @@ def measurepoint_batch(
     )
     parts = [r if isinstance(r, bytes) else encode_record(r) for r in records]
     return Request(topic, id, method, head + b",".join(parts) + tail)
-
-
-def measurepoint_post_batch(
-    gw_pk: str,
-    gw_dk: str,
-    *,
-    id: str,
-    records: Sequence[MeasurepointRecord],
-    allow_offline_sub_device: bool = False,
-    skip_invalid_measurepoints: bool = False,
-) -> Request:
-    """``thing.measurepoint.post.batch`` (live data of many devices)."""
-    return measurepoint_batch(
-        gw_pk,
-        gw_dk,
-        id=id,
-        records=records,
-        resume=False,
-        allow_offline_sub_device=allow_offline_sub_device,
-        skip_invalid_measurepoints=skip_invalid_measurepoints,
-    )
-
-
-def measurepoint_resume_batch(
-    gw_pk: str,
-    gw_dk: str,
-    *,
-    id: str,
-    records: Sequence[MeasurepointRecord],
-    allow_offline_sub_device: bool = False,
-    skip_invalid_measurepoints: bool = False,
-) -> Request:
-    """``thing.measurepoint.resume.batch`` (backfill of many devices; no alerts fire)."""
-    return measurepoint_batch(
-        gw_pk,
-        gw_dk,
-        id=id,
-        records=records,
-        resume=True,
-        allow_offline_sub_device=allow_offline_sub_device,
-        skip_invalid_measurepoints=skip_invalid_measurepoints,
-    )
 
 
 def event_post(

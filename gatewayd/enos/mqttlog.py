@@ -12,9 +12,10 @@ counted and summed up in one line when the connection closes.
 from __future__ import annotations
 
 import logging
-import time
 
 import structlog
+
+from gatewayd.episodes import Episodes
 
 log = structlog.get_logger(__name__)
 
@@ -74,31 +75,30 @@ class PublishBacklog:
         self.threshold = threshold
         self.waiting = 0
         self.peak = 0
-        self._since: float | None = None
+        self._episode = Episodes(log)  # one key: "backlog"
 
     @property
     def piling_up(self) -> bool:
-        return self._since is not None
+        return "backlog" in self._episode
 
     def enter(self) -> None:
         self.waiting += 1
-        if self._since is None and self.waiting > self.threshold:
-            self._since = time.monotonic()
+        if self.waiting > self.threshold and self._episode.start(
+            "backlog",
+            "MQTT publishes are piling up: waiting for the broker's PUBACK",
+            waiting=self.waiting,
+            threshold=self.threshold,
+        ):
             self.peak = self.waiting
-            log.warning(
-                "MQTT publishes are piling up: waiting for the broker's PUBACK",
-                waiting=self.waiting,
-                threshold=self.threshold,
-            )
         self.peak = max(self.peak, self.waiting)
 
     def leave(self) -> None:
         self.waiting -= 1
-        if self._since is not None and self.waiting <= self.threshold // 2:
-            log.info(
-                "MQTT publishes flow again",
-                peak=self.peak,
-                seconds=round(time.monotonic() - self._since, 1),
-            )
-            self._since = None
+        if self.waiting <= self.threshold // 2 and self._episode.end(
+            "backlog",
+            "MQTT publishes flow again",
+            count_as=None,
+            timed_as="seconds",
+            peak=self.peak,
+        ):
             self.peak = 0

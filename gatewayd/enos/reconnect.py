@@ -1,7 +1,7 @@
 """When to try the next connect: cheap TCP retries, CONNECT backoff, EnOS' connect throttle.
 
 EnOS locks a device out for five minutes when it sees more than four CONNECTs in two
-minutes (enos-protocol.md §5). What counts is MQTT CONNECT packets in a sliding 2-minute
+minutes (PROTOCOL.md §5). What counts is MQTT CONNECT packets in a sliding 2-minute
 window, nothing else, so the policy tells two kinds of failure apart:
 
 - *unreachable*: the TCP (or TLS) connection never came up, so no CONNECT was sent. Nothing
@@ -23,7 +23,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: EnOS connect throttle (enos-protocol.md §5): at most this many CONNECTs per window.
+from gatewayd.backoff import Backoff
+
+#: EnOS connect throttle (PROTOCOL.md §5): at most this many CONNECTs per window.
 THROTTLE_ATTEMPTS = 4
 THROTTLE_WINDOW_S = 120.0
 #: Seconds kept clear of the window edge, against clock skew between us and the broker.
@@ -37,12 +39,9 @@ SPREAD_S = THROTTLE_WINDOW_S / 3
 #: from ~1 s to this cap (jittered), so the cloud's return is noticed within ~5 s.
 PROBE_BASE_S = 1.0
 PROBE_CAP_S = 5.0
-
-
-def _equal_jitter(rng: random.Random, ceiling: float) -> float:
-    """Half the delay kept, half random: a fleet that lost the same uplink does not
-    reconnect in lockstep."""
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+#: Half of each delay kept, half random: a fleet that lost the same uplink does not
+#: reconnect in lockstep.
+EQUAL_JITTER = 0.5
 
 
 @dataclass
@@ -124,11 +123,12 @@ class ReconnectPolicy:
         `refused` when the broker answered CONNACK with an error."""
         self.failures += 1
         self.unreachable_count = 0
-        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        backoff = Backoff(initial=self.base_s, maximum=self.cap_s, jitter=EQUAL_JITTER)
+        ceiling = backoff.ceiling(self.failures)
         spread = self.failures > self.quick_retries
         if spread:
             ceiling = max(ceiling, self.spread_s)
-        delay = _equal_jitter(self.rng, ceiling)
+        delay = backoff.jittered(ceiling, self.rng)
         if spread:
             delay = max(delay, self.spread_s)
         if refused:
@@ -140,5 +140,6 @@ class ReconnectPolicy:
         so nothing is counted; try again in a few jittered seconds (an earlier CONNECT
         backoff still holds)."""
         self.unreachable_count += 1
-        ceiling = min(self.probe_cap_s, self.probe_base_s * 2 ** (self.unreachable_count - 1))
-        self._not_before = max(self._not_before, now + _equal_jitter(self.rng, ceiling))
+        probe = Backoff(initial=self.probe_base_s, maximum=self.probe_cap_s, jitter=EQUAL_JITTER)
+        delay = probe.delay(self.unreachable_count, self.rng)
+        self._not_before = max(self._not_before, now + delay)

@@ -247,7 +247,8 @@ class GatewaySession:
             self._publishes.leave()
 
     async def publish_reply(self, topic: str, payload: bytes) -> None:
-        """Publish a command reply at QoS 0 (§2.4: JAVA and NODE do; the cloud takes 0 or 1).
+        """Publish a command reply at QoS 0 (JAVA and NODE do; the cloud takes 0 or 1:
+        PROTOCOL.md §2.4).
 
         A reply is sent once whatever the broker says (a lost session loses it either way,
         and a redelivered command is answered from the dispatcher's ledger), so waiting

@@ -1,4 +1,4 @@
-"""The EnOS sign (enos-protocol.md §1.5) and the MQTT CONNECT credentials built on it (§1.2-1.4).
+"""The EnOS sign (PROTOCOL.md §1.5) and the MQTT CONNECT credentials built on it (§1.2-1.4).
 
 One recipe serves CONNECT, sub-device login, batch login and topo add: sort the parameter
 names (plain code-point order), concatenate ``name + value`` pairs, append the secret, and

@@ -1,8 +1,10 @@
-"""EnOS MQTT topics (enos-protocol.md §3.0): builders, the reply rule, and a parser.
+"""EnOS MQTT topics (PROTOCOL.md §3.0): builders, the reply rule, and a parser.
 
-Builders produce the exact SDK spelling (leading slash everywhere, also for the integration
-topics -- §7.8). The parser is what the emulator and the command dispatcher use: it never
-raises; anything it does not recognise comes back as `TopicKind.UNKNOWN`.
+Every topic's path is written once, in `ROUTES`; the builders (`build`, and the named
+builders such as `measurepoint_post`) and the parser are all made from that table. Builders
+produce the exact SDK spelling (leading slash everywhere, also for the integration topics --
+§7.8). The parser is what the emulator and the command dispatcher use: it never raises;
+anything it does not recognise comes back as `TopicKind.UNKNOWN`.
 
 Parsing order matters: ``thing/service/measurepoint/set`` and ``.../get`` share the prefix of
 the generic ``thing/service/{serviceId}``; the specific patterns are tried first (as the SDKs
@@ -14,6 +16,7 @@ indistinguishable from the reply of service ``x`` -- EnOS has the same ambiguity
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -105,209 +108,93 @@ class ParsedTopic:
 UNKNOWN_TOPIC = ParsedTopic(TopicKind.UNKNOWN)
 
 
-# --- builders -------------------------------------------------------------------------------
+# --- the table -----------------------------------------------------------------------------
 
 
-def _sys(pk: str, dk: str, path: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One topic shape: the builders spell `path`; the parser also accepts `aliases`.
+
+    `scope` is where the keys go: "sys" (``/sys/{pk}/{dk}/``), "session"
+    (``/ext/session/{pk}/{dk}/``) or "integration" (``/sys/{pk}/integration/``, no device
+    key). ``{id}`` in a path stands for the event, service or rrpc id. `response` marks the
+    rrpc answer, which is not spelled by the ``_reply`` rule.
+    """
+
+    kind: TopicKind
+    scope: str
+    path: str
+    aliases: tuple[str, ...] = ()
+    response: bool = False
+
+
+#: Every topic, written once: builders and parser both come from here. Parsing tries the
+#: routes IN ORDER, so the specific service routes come before the generic
+#: ``thing/service/{id}``.
+ROUTES: tuple[Route, ...] = (
+    Route(TopicKind.COMBINE_LOGIN, "session", "combine/login"),
+    Route(TopicKind.COMBINE_LOGIN_BATCH, "session", "combine/login/batch"),
+    Route(TopicKind.COMBINE_LOGOUT, "session", "combine/logout"),
+    Route(TopicKind.COMBINE_ENABLE, "session", "combine/enable"),
+    Route(TopicKind.COMBINE_DISABLE, "session", "combine/disable"),
+    Route(TopicKind.COMBINE_DELETE, "session", "combine/delete"),
+    Route(TopicKind.ACTIVATE_INFO, "session", "thing/activate/info"),
+    Route(TopicKind.TOPO_ADD, "sys", "thing/topo/add"),
+    Route(TopicKind.TOPO_GET, "sys", "thing/topo/get"),
+    Route(TopicKind.TOPO_DELETE, "sys", "thing/topo/delete"),
+    Route(TopicKind.DEVICE_REGISTER, "sys", "thing/device/register"),
+    Route(TopicKind.MEASUREPOINT_POST, "sys", "thing/measurepoint/post"),
+    Route(TopicKind.MEASUREPOINT_POST_BATCH, "sys", "thing/measurepoint/post/batch"),
+    Route(TopicKind.MEASUREPOINT_RESUME, "sys", "thing/measurepoint/resume"),
+    Route(TopicKind.MEASUREPOINT_RESUME_BATCH, "sys", "thing/measurepoint/resume/batch"),
+    Route(TopicKind.EVENT_POST, "sys", "thing/event/{id}/post"),
+    Route(TopicKind.ATTRIBUTE_UPDATE, "sys", "thing/attribute/update"),
+    Route(TopicKind.ATTRIBUTE_QUERY, "sys", "thing/attribute/query"),
+    Route(TopicKind.ATTRIBUTE_DELETE, "sys", "thing/attribute/delete"),
+    Route(TopicKind.TAG_UPDATE, "sys", "thing/tag/update"),
+    Route(TopicKind.TAG_QUERY, "sys", "thing/tag/query"),
+    Route(TopicKind.TAG_DELETE, "sys", "thing/tag/delete"),
+    Route(TopicKind.TSL_TEMPLATE_GET, "sys", "thing/tsltemplate/get"),
+    Route(TopicKind.MODEL_UP_RAW, "sys", "thing/model/up_raw"),
+    Route(TopicKind.MODEL_DOWN_RAW, "sys", "thing/model/down_raw"),
+    Route(TopicKind.MEASUREPOINT_SET, "sys", "thing/service/measurepoint/set"),
+    Route(TopicKind.MEASUREPOINT_GET, "sys", "thing/service/measurepoint/get"),
+    Route(TopicKind.SERVICE, "sys", "thing/service/{id}"),
+    Route(TopicKind.THING_ENABLE, "sys", "thing/enable"),
+    Route(TopicKind.THING_DISABLE, "sys", "thing/disable"),
+    Route(TopicKind.THING_DELETE, "sys", "thing/delete"),
+    Route(TopicKind.RRPC, "sys", "rrpc/request/{id}"),
+    Route(TopicKind.RRPC, "sys", "rrpc/response/{id}", response=True),
+    # SDK spelling with a leading slash; the docs' spellings (no slash, other path names:
+    # §7.8) are accepted too.
+    Route(TopicKind.INTEGRATION_MEASUREPOINT_POST, "integration", "measurepoint/post"),
+    Route(TopicKind.INTEGRATION_EVENT_POST, "integration", "event/post"),
+    Route(
+        TopicKind.INTEGRATION_ATTRIBUTE_POST, "integration", "attribute/post", ("attributes/post",)
+    ),
+    Route(TopicKind.INTEGRATION_UP_RAW, "integration", "model/up_raw", ("up_raw",)),
+)
+
+_BY_KIND: dict[tuple[TopicKind, bool], Route] = {(r.kind, r.response): r for r in ROUTES}
+#: What each id placeholder names, for the error of a bad one.
+_ID_NAMES = {TopicKind.EVENT_POST: "event id", TopicKind.SERVICE: "service id"}
+
+
+def build(
+    kind: TopicKind, pk: str, dk: str = "", ident: str = "", *, response: bool = False
+) -> str:
+    """The topic of `kind` for product key `pk` and device key `dk` (unused by integration
+    topics), with `ident` in place of the route's event, service or rrpc id."""
+    route = _BY_KIND[(kind, response)]
+    path = route.path
+    if "{id}" in path:
+        _check_segment(_ID_NAMES.get(kind, "rrpc id"), ident)
+        path = path.replace("{id}", ident)
+    if route.scope == "integration":
+        return f"/sys/{pk}/integration/{path}"
+    if route.scope == "session":
+        return f"/ext/session/{pk}/{dk}/{path}"
     return f"/sys/{pk}/{dk}/{path}"
-
-
-def _session(pk: str, dk: str, path: str) -> str:
-    return f"/ext/session/{pk}/{dk}/{path}"
-
-
-def reply_topic(topic: str) -> str:
-    """The topic EnOS (or the device) answers a request/command on: topic + ``_reply``."""
-    return topic + REPLY_SUFFIX
-
-
-def combine_login(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device login (#1); keys are the gateway's."""
-    return _session(gw_pk, gw_dk, "combine/login")
-
-
-def combine_login_batch(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device batch login (#2)."""
-    return _session(gw_pk, gw_dk, "combine/login/batch")
-
-
-def combine_logout(gw_pk: str, gw_dk: str) -> str:
-    """Sub-device logout (#3)."""
-    return _session(gw_pk, gw_dk, "combine/logout")
-
-
-def combine_enable(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices enabled in the cloud (#23)."""
-    return _session(gw_pk, gw_dk, "combine/enable")
-
-
-def combine_disable(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices disabled in the cloud (#24)."""
-    return _session(gw_pk, gw_dk, "combine/disable")
-
-
-def combine_delete(gw_pk: str, gw_dk: str) -> str:
-    """Downstream: sub-devices deleted in the cloud (#25)."""
-    return _session(gw_pk, gw_dk, "combine/delete")
-
-
-def activate_info(pk: str, dk: str) -> str:
-    """Downstream: device secret after a secure-mode-3 CONNECT (#27)."""
-    return _session(pk, dk, "thing/activate/info")
-
-
-def topo_add(gw_pk: str, gw_dk: str) -> str:
-    """Add sub-devices to the gateway's topology (#4)."""
-    return _sys(gw_pk, gw_dk, "thing/topo/add")
-
-
-def topo_get(gw_pk: str, gw_dk: str) -> str:
-    """List the gateway's topology (#5)."""
-    return _sys(gw_pk, gw_dk, "thing/topo/get")
-
-
-def topo_delete(gw_pk: str, gw_dk: str) -> str:
-    """Remove sub-devices from the topology (#6)."""
-    return _sys(gw_pk, gw_dk, "thing/topo/delete")
-
-
-def device_register(gw_pk: str, gw_dk: str) -> str:
-    """Dynamic registration of sub-devices (#7)."""
-    return _sys(gw_pk, gw_dk, "thing/device/register")
-
-
-def measurepoint_post(pk: str, dk: str) -> str:
-    """Live measurepoints of one device (#8)."""
-    return _sys(pk, dk, "thing/measurepoint/post")
-
-
-def measurepoint_post_batch(gw_pk: str, gw_dk: str) -> str:
-    """Live measurepoints of many devices, on the gateway's topic (#9)."""
-    return _sys(gw_pk, gw_dk, "thing/measurepoint/post/batch")
-
-
-def measurepoint_resume(pk: str, dk: str) -> str:
-    """Backfilled measurepoints of one device (#10)."""
-    return _sys(pk, dk, "thing/measurepoint/resume")
-
-
-def measurepoint_resume_batch(gw_pk: str, gw_dk: str) -> str:
-    """Backfilled measurepoints of many devices (#11)."""
-    return _sys(gw_pk, gw_dk, "thing/measurepoint/resume/batch")
-
-
-def event_post(pk: str, dk: str, event_id: str) -> str:
-    """One event of one device (#12)."""
-    _check_segment("event id", event_id)
-    return _sys(pk, dk, f"thing/event/{event_id}/post")
-
-
-def attribute_update(pk: str, dk: str) -> str:
-    """Update device attributes (#13)."""
-    return _sys(pk, dk, "thing/attribute/update")
-
-
-def attribute_query(pk: str, dk: str) -> str:
-    """Query device attributes (#14)."""
-    return _sys(pk, dk, "thing/attribute/query")
-
-
-def attribute_delete(pk: str, dk: str) -> str:
-    """Delete device attributes (#15)."""
-    return _sys(pk, dk, "thing/attribute/delete")
-
-
-def tag_update(pk: str, dk: str) -> str:
-    """Update device tags (#16)."""
-    return _sys(pk, dk, "thing/tag/update")
-
-
-def tag_query(pk: str, dk: str) -> str:
-    """Query device tags (#16)."""
-    return _sys(pk, dk, "thing/tag/query")
-
-
-def tag_delete(pk: str, dk: str) -> str:
-    """Delete device tags (#16)."""
-    return _sys(pk, dk, "thing/tag/delete")
-
-
-def tsl_template_get(pk: str, dk: str) -> str:
-    """Fetch the device's thing model (#17)."""
-    return _sys(pk, dk, "thing/tsltemplate/get")
-
-
-def model_up_raw(pk: str, dk: str) -> str:
-    """Passthrough upload (#18)."""
-    return _sys(pk, dk, "thing/model/up_raw")
-
-
-def model_down_raw(pk: str, dk: str) -> str:
-    """Passthrough download (#22)."""
-    return _sys(pk, dk, "thing/model/down_raw")
-
-
-def measurepoint_set(pk: str, dk: str) -> str:
-    """Downstream: set measurepoints (#19)."""
-    return _sys(pk, dk, "thing/service/measurepoint/set")
-
-
-def measurepoint_get(pk: str, dk: str) -> str:
-    """Downstream: read measurepoints (#20, older docs/SDKs)."""
-    return _sys(pk, dk, "thing/service/measurepoint/get")
-
-
-def service(pk: str, dk: str, service_id: str) -> str:
-    """Downstream: invoke a model service (#21)."""
-    _check_segment("service id", service_id)
-    return _sys(pk, dk, f"thing/service/{service_id}")
-
-
-def thing_enable(pk: str, dk: str) -> str:
-    """Downstream: the device itself was enabled (#26, SDK constant only)."""
-    return _sys(pk, dk, "thing/enable")
-
-
-def thing_disable(pk: str, dk: str) -> str:
-    """Downstream: the device itself was disabled (#26)."""
-    return _sys(pk, dk, "thing/disable")
-
-
-def thing_delete(pk: str, dk: str) -> str:
-    """Downstream: the device itself was deleted (#26)."""
-    return _sys(pk, dk, "thing/delete")
-
-
-def rrpc_request(pk: str, dk: str, rrpc_id: str) -> str:
-    """Downstream RRPC request (#28, SDK constant only)."""
-    _check_segment("rrpc id", rrpc_id)
-    return _sys(pk, dk, f"rrpc/request/{rrpc_id}")
-
-
-def rrpc_response(pk: str, dk: str, rrpc_id: str) -> str:
-    """Answer to an RRPC request (#28): not the `_reply` rule."""
-    _check_segment("rrpc id", rrpc_id)
-    return _sys(pk, dk, f"rrpc/response/{rrpc_id}")
-
-
-def integration_measurepoint_post(pk: str) -> str:
-    """Integration channel measurepoints (#29, SDK spelling)."""
-    return f"/sys/{pk}/integration/measurepoint/post"
-
-
-def integration_event_post(pk: str) -> str:
-    """Integration channel events (#30, SDK spelling; docs/seeds drop the leading slash)."""
-    return f"/sys/{pk}/integration/event/post"
-
-
-def integration_attribute_post(pk: str) -> str:
-    """Integration channel attributes (#31, SDK spelling; docs say `attributes`)."""
-    return f"/sys/{pk}/integration/attribute/post"
-
-
-def integration_up_raw(pk: str) -> str:
-    """Integration channel passthrough (#32, SDK spelling; docs say `integration/up_raw`)."""
-    return f"/sys/{pk}/integration/model/up_raw"
 
 
 def _check_segment(what: str, value: str) -> None:
@@ -316,84 +203,138 @@ def _check_segment(what: str, value: str) -> None:
         raise ValueError(f"EnOS {what} {value!r} must be non-empty without '/', '+' or '#'")
 
 
+# --- builders by name, made from ROUTES ------------------------------------------------------
+
+
+def reply_topic(topic: str) -> str:
+    """The topic EnOS (or the device) answers a request/command on: topic + ``_reply``."""
+    return topic + REPLY_SUFFIX
+
+
+def _spelling(kind: TopicKind, response: bool = False) -> str:
+    route = _BY_KIND[(kind, response)]
+    prefix = {
+        "sys": "/sys/{pk}/{dk}/",
+        "session": "/ext/session/{pk}/{dk}/",
+        "integration": "/sys/{pk}/integration/",
+    }[route.scope]
+    return f"``{prefix}{route.path}`` (PROTOCOL.md §3.0)"
+
+
+def _keyed(name: str, kind: TopicKind) -> Callable[[str, str], str]:
+    def builder(pk: str, dk: str) -> str:
+        return build(kind, pk, dk)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic: {_spelling(kind)}."
+    return builder
+
+
+def _with_id(
+    name: str, kind: TopicKind, *, response: bool = False
+) -> Callable[[str, str, str], str]:
+    def builder(pk: str, dk: str, ident: str) -> str:
+        return build(kind, pk, dk, ident, response=response)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic for one id: {_spelling(kind, response)}."
+    return builder
+
+
+def _of_product(name: str, kind: TopicKind) -> Callable[[str], str]:
+    def builder(pk: str) -> str:
+        return build(kind, pk)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"The ``{kind.value}`` topic (SDK spelling): {_spelling(kind)}."
+    return builder
+
+
+# Keys in the topic: the gateway's for combine/topo/register/batch topics, the device's own
+# (gateway or logged-in sub-device) for the others.
+combine_login = _keyed("combine_login", TopicKind.COMBINE_LOGIN)
+combine_login_batch = _keyed("combine_login_batch", TopicKind.COMBINE_LOGIN_BATCH)
+combine_logout = _keyed("combine_logout", TopicKind.COMBINE_LOGOUT)
+combine_enable = _keyed("combine_enable", TopicKind.COMBINE_ENABLE)
+combine_disable = _keyed("combine_disable", TopicKind.COMBINE_DISABLE)
+combine_delete = _keyed("combine_delete", TopicKind.COMBINE_DELETE)
+activate_info = _keyed("activate_info", TopicKind.ACTIVATE_INFO)
+topo_add = _keyed("topo_add", TopicKind.TOPO_ADD)
+topo_get = _keyed("topo_get", TopicKind.TOPO_GET)
+topo_delete = _keyed("topo_delete", TopicKind.TOPO_DELETE)
+device_register = _keyed("device_register", TopicKind.DEVICE_REGISTER)
+measurepoint_post = _keyed("measurepoint_post", TopicKind.MEASUREPOINT_POST)
+measurepoint_post_batch = _keyed("measurepoint_post_batch", TopicKind.MEASUREPOINT_POST_BATCH)
+measurepoint_resume = _keyed("measurepoint_resume", TopicKind.MEASUREPOINT_RESUME)
+measurepoint_resume_batch = _keyed("measurepoint_resume_batch", TopicKind.MEASUREPOINT_RESUME_BATCH)
+event_post = _with_id("event_post", TopicKind.EVENT_POST)
+attribute_update = _keyed("attribute_update", TopicKind.ATTRIBUTE_UPDATE)
+attribute_query = _keyed("attribute_query", TopicKind.ATTRIBUTE_QUERY)
+attribute_delete = _keyed("attribute_delete", TopicKind.ATTRIBUTE_DELETE)
+tag_update = _keyed("tag_update", TopicKind.TAG_UPDATE)
+tag_query = _keyed("tag_query", TopicKind.TAG_QUERY)
+tag_delete = _keyed("tag_delete", TopicKind.TAG_DELETE)
+tsl_template_get = _keyed("tsl_template_get", TopicKind.TSL_TEMPLATE_GET)
+model_up_raw = _keyed("model_up_raw", TopicKind.MODEL_UP_RAW)
+model_down_raw = _keyed("model_down_raw", TopicKind.MODEL_DOWN_RAW)
+measurepoint_set = _keyed("measurepoint_set", TopicKind.MEASUREPOINT_SET)
+measurepoint_get = _keyed("measurepoint_get", TopicKind.MEASUREPOINT_GET)
+service = _with_id("service", TopicKind.SERVICE)
+thing_enable = _keyed("thing_enable", TopicKind.THING_ENABLE)
+thing_disable = _keyed("thing_disable", TopicKind.THING_DISABLE)
+thing_delete = _keyed("thing_delete", TopicKind.THING_DELETE)
+rrpc_request = _with_id("rrpc_request", TopicKind.RRPC)
+rrpc_response = _with_id("rrpc_response", TopicKind.RRPC, response=True)  # not `_reply`
+integration_measurepoint_post = _of_product(
+    "integration_measurepoint_post", TopicKind.INTEGRATION_MEASUREPOINT_POST
+)
+integration_event_post = _of_product("integration_event_post", TopicKind.INTEGRATION_EVENT_POST)
+integration_attribute_post = _of_product(
+    "integration_attribute_post", TopicKind.INTEGRATION_ATTRIBUTE_POST
+)
+integration_up_raw = _of_product("integration_up_raw", TopicKind.INTEGRATION_UP_RAW)
+
+
 # --- parser ---------------------------------------------------------------------------------
 
-_SEG = r"([^/]+)"
-_PK_DK = rf"/sys/{_SEG}/{_SEG}/"
-_SESSION = rf"/ext/session/{_SEG}/{_SEG}/"
-_INTEGRATION = rf"/?sys/{_SEG}/integration/"
+_SEG = "([^/]+)"
+#: Each scope's prefix as a pattern: groups (pk, dk), or (pk) for the integration channel.
+_SCOPE_PATTERNS = {
+    "sys": f"/sys/{_SEG}/{_SEG}/",
+    "session": f"/ext/session/{_SEG}/{_SEG}/",
+    "integration": f"/?sys/{_SEG}/integration/",
+}
 
-# Per-device/gateway patterns with (pk, dk[, extra]) groups, tried IN ORDER: the specific
-# service patterns come before the generic `thing/service/{id}`.
-_DEVICE_PATTERNS: tuple[tuple[re.Pattern[str], TopicKind], ...] = tuple(
-    (re.compile(prefix + path + r"\Z"), kind)
-    for prefix, path, kind in (
-        (_SESSION, "combine/login", TopicKind.COMBINE_LOGIN),
-        (_SESSION, "combine/login/batch", TopicKind.COMBINE_LOGIN_BATCH),
-        (_SESSION, "combine/logout", TopicKind.COMBINE_LOGOUT),
-        (_SESSION, "combine/enable", TopicKind.COMBINE_ENABLE),
-        (_SESSION, "combine/disable", TopicKind.COMBINE_DISABLE),
-        (_SESSION, "combine/delete", TopicKind.COMBINE_DELETE),
-        (_SESSION, "thing/activate/info", TopicKind.ACTIVATE_INFO),
-        (_PK_DK, "thing/topo/add", TopicKind.TOPO_ADD),
-        (_PK_DK, "thing/topo/get", TopicKind.TOPO_GET),
-        (_PK_DK, "thing/topo/delete", TopicKind.TOPO_DELETE),
-        (_PK_DK, "thing/device/register", TopicKind.DEVICE_REGISTER),
-        (_PK_DK, "thing/measurepoint/post", TopicKind.MEASUREPOINT_POST),
-        (_PK_DK, "thing/measurepoint/post/batch", TopicKind.MEASUREPOINT_POST_BATCH),
-        (_PK_DK, "thing/measurepoint/resume", TopicKind.MEASUREPOINT_RESUME),
-        (_PK_DK, "thing/measurepoint/resume/batch", TopicKind.MEASUREPOINT_RESUME_BATCH),
-        (_PK_DK, rf"thing/event/{_SEG}/post", TopicKind.EVENT_POST),
-        (_PK_DK, "thing/attribute/update", TopicKind.ATTRIBUTE_UPDATE),
-        (_PK_DK, "thing/attribute/query", TopicKind.ATTRIBUTE_QUERY),
-        (_PK_DK, "thing/attribute/delete", TopicKind.ATTRIBUTE_DELETE),
-        (_PK_DK, "thing/tag/update", TopicKind.TAG_UPDATE),
-        (_PK_DK, "thing/tag/query", TopicKind.TAG_QUERY),
-        (_PK_DK, "thing/tag/delete", TopicKind.TAG_DELETE),
-        (_PK_DK, "thing/tsltemplate/get", TopicKind.TSL_TEMPLATE_GET),
-        (_PK_DK, "thing/model/up_raw", TopicKind.MODEL_UP_RAW),
-        (_PK_DK, "thing/model/down_raw", TopicKind.MODEL_DOWN_RAW),
-        (_PK_DK, "thing/service/measurepoint/set", TopicKind.MEASUREPOINT_SET),
-        (_PK_DK, "thing/service/measurepoint/get", TopicKind.MEASUREPOINT_GET),
-        (_PK_DK, rf"thing/service/{_SEG}", TopicKind.SERVICE),
-        (_PK_DK, "thing/enable", TopicKind.THING_ENABLE),
-        (_PK_DK, "thing/disable", TopicKind.THING_DISABLE),
-        (_PK_DK, "thing/delete", TopicKind.THING_DELETE),
+
+def _pattern(route: Route) -> re.Pattern[str]:
+    paths = "|".join(
+        re.escape(p).replace(re.escape("{id}"), _SEG) for p in (route.path, *route.aliases)
     )
-)
+    return re.compile(f"{_SCOPE_PATTERNS[route.scope]}(?:{paths})\\Z")
 
-# Integration topics: SDK spelling with a leading slash, docs spelling without, and the docs'
-# alternative path names (§7.8). Group 1 is the product key.
-_INTEGRATION_PATTERNS: tuple[tuple[re.Pattern[str], TopicKind], ...] = tuple(
-    (re.compile(_INTEGRATION + path + r"\Z"), kind)
-    for path, kind in (
-        ("measurepoint/post", TopicKind.INTEGRATION_MEASUREPOINT_POST),
-        ("event/post", TopicKind.INTEGRATION_EVENT_POST),
-        ("attributes?/post", TopicKind.INTEGRATION_ATTRIBUTE_POST),
-        ("(?:model/)?up_raw", TopicKind.INTEGRATION_UP_RAW),
-    )
-)
 
-_RRPC = re.compile(_PK_DK + rf"rrpc/(request|response)/{_SEG}\Z")
+#: (pattern, route) in table order; rrpc topics are matched whole (no `_reply` rule).
+_PATTERNS = tuple((_pattern(route), route) for route in ROUTES if route.kind is not TopicKind.RRPC)
+_RRPC_PATTERNS = tuple((_pattern(route), route) for route in ROUTES if route.kind is TopicKind.RRPC)
 
 
 def parse_topic(topic: str) -> ParsedTopic:
     """Classify `topic`; returns `UNKNOWN_TOPIC` for anything unrecognised (never raises)."""
-    rrpc = _RRPC.match(topic)
-    if rrpc:
-        pk, dk, direction, rrpc_id = rrpc.groups()
-        return ParsedTopic(TopicKind.RRPC, pk, dk, rrpc_id, is_reply=direction == "response")
+    for pattern, route in _RRPC_PATTERNS:
+        match = pattern.match(topic)
+        if match:
+            pk, dk, rrpc_id = match.groups()
+            return ParsedTopic(TopicKind.RRPC, pk, dk, rrpc_id, is_reply=route.response)
 
     is_reply = topic.endswith(REPLY_SUFFIX)
     base = topic[: -len(REPLY_SUFFIX)] if is_reply else topic
-    for pattern, kind in _DEVICE_PATTERNS:
+    for pattern, route in _PATTERNS:
         match = pattern.match(base)
-        if match:
-            groups = match.groups()
-            extra = groups[2] if len(groups) > 2 else None
-            return ParsedTopic(kind, groups[0], groups[1], extra, is_reply)
-    for pattern, kind in _INTEGRATION_PATTERNS:
-        match = pattern.match(base)
-        if match:
-            return ParsedTopic(kind, match.group(1), None, None, is_reply)
+        if match is None:
+            continue
+        if route.scope == "integration":
+            return ParsedTopic(route.kind, match.group(1), None, None, is_reply)
+        groups = match.groups()
+        extra = groups[2] if len(groups) > 2 else None
+        return ParsedTopic(route.kind, groups[0], groups[1], extra, is_reply)
     return UNKNOWN_TOPIC

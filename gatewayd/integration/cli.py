@@ -34,15 +34,6 @@ from gatewayd.integration.replies import (
 )
 from gatewayd.logging import configure_logging, register_secret
 
-EX_OK = 0
-EX_USAGE = 64
-EX_NOINPUT = 66
-EX_UNAVAILABLE = 69
-EX_CANTCREAT = 73
-EX_PROTOCOL = 76
-EX_NOPERM = 77
-EX_CONFIG = 78
-
 PROG = "gatewayd files"
 
 
@@ -85,24 +76,25 @@ def _asset(config: Config, name: str) -> AssetRef | None:
 def _prepare(args: argparse.Namespace) -> tuple[Config, AssetRef] | int:
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     if config.integration.http is None:
-        return _fail(f"{args.config} has no integration.http section (see README)", EX_CONFIG)
+        return _fail(f"{args.config} has no integration.http section (see README)", os.EX_CONFIG)
     asset = _asset(config, args.device)
     if asset is None:
         hint = hint_for(args.device, [d.name for d in config.devices], known="devices")
-        return _fail(f"no device named {args.device!r}" + (f" ({hint})" if hint else ""), EX_USAGE)
+        message = f"no device named {args.device!r}" + (f" ({hint})" if hint else "")
+        return _fail(message, os.EX_USAGE)
     return config, asset
 
 
 def _status_of(exc: IntegrationError) -> int:
     if isinstance(exc, IntegrationAuthError):
-        return EX_NOPERM
+        return os.EX_NOPERM
     if isinstance(exc, IntegrationNotFound):
-        return EX_NOINPUT
+        return os.EX_NOINPUT
     if isinstance(exc, IntegrationUnavailable):
-        return EX_UNAVAILABLE
-    return EX_PROTOCOL
+        return os.EX_UNAVAILABLE
+    return os.EX_PROTOCOL
 
 
 async def _call(config: Config, action: Callable[[Any], Any]) -> Any:
@@ -140,13 +132,13 @@ def run_get(args: argparse.Namespace) -> int:
             out.flush()
         except IntegrationError as exc:
             return _fail(str(exc), _status_of(exc))
-        return EX_OK
+        return os.EX_OK
     target = Path(args.output) if args.output else default_output(args.uri)
     partial = target.with_name(target.name + ".part")
     try:
         handle: BinaryIO = partial.open("wb")
     except OSError as exc:
-        return _fail(f"cannot write {partial}: {exc.strerror}", EX_CANTCREAT)
+        return _fail(f"cannot write {partial}: {exc.strerror}", os.EX_CANTCREAT)
     try:
         with handle:
             size = asyncio.run(_call(config, lambda c: c.download(args.uri, asset, handle.write)))
@@ -160,9 +152,9 @@ def run_get(args: argparse.Namespace) -> int:
     except OSError as exc:
         with contextlib.suppress(OSError):
             partial.unlink()
-        return _fail(f"cannot write {target}: {exc.strerror}", EX_CANTCREAT)
+        return _fail(f"cannot write {target}: {exc.strerror}", os.EX_CANTCREAT)
     print(f"{target}: {size} bytes", file=sys.stderr)
-    return EX_OK
+    return os.EX_OK
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -176,4 +168,4 @@ def run_delete(args: argparse.Namespace) -> int:
     except IntegrationError as exc:
         return _fail(str(exc), _status_of(exc))
     print(f"deleted {args.uri}")
-    return EX_OK
+    return os.EX_OK

@@ -12,17 +12,34 @@ Modbus layer that produces them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
-from gatewayd.config.models import EventRule, InSetRule, PointConfig, ThresholdRule
+from gatewayd.config.models import (
+    DeviceConfig,
+    DeviceModel,
+    EventRule,
+    InSetRule,
+    PointConfig,
+    ReportConfig,
+    ThresholdRule,
+)
 from gatewayd.mapping.events import EventEngine, RuleSpec
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.mapping.muting import Muting
+from gatewayd.mapping.report import ALWAYS, ReportFilter, ReportSpec, Resend
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
-__all__ = ["DeviceMapping", "DeviceOutput", "FailedRead", "GoodBlock", "compile_rules"]
+__all__ = [
+    "DeviceMapping",
+    "DeviceOutput",
+    "FailedRead",
+    "GoodBlock",
+    "compile_rules",
+    "report_specs",
+]
 
 
 class GoodBlock(Protocol):
@@ -64,6 +81,33 @@ def compile_rules(rules: Iterable[EventRule]) -> tuple[RuleSpec, ...]:
     return tuple(_rule_spec(rule) for rule in rules)
 
 
+def report_specs(device: DeviceConfig, model: DeviceModel) -> dict[str, ReportSpec]:
+    """Each point's report rule (at load time). The most specific given wins: the site's
+    `point_reports` entry, the site device's `report`, the model point's `report`, the
+    model's `report`; else `always`."""
+    return {
+        point.measurepoint: _report_spec(
+            device.point_reports.get(point.measurepoint)
+            or device.report
+            or point.report
+            or model.report
+        )
+        for point in model.points
+    }
+
+
+def _report_spec(report: ReportConfig | None) -> ReportSpec:
+    if report is None or report.on == "always":
+        return ALWAYS
+    percent = report.percent
+    return ReportSpec(
+        on_change=True,
+        deadband=0.0 if percent is not None else float(report.deadband),
+        percent=percent,
+        heartbeat_ms=round(report.heartbeat * 1000),
+    )
+
+
 def _rule_spec(rule: EventRule) -> RuleSpec:
     params = tuple(rule.params.items())
     if isinstance(rule, ThresholdRule):
@@ -88,6 +132,26 @@ def _in_point_order(blocks: Sequence[GoodBlock]) -> bool:
     return all(a.indices[-1] < b.indices[0] for a, b in pairwise(blocks))
 
 
+class Throughput:
+    """Points polled and sent (past the report filter) over the last minute of sample time."""
+
+    WINDOW_MS = 60_000
+
+    def __init__(self) -> None:
+        self._cycles: deque[tuple[int, int, int]] = deque()  # (ts_ms, polled, sent)
+
+    def add(self, ts_ms: int, polled: int, sent: int) -> None:
+        """One poll's counts."""
+        self._cycles.append((ts_ms, polled, sent))
+        while self._cycles and self._cycles[0][0] <= ts_ms - self.WINDOW_MS:
+            self._cycles.popleft()
+
+    def per_minute(self, now_ms: int) -> tuple[int, int]:
+        """(polled, sent) points in the minute before `now_ms`."""
+        recent = [c for c in self._cycles if c[0] > now_ms - self.WINDOW_MS]
+        return sum(c[1] for c in recent), sum(c[2] for c in recent)
+
+
 def _sample_time(sample: Sample) -> int:
     return sample.ts_ms
 
@@ -104,13 +168,26 @@ class DeviceMapping:
         *,
         default_interval: float,
         stamp_per_request: bool = False,
+        reports: dict[str, ReportSpec] | None = None,
+        resend: Resend | None = None,
     ) -> None:
-        """`stamp_per_request`: the device stamps each response (`timestamps: request`)."""
+        """`stamp_per_request`: the device stamps each response (`timestamps: request`);
+        `reports`: measurepoint → report rule (`report_specs`; none: all `always`);
+        `resend`: the daemon's "send the next reading" signals."""
         self.device = device
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
         self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
+        self.report = ReportFilter(reports or {})
+        self._resend = resend if resend is not None else Resend()
+        self._resend_seen = self._resend.generation
+        # Points without the quality field send nothing when a read fails: their next
+        # good reading must go whatever its value (the cloud cannot tell they were away).
+        self._silent_on_failure = {
+            i: p.measurepoint for i, p in enumerate(self.mapper.points) if not p.quality
+        }
+        self.throughput = Throughput()
 
     @property
     def publishing(self) -> bool:
@@ -120,8 +197,11 @@ class DeviceMapping:
     def not_read(self, due: Iterable[int], now_ms: int) -> DeviceOutput:
         """Points due but not attempted (backoff, bus down): STALE where the last good
         value outlived its interval."""
+        due = list(due)
         samples = self.mapper.stale(due, now_ms)
-        return DeviceOutput(samples if self.publishing else [], [], [])
+        if not self.publishing:
+            return DeviceOutput([], [], [])
+        return self._report(DeviceOutput(samples, [], []), due, now_ms)
 
     def read(self, blocks: Sequence[GoodBlock], failed: Iterable[FailedRead]) -> DeviceOutput:
         """One poll's good blocks and failed points → samples, blocks and events.
@@ -171,7 +251,50 @@ class DeviceMapping:
         events = self._fire(samples, good_blocks)
         if not self.publishing:
             return DeviceOutput([], [], [])
-        return DeviceOutput(samples, good_blocks, events)
+        failed_indices = [i for indices in failed_by_ts.values() for i in indices]
+        now_ms = max([*failed_by_ts, *by_ts], default=0)
+        return self._report(DeviceOutput(samples, good_blocks, events), failed_indices, now_ms)
+
+    def _report(self, output: DeviceOutput, missed: Sequence[int], now_ms: int) -> DeviceOutput:
+        """The output that passes the report filter (events always pass); `missed`: the
+        points not read this time, whose next good reading must be sent."""
+        polled = len(output.samples) + sum(b.points for b in output.blocks)
+        report = self.report
+        if report.active:
+            self._take_resend()
+            keep = report.keep
+            samples = [
+                s for s in output.samples if keep(s.measurepoint, s.value, s.quality, s.ts_ms)
+            ]
+            blocks = [kept for b in output.blocks if (kept := self._filter_block(b)) is not None]
+            silent = self._silent_on_failure
+            report.forget(silent[i] for i in missed if i in silent)
+            output = DeviceOutput(samples, blocks, output.events)
+        sent = len(output.samples) + sum(b.points for b in output.blocks)
+        if polled:
+            self.throughput.add(now_ms, polled, sent)
+        return output
+
+    def _take_resend(self) -> None:
+        resend = self._resend
+        if resend.generation != self._resend_seen or resend.take(self.device):
+            self._resend_seen = resend.generation
+            self.report.forget_all()
+
+    def _filter_block(self, block: SampleBlock) -> SampleBlock | None:
+        """The block's readings that pass the filter: the block itself if all do."""
+        ts_ms = block.ts_ms
+        mask = self.report.keep_good(block.measurepoints, block.values, ts_ms)
+        if all(mask):
+            return block
+        if not any(mask):
+            return None
+        return SampleBlock(
+            block.device,
+            [m for m, k in zip(block.measurepoints, mask, strict=True) if k],
+            [v for v, k in zip(block.values, mask, strict=True) if k],
+            ts_ms,
+        )
 
     def _fire(self, samples: list[Sample], good_blocks: list[SampleBlock]) -> list[Event]:
         """Feed the cycle's good values to the event rules; the events that fire."""

@@ -53,7 +53,6 @@ _CODES: dict[DataType, str] = {
     DataType.FLOAT64: "d",
     DataType.BOOL: "H",
 }
-_FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 
 #: Beyond this magnitude a float32 candidate may round past FLOAT32_MAX: the exact per-value
 #: path (`codec.shortest_float32`) handles such values.
@@ -247,7 +246,7 @@ class BlockDecoder:
                 self._float32.append(position)
             if point.enum is not None or point.scale != 1 or point.offset != 0:
                 self._converts.append((position, point))
-            elif point.type in _FLOAT_TYPES:
+            elif point.type.is_float:
                 self._plain_floats.append(position)
         self._lanes = _lanes(fields)
         self._needs_little = any(lane.little_words for lane in self._lanes)

@@ -18,26 +18,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.cli import load_or_report
-from gatewayd.config.models import BusConfig, Config, DeviceConfig, SerialBus
+from gatewayd.config.models import BusConfig, Config, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
+from gatewayd.mapping.stage import report_specs
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.reader import DeviceReader, PointReading, ReadOutcome
 from gatewayd.modbus.timing import resolve_gap_fill
 
-EX_OK = 0
+#: Some points failed: sysexits has no "partly" status, so the generic failure code.
 EX_PARTIAL = 1
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
 
 
 def register(subparsers: Any) -> None:
@@ -117,22 +116,26 @@ def run_plan(args: argparse.Namespace) -> int:
     """Print the plan of every bus (or of `--device`'s bus, that device only)."""
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     buses: list[tuple[BusConfig, list[DeviceConfig]]]
     if args.device is not None:
         device = _find_device(config, args.device)
         if device is None:
-            return EX_USAGE
+            return os.EX_USAGE
         buses = [(_bus_of(config, device), [device])]
     else:
         buses = [(b, [d for d in config.devices if d.bus == b.name]) for b in config.buses]
     reports = [(bus, devices, bus_capacity(bus, devices, config.models)) for bus, devices in buses]
     if args.json:
-        doc = {"buses": [_plan_json(bus, devices, cap) for bus, devices, cap in reports]}
+        doc = {
+            "buses": [
+                _plan_json(bus, devices, cap, config.models) for bus, devices, cap in reports
+            ]
+        }
         print(json.dumps(doc, indent=2))
     else:
         for bus, devices, cap in reports:
-            _print_plan(bus, devices, cap)
+            _print_plan(bus, devices, cap, config.models)
     for _, _, cap in reports:
         if cap.overloaded:
             print(
@@ -141,7 +144,7 @@ def run_plan(args: argparse.Namespace) -> int:
                 f"{format_duration(cap.shortest_period)}",
                 file=sys.stderr,
             )
-    return EX_OK
+    return os.EX_OK
 
 
 def _describe_bus(bus: BusConfig) -> str:
@@ -160,7 +163,20 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _print_plan(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity) -> None:
+def _report_rules(device: DeviceConfig, models: Mapping[str, DeviceModel]) -> dict[str, str]:
+    """measurepoint → its report rule as text (`always`, `change ±0.5 hb 900s`)."""
+    model = models.get(device.model)
+    if model is None:
+        return {}
+    return {name: spec.describe() for name, spec in report_specs(device, model).items()}
+
+
+def _print_plan(
+    bus: BusConfig,
+    devices: Sequence[DeviceConfig],
+    cap: BusCapacity,
+    models: Mapping[str, DeviceModel],
+) -> None:
     period = "-" if not cap.devices else format_duration(cap.shortest_period)
     print(
         f"bus {bus.name} ({_describe_bus(bus)}): "
@@ -185,13 +201,23 @@ def _print_plan(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacit
             print(
                 f"    {request.table:<8} {request.start:>5} +{request.count:<4} {', '.join(names)}"
             )
+        by_rule: dict[str, list[str]] = {}
+        for name, rule in _report_rules(device, models).items():
+            by_rule.setdefault(rule, []).append(name)
+        for rule, names in by_rule.items():
+            print(f"    report {rule}: {', '.join(names)}")
 
 
 def _points(plan: DevicePlan) -> list[list[str]]:
     return [[plan.points[i] for i in request.points] for request in plan.requests]
 
 
-def _plan_json(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity) -> dict[str, Any]:
+def _plan_json(
+    bus: BusConfig,
+    devices: Sequence[DeviceConfig],
+    cap: BusCapacity,
+    models: Mapping[str, DeviceModel],
+) -> dict[str, Any]:
     plans = {p.device: p for p in cap.devices}
     out_devices = []
     for device in devices:
@@ -208,6 +234,7 @@ def _plan_json(bus: BusConfig, devices: Sequence[DeviceConfig], cap: BusCapacity
                 "poll_interval_s": device.poll_interval,
                 "requests_per_cycle": len(plan.requests),
                 "wire_time_s": plan.wire_time,
+                "report": _report_rules(device, models),
                 "requests": [
                     {
                         "table": str(r.table),
@@ -239,10 +266,10 @@ def run_read(args: argparse.Namespace) -> int:
     """Poll `--device` `--count` times and print what it answered."""
     config = load_or_report(args.config)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     device = _find_device(config, args.device)
     if device is None:
-        return EX_USAGE
+        return os.EX_USAGE
     bus = _bus_of(config, device)
     interval = args.interval if args.interval is not None else device.poll_interval
     return asyncio.run(_read(config, bus, device, args.count, interval, as_json=args.json))
@@ -268,8 +295,8 @@ async def _read(
     except BusUnavailable as exc:
         # The message names the bus, the port or endpoint, the setting and the reason.
         print(f"gatewayd: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    status = EX_OK
+        return os.EX_UNAVAILABLE
+    status = os.EX_OK
     try:
         everything = list(range(len(reader.points)))
         for n in range(count):
@@ -279,11 +306,11 @@ async def _read(
             outcome = await reader.read(client, everything, clock)
             _print_poll(reader, outcome, n + 1, count, as_json=as_json)
             if not outcome.answered:
-                status = EX_UNAVAILABLE
+                status = os.EX_UNAVAILABLE
             elif outcome.failed:
                 status = EX_PARTIAL
             else:
-                status = EX_OK
+                status = os.EX_OK
     finally:
         await client.close()
     return status

@@ -65,20 +65,6 @@ class CodecError(ValueError):
     """Registers that cannot be decoded, or a value that cannot be encoded for a point."""
 
 
-#: Inclusive raw ranges of the integer types.
-_INT_RANGES: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(1 << 15), (1 << 15) - 1),
-    DataType.UINT16: (0, (1 << 16) - 1),
-    DataType.INT32: (-(1 << 31), (1 << 31) - 1),
-    DataType.UINT32: (0, (1 << 32) - 1),
-    DataType.INT64: (-(1 << 63), (1 << 63) - 1),
-    DataType.UINT64: (0, (1 << 64) - 1),
-    DataType.BCD16: (0, 9999),
-    DataType.BCD32: (0, 99_999_999),
-}
-
-_SIGNED = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
-_FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 #: The largest finite float32.
 FLOAT32_MAX: float = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
 _FLOAT32 = struct.Struct(">f")
@@ -95,7 +81,7 @@ def point_orders(
 
 def register_range(type_: DataType) -> tuple[int, int] | None:
     """Inclusive raw integer range of an integer/BCD type, None for the others."""
-    return _INT_RANGES.get(type_)
+    return type_.raw_range
 
 
 # ---------------------------------------------------------------------------- decode
@@ -117,12 +103,12 @@ def decode(
 
     data = _words_to_bytes(words, byte_order, word_order)
     raw: int | float
-    if point.type in _FLOATS:
+    if point.type.is_float:
         raw = _unpack_float(point.type, data)
-    elif point.type in (DataType.BCD16, DataType.BCD32):
+    elif point.type.is_bcd:
         raw = _bcd_to_int(data)
     else:
-        raw = int.from_bytes(data, "big", signed=point.type in _SIGNED)
+        raw = int.from_bytes(data, "big", signed=point.type.is_signed)
 
     return convert_raw(point, raw)
 
@@ -248,11 +234,11 @@ def encode(
 
     if point.enum is not None:
         code = _enum_raw(point, value)
-        if point.type in _FLOATS:
+        if point.type.is_float:
             return _float_words(point, code, byte_order, word_order)
         return _int_words(point, code, byte_order, word_order)
     number = _as_number(name, value)
-    if point.type in _FLOATS:
+    if point.type.is_float:
         return _float_words(point, _unscale(point, number), byte_order, word_order)
     raw = _unscale(point, number)
     return _int_words(point, _round_to_int(name, raw), byte_order, word_order)
@@ -304,16 +290,18 @@ def _enum_raw(point: PointSpec, value: Value) -> int:
 
 
 def _int_words(point: PointSpec, raw: int, byte_order: Order, word_order: Order) -> list[int]:
-    low, high = _INT_RANGES[point.type]
+    raw_range = point.type.raw_range
+    assert raw_range is not None, point.type  # the caller passes integer types only
+    low, high = raw_range
     if not low <= raw <= high:
         raise CodecError(
             f"{point.measurepoint}: raw value {raw} out of range {low}..{high} for {point.type}"
         )
     size = 2 * point.register_count
-    if point.type in (DataType.BCD16, DataType.BCD32):
+    if point.type.is_bcd:
         data = bytes.fromhex(f"{raw:0{2 * size}d}")
     else:
-        data = raw.to_bytes(size, "big", signed=point.type in _SIGNED)
+        data = raw.to_bytes(size, "big", signed=point.type.is_signed)
     return _bytes_to_words(data, byte_order, word_order)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.models import Table
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.modbus.errors import BusUnavailable, DeviceRejected, DeviceTimeout
 
 

@@ -39,12 +39,15 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import structlog
 
+from gatewayd.backoff import Backoff
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
+from gatewayd.episodes import Episodes
 from gatewayd.mapping.muting import Muting
-from gatewayd.mapping.stage import DeviceMapping
-from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff, bus_backoff
+from gatewayd.mapping.report import Resend
+from gatewayd.mapping.stage import DeviceMapping, report_specs
+from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
-from gatewayd.modbus.clock import Clock, SystemClock
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
 from gatewayd.modbus.probebudget import ProbeBudget
@@ -196,13 +199,15 @@ class BusPoller:
         device_backoff: Backoff = DEVICE_BACKOFF,
         on_cycle: Callable[[], None] | None = None,
         muting: Muting | None = None,
+        resend: Resend | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
         `client` defaults to `make_client(bus)`. `heartbeat` is called at least every
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
-        `muting` is the daemon's table of muted devices (it outlives this poller).
+        `muting` is the daemon's table of muted devices (it outlives this poller);
+        `resend` its "send the next reading" signals for the report filter.
         """
         self.bus = bus
         self._results = results
@@ -218,12 +223,13 @@ class BusPoller:
         self.on_cycle = on_cycle
         self._rng = rng if rng is not None else random.Random()
         self._muting = muting if muting is not None else Muting()
+        self._resend = resend if resend is not None else Resend()
         self._device_backoff = device_backoff
         self._bus_backoff = bus_backoff(bus.reconnect_max)
         self._log = log.bind(bus=bus.name)
         self._ops: deque[_Operation] = deque()
         self._op_arrived = asyncio.Event()
-        self._bus_failures = 0
+        self._bus_episode = Episodes(self._log)  # one key: "bus"
         self._reconnect_at = -math.inf
         # Timeouts of devices that stopped answering may take only a small share of the bus.
         self._probe_budget = ProbeBudget(capacity=bus.timeout, now=self._clock.monotonic())
@@ -256,6 +262,8 @@ class BusPoller:
                     self._muting,
                     default_interval=config.poll_interval,
                     stamp_per_request=reader.stamp_per_request,
+                    reports=report_specs(config, model),
+                    resend=self._resend,
                 ),
                 polling=config.enabled,
             )
@@ -272,7 +280,7 @@ class BusPoller:
     @property
     def bus_failures(self) -> int:
         """Failed connects (or lost connections) in a row; 0 while the bus is up."""
-        return self._bus_failures
+        return self._bus_episode.count("bus")
 
     def device_states(self) -> dict[str, DeviceStatus]:
         """A snapshot of every device's health, by device name."""
@@ -285,6 +293,14 @@ class BusPoller:
                 publishing=d.mapping.publishing,
             )
             for name, d in self._devices.items()
+        }
+
+    def report_rates(self) -> dict[str, tuple[int, int]]:
+        """Per device, the points polled and sent (past the report filter) in the last
+        minute."""
+        now_ms = round(self._clock.time() * 1000)
+        return {
+            name: d.mapping.throughput.per_minute(now_ms) for name, d in self._devices.items()
         }
 
     def mark_crashed(self, error: str) -> None:
@@ -417,17 +433,13 @@ class BusPoller:
 
     def _bus_up(self) -> None:
         """The bus is connected again: the episode's one "recovered" line, counters reset."""
-        if self._bus_failures:
-            self._log.info("bus recovered", after_failures=self._bus_failures)
-        self._bus_failures = 0
+        self._bus_episode.end("bus", "bus recovered", count_as="after_failures")
         self._bus_error = None
 
     def _bus_down(self, error: str) -> None:
-        self._bus_failures += 1
-        delay = self._bus_backoff.delay(self._bus_failures, self._rng)
+        delay = self._bus_backoff.delay(self.bus_failures + 1, self._rng)
         self._reconnect_at = self._clock.monotonic() + delay
-        if self._bus_failures == 1:
-            self._log.warning("bus unavailable; reconnecting with backoff", error=error)
+        self._bus_episode.failed("bus", "bus unavailable; reconnecting with backoff", error=error)
         self._bus_error = error
         for entry in self._devices.values():
             if entry.polling:

@@ -16,6 +16,8 @@ Pure: the caller passes the monotonic time; nothing here reads a clock.
 
 from __future__ import annotations
 
+from gatewayd.tokenbucket import TokenBucket
+
 #: Fraction of bus time that timeouts of failing devices may take in the long run.
 PROBE_SHARE = 0.05
 
@@ -28,15 +30,12 @@ class ProbeBudget:
             raise ValueError("capacity must be > 0 and share in (0, 1]")
         self.capacity = capacity
         self.share = share
-        self._seconds = capacity
-        self._at = now
+        self._bucket = TokenBucket(rate=share, burst=capacity)
+        self._bucket.level(now)  # full from `now` on
 
     def seconds(self, now: float) -> float:
         """The budget left at `now` (negative while a charge is being paid back)."""
-        if now > self._at:
-            self._seconds = min(self.capacity, self._seconds + (now - self._at) * self.share)
-            self._at = now
-        return self._seconds
+        return self._bucket.level(now)
 
     def allows_probe(self, cost: float, now: float) -> bool:
         """May a failing device whose probe can cost `cost` seconds be probed now?"""
@@ -44,4 +43,4 @@ class ProbeBudget:
 
     def charge(self, spent: float, now: float) -> None:
         """A read timed out: take the `spent` seconds it cost out of the budget."""
-        self._seconds = self.seconds(now) - max(0.0, spent)
+        self._bucket.take(max(0.0, spent), now)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import (
     BusConfig,
     DeviceConfig,
@@ -33,7 +34,6 @@ from gatewayd.config.models import (
 )
 from gatewayd.modbus import codec
 from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
-from gatewayd.modbus.clock import Clock
 from gatewayd.modbus.errors import (
     ILLEGAL_DATA_ADDRESS,
     BusUnavailable,

@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import structlog
 
+from gatewayd.clock import Clock
+from gatewayd.episodes import Episodes
 from gatewayd.modbus.backoff import bus_backoff
-from gatewayd.modbus.clock import Clock
 from gatewayd.modbus.poller import BusPoller
 
 log = structlog.get_logger(__name__)
@@ -48,16 +49,18 @@ class BusSupervisor:
         self._rng = rng if rng is not None else random.Random()
         self._backoff = bus_backoff(poller.bus.reconnect_max)
         self._log = log.bind(bus=poller.bus.name)
-        #: Crashes since the poller last completed a cycle (0: healthy).
-        self.crashes = 0
+        self._episodes = Episodes(self._log)  # one key: "crash"
         #: Restarts over the supervisor's life (status, tests).
         self.restarts = 0
 
+    @property
+    def crashes(self) -> int:
+        """Crashes since the poller last completed a cycle (0: healthy)."""
+        return self._episodes.count("crash")
+
     def cycle_done(self) -> None:
         """The poller completed a poll cycle: a crash episode, if any, is over."""
-        if self.crashes:
-            self._log.info("bus task recovered", crashes=self.crashes)
-            self.crashes = 0
+        self._episodes.end("crash", "bus task recovered", count_as="crashes")
 
     async def run(self) -> None:
         """Run the poller; after a crash wait the backoff and run it again. Never returns."""
@@ -68,16 +71,16 @@ class BusSupervisor:
                 error: BaseException = exc
             else:
                 error = RuntimeError("the bus task returned by itself")
-            self.crashes += 1
             self.poller.mark_crashed(repr(error))
-            delay = self._backoff.delay(self.crashes, self._rng)
-            if self.crashes == 1:
-                self._log.error(
-                    "bus task crashed; restarting it with backoff",
-                    error=repr(error),
-                    retry_in_s=round(delay, 2),
-                    exc_info=error,
-                )
+            delay = self._backoff.delay(self.crashes + 1, self._rng)
+            self._episodes.failed(
+                "crash",
+                "bus task crashed; restarting it with backoff",
+                level="error",
+                error=repr(error),
+                retry_in_s=round(delay, 2),
+                exc_info=error,
+            )
             await self._wait(delay)
             self.restarts += 1
 

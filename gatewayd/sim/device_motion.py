@@ -34,17 +34,6 @@ COUNTER_WORDS = ("energy", "kwh", "total")
 
 _COUNTER_START = 1000
 _DEFAULT_RAW_RANGE = (0.0, 100.0)
-_RAW_MAX = {
-    DataType.INT16: (1 << 15) - 1,
-    DataType.UINT16: (1 << 16) - 1,
-    DataType.INT32: (1 << 31) - 1,
-    DataType.UINT32: (1 << 32) - 1,
-    DataType.INT64: (1 << 63) - 1,
-    DataType.UINT64: (1 << 64) - 1,
-    DataType.BCD16: 9999,
-    DataType.BCD32: 99_999_999,
-}
-_FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
 
 
 class Motion(StrEnum):
@@ -69,7 +58,7 @@ def default_motion(point: PointConfig) -> Motion:
     name = point.measurepoint.lower()
     if any(word in name for word in COUNTER_WORDS):
         return Motion.COUNTER
-    if point.type in _FLOATS or point.scale != 1:
+    if point.type.is_float or point.scale != 1:
         return Motion.SINE
     return Motion.RAMP
 
@@ -86,8 +75,9 @@ def value_at(point: PointConfig, motion: Motion, t: float) -> Value:
         return point.enum[keys[step % len(keys)]]
     if motion is Motion.COUNTER:
         raw_counter = _COUNTER_START + t
-        if point.type not in _FLOATS:
-            raw_counter = int(raw_counter) % (_RAW_MAX[point.type] + 1)
+        if not point.type.is_float:
+            _, raw_max = point.type.raw_range or (0, 0)
+            raw_counter = int(raw_counter) % (raw_max + 1)
         return _engineering(point, raw_counter)
     low, high = _range(point)
     if motion is Motion.SINE:
@@ -119,7 +109,7 @@ def _engineering(point: PointConfig, raw: float) -> float | int:
 
 def _snap(point: PointConfig, value: float) -> float | int:
     """Round to what the register can hold: whole raw steps for integer types."""
-    if point.type in _FLOATS:
+    if point.type.is_float:
         return value
     raw = round((value - point.offset) / point.scale)
     return _engineering(point, raw) if (point.scale, point.offset) != (1, 0) else raw

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,9 +27,6 @@ if TYPE_CHECKING:  # imported when the command runs: `gatewayd check` skips amqt
     from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
     from gatewayd.sim.emulator.http_server import IntegrationHttpServer
 
-EX_OK = 0
-EX_UNAVAILABLE = 69  # the port could not be bound
-EX_CONFIG = 78
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -39,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Run an EnOS cloud emulator on HOST:PORT: EnOS CONNECT authentication, "
             "sub-device login, topology, measurepoint post/resume, events and commands, "
-            "as documented in enos-protocol.md. Runs until SIGINT/SIGTERM."
+            "as documented in gatewayd/enos/PROTOCOL.md. Runs until SIGINT/SIGTERM."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -86,11 +84,11 @@ def run_emulate(args: argparse.Namespace) -> int:
         config = _load(args)
     except ConfigError as exc:
         print(f"gatewayd emulate: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     except (OSError, ValueError, ValidationError) as exc:
         source = args.config or args.gateway_config
         print(f"gatewayd emulate: {source}: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     return asyncio.run(_serve(config, args))
 
 
@@ -116,7 +114,7 @@ async def _serve(config: EmulatorConfig, args: argparse.Namespace) -> int:
         await emu.start()
     except Exception as exc:  # amqtt wraps bind errors in BrokerError
         print(f"gatewayd emulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return os.EX_UNAVAILABLE
     print(f"gatewayd emulate: listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
     http = _start_http(config, args)
     if isinstance(http, int):
@@ -134,7 +132,7 @@ async def _serve(config: EmulatorConfig, args: argparse.Namespace) -> int:
         if args.dump is not None:
             emu.dump(args.dump)
             print(f"gatewayd emulate: records written to {args.dump}", file=sys.stderr)
-    return EX_OK
+    return os.EX_OK
 
 
 def _start_http(
@@ -153,7 +151,7 @@ def _start_http(
         spec = IntegrationSpec.from_emulator_config(config)
     except ValueError as exc:
         print(f"gatewayd emulate: --http-port: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     try:
         server = IntegrationHttpServer(IntegrationCloud(spec), args.http_port, host=args.host)
     except OSError as exc:
@@ -161,7 +159,7 @@ def _start_http(
             f"gatewayd emulate: cannot listen on {args.host}:{args.http_port}: {exc.strerror}",
             file=sys.stderr,
         )
-        return EX_UNAVAILABLE
+        return os.EX_UNAVAILABLE
     server.start()
     print(f"gatewayd emulate: HTTP integration on {server.url}", file=sys.stderr, flush=True)
     return server

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -22,11 +23,6 @@ from gatewayd.config.cli import load_or_report
 from gatewayd.spool import files, stats
 from gatewayd.spool.rows import DeadLetter
 from gatewayd.spool.stats import SpoolStats
-
-EX_OK = 0
-EX_NOINPUT = 66
-EX_IOERR = 74
-EX_CONFIG = 78
 
 
 def register(subparsers: Any) -> None:
@@ -55,16 +51,16 @@ def _open(config_path: Path) -> tuple[sqlite3.Connection, Path, int] | int:
     """The read-only connection, spool path and cap; or an exit status (message printed)."""
     config = load_or_report(config_path)
     if config is None:
-        return EX_CONFIG
+        return os.EX_CONFIG
     path = config.spool.path
     if not path.exists():
         print(f"gatewayd spool: no spool file at {path} (the daemon creates it)", file=sys.stderr)
-        return EX_NOINPUT
+        return os.EX_NOINPUT
     try:
         return files.connect_read_only(path), path, config.spool.max_bytes
     except sqlite3.Error as exc:
         print(f"gatewayd spool: cannot read {path}: {exc}", file=sys.stderr)
-        return EX_IOERR
+        return os.EX_IOERR
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -77,7 +73,7 @@ def run_stats(args: argparse.Namespace) -> int:
         snapshot = stats.read_stats(conn, path, max_bytes)
     except sqlite3.Error as exc:
         print(f"gatewayd spool: cannot read {path}: {exc}", file=sys.stderr)
-        return EX_IOERR
+        return os.EX_IOERR
     finally:
         conn.close()
     now_ms = int(time.time() * 1000)
@@ -85,7 +81,7 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats_json(snapshot, now_ms), indent=2))
     else:
         print(format_stats(snapshot, now_ms))
-    return EX_OK
+    return os.EX_OK
 
 
 def run_dead_letters(args: argparse.Namespace) -> int:
@@ -98,7 +94,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         letters = stats.read_dead_letters(conn, max(0, args.limit))
     except sqlite3.Error as exc:
         print(f"gatewayd spool: cannot read {path}: {exc}", file=sys.stderr)
-        return EX_IOERR
+        return os.EX_IOERR
     finally:
         conn.close()
     if args.json:
@@ -107,7 +103,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         print("no dead letters")
     else:
         print("\n".join(format_dead_letter(letter) for letter in letters))
-    return EX_OK
+    return os.EX_OK
 
 
 # -- formatting (pure: the time comes in as an argument) ---------------------------------

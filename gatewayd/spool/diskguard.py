@@ -16,9 +16,9 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.episodes import Episodes
 from gatewayd.spool import files
 from gatewayd.spool.budget import Budget
-from gatewayd.spool.episodes import Episodes
 from gatewayd.spool.sqlstore import SqlStore
 
 log = structlog.get_logger()
@@ -193,17 +193,21 @@ class DiskGuard:
     def append_succeeded(self) -> None:
         """An append committed: a full-disk episode ends once the reserve fits again."""
         if self._disk_high is not None and self.has_room():
-            self._episodes.end("disk_full", "the disk has room again: spooling normally")
+            self._episodes.end(
+                "disk_full",
+                "the disk has room again: spooling normally",
+                count_as="dropped_rows",
+            )
 
     def ack_blocked(self, rows: int, unsettled: int) -> None:
         """Delivered rows could not be deleted; `unsettled` rows wait for the next ack."""
-        if "ack_full" not in self._episodes:
-            log.warning(
-                "disk full: cannot delete delivered rows; they stay in the spool and are"
-                " deleted with the next ack (a restart before then sends them again)",
-                rows=rows,
-                path=str(self._path),
-            )
+        self._episodes.start(
+            "ack_full",
+            "disk full: cannot delete delivered rows; they stay in the spool and are"
+            " deleted with the next ack (a restart before then sends them again)",
+            rows=rows,
+            path=str(self._path),
+        )
         self._episodes.set("ack_full", unsettled)
 
     def ack_succeeded(self) -> None:

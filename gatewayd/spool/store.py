@@ -48,11 +48,11 @@ from pathlib import Path
 import structlog
 
 from gatewayd.config.models import SpoolConfig, SyncMode
+from gatewayd.episodes import Episodes
 from gatewayd.samples import Event, Sample, SampleBlock, Value
 from gatewayd.spool import files, openerror, stats
 from gatewayd.spool.budget import Budget
 from gatewayd.spool.diskguard import DiskGuard
-from gatewayd.spool.episodes import Episodes
 from gatewayd.spool.frames import FrameEncoder, ValueShapes
 from gatewayd.spool.ledger import DeliveryLedger
 from gatewayd.spool.rows import DeadLetter, Kind, SpooledEvent, SpooledFrame
@@ -105,7 +105,7 @@ class SpoolStore:
         self._sql = SqlStore(conn, path, synchronous)
         self._ledger = DeliveryLedger()
         self._tally = Tally()
-        episodes = Episodes()
+        episodes = Episodes(log)
         self._guard = DiskGuard(self._sql, path, max_bytes, episodes)
         self._writer = CycleWriter(
             self._sql,

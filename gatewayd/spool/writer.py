@@ -23,10 +23,10 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.episodes import Episodes
 from gatewayd.samples import Event, Sample, SampleBlock
 from gatewayd.spool import files, stats
 from gatewayd.spool.diskguard import DiskGuard, is_disk_full
-from gatewayd.spool.episodes import Episodes
 from gatewayd.spool.frames import FrameEncoder
 from gatewayd.spool.ledger import DeliveryLedger
 from gatewayd.spool.rows import Kind
@@ -84,7 +84,7 @@ class CycleWriter:
             self._append_failed(exc, samples, events, now_ms, blocks)
         else:
             self._guard.append_succeeded()
-            self._episodes.end("write_error", "spool writes succeed again")
+            self._episodes.end("write_error", "spool writes succeed again", count_as="dropped_rows")
 
     def _append_failed(
         self,
@@ -224,7 +224,9 @@ class CycleWriter:
         return dropped
 
     def _end_cap_episode(self) -> None:
-        self._episodes.end("cap", "spool below its low-water mark: no longer dropping")
+        self._episodes.end(
+            "cap", "spool below its low-water mark: no longer dropping", count_as="dropped_rows"
+        )
 
     def trim_at_open(self) -> None:
         """A file over its budget (e.g. the cap was lowered) is trimmed and shrunk at once.

@@ -24,11 +24,11 @@ from typing import Any
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config, DeviceConfig
 from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
-from gatewayd.modbus.clock import Clock
 from gatewayd.uplink.passes import PassSchedule
 from gatewayd.uplink.sentstate import SentState, device_id
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry

@@ -1,10 +1,10 @@
 """Pure bookkeeping of cloud commands: which ids ran (and their reply), and what is admitted.
 
 `CommandLedger` answers "has this command been seen?" for the dispatcher. A key is the
-command topic and the id *with its JSON type* (``5`` and ``"5"`` are two commands, §2.2).
-The first delivery of a key runs; a delivery while it runs waits for its outcome; one after
-it is answered with the stored reply. Only finished outcomes are forgotten (oldest first,
-beyond `remember`), so a command in flight can never run twice.
+command topic and the id *with its JSON type* (``5`` and ``"5"`` are two commands,
+PROTOCOL.md §2.2). The first delivery of a key runs; a delivery while it runs waits for its
+outcome; one after it is answered with the stored reply. Only finished outcomes are forgotten
+(oldest first, beyond `remember`), so a command in flight can never run twice.
 
 `Admission` bounds what waits for a device: at most `per_device` commands pending per
 target device and `total` in all. Nothing here does I/O or knows about asyncio.

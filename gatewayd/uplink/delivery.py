@@ -20,7 +20,7 @@ A sample goes out live (`post.batch`, which may fire cloud alerts) only if its s
 was logged in on this session when the sample was taken and the sample is still inside the
 live window; everything else - taken during an outage, before a restart, before its
 device's login completed, or simply old - goes out oldest first with `resume.batch` and
-`allowOfflineSubDevice=true` (enos-protocol.md §6, item 3), in messages of at most 128 KiB,
+`allowOfflineSubDevice=true` (PROTOCOL.md §6, item 3), in messages of at most 128 KiB,
 paced by token buckets in points/s and bytes/s. Samples from before a connection was lost
 count as offline too: a dead link is noticed only later (keepalive), so the gateway cannot
 tell which of them the cloud would still have seen live. Live and backlog are split by one
@@ -40,16 +40,17 @@ from typing import Any
 
 import structlog
 
+from gatewayd.backoff import Backoff
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.enos import messages
 from gatewayd.enos.codes import Disposition, classify, describe
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import ReplyTimeout
-from gatewayd.modbus.clock import Clock
 from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
 from gatewayd.uplink.ports import SessionPort, SpoolPort
-from gatewayd.uplink.ratelimit import TokenBucket
+from gatewayd.uplink.ratelimit import BacklogPace
 from gatewayd.uplink.records import (
     Bundle,
     bundle_frames,
@@ -61,7 +62,7 @@ from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
 
-#: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin for safety.
+#: EnOS refuses messages of 512 KiB or more (PROTOCOL.md §5); keep a margin for safety.
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
 #: Largest resume (backlog) message; live posts may use the whole 512 KiB.
 BACKLOG_MESSAGE_BYTES = 128 * 1024
@@ -71,9 +72,9 @@ BACKLOG_MESSAGE_BYTES = 128 * 1024
 TAKE_FRAMES = 1000
 #: How long an idle stream waits for the poller's "new data" signal before looking again.
 IDLE_WAIT_S = 1.0
-#: Backoff after a reply timeout or a retryable error code, doubled per failure.
-RETRY_BASE_S = 1.0
-RETRY_CAP_S = 30.0
+#: Backoff after a reply timeout or a retryable error code: 1 s doubled per failure up to
+#: 30 s, no jitter (one gateway's streams, not a fleet).
+RETRY_BACKOFF = Backoff(initial=1.0, maximum=30.0, jitter=0.0)
 #: How long a refused sub-device's rows wait before one more try (if no login came first).
 HOLD_S = 60.0
 #: Event posts in flight at once (each is its own message and reply).
@@ -153,13 +154,10 @@ class Delivery:
         self.stats = stats
         self._live_window_ms = int(config.uplink.live_window * 1000)
         self._batch_records = config.uplink.batch_size
-        self._points = TokenBucket(
-            rate=config.uplink.backlog_points_per_second,
-            burst=config.uplink.backlog_points_per_second,
-        )
-        self._bytes = TokenBucket(
-            rate=config.uplink.backlog_bytes_per_second,
-            burst=min(config.uplink.backlog_bytes_per_second, MAX_MESSAGE_BYTES),
+        self._backlog_pace = BacklogPace(
+            config.uplink.backlog_points_per_second,
+            config.uplink.backlog_bytes_per_second,
+            MAX_MESSAGE_BYTES,
         )
         # (device, measurepoint) pairs EnOS rejected as invalid: later rows of the same
         # point are dead-lettered at once instead of bisected again every cycle.
@@ -376,7 +374,7 @@ class Delivery:
         else:
             # Live data never waits, but it spends the shared byte budget: the backlog
             # gets what live traffic leaves of the link.
-            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+            self._backlog_pace.live(len(request.payload), self._clock.monotonic())
         try:
             reply = await self._request(request)
         except BaseException:
@@ -477,7 +475,7 @@ class Delivery:
         if resume:
             await self._pace(len(names), len(request.payload))
         else:
-            self._bytes.reserve(len(request.payload), self._clock.monotonic())
+            self._backlog_pace.live(len(request.payload), self._clock.monotonic())
         reply = await self._request(request)
         if reply is None:
             await self._retry_pause()
@@ -629,14 +627,13 @@ class Delivery:
         return reply
 
     async def _pace(self, points: int, size: int) -> None:
-        now = self._clock.monotonic()
-        delay = max(self._points.reserve(points, now), self._bytes.reserve(size, now))
+        delay = self._backlog_pace.backlog(points, size, self._clock.monotonic())
         if delay > 0:
             await self._clock.sleep(delay)
 
     async def _retry_pause(self) -> None:
         self._failures += 1
-        await self._clock.sleep(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (self._failures - 1)))
+        await self._clock.sleep(RETRY_BACKOFF.delay(self._failures, None))
 
     async def _dead_letter(self, kind: Kind, ids: list[int], code: int, message: str) -> None:
         self.stats.dead_lettered += len(ids)

@@ -33,6 +33,7 @@ import structlog
 from gatewayd.enos import messages
 from gatewayd.enos.codes import ReplyCode
 from gatewayd.enos.session import BrokerUnavailable, Inbound
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.command_ledger import Admission, Arrival, CommandLedger
 
 log = structlog.get_logger(__name__)
@@ -149,8 +150,8 @@ class CommandDispatcher:
         self._admission: Admission[DeviceKey] = Admission(per_device=per_device, total=total)
         self._tasks: set[asyncio.Task[None]] = set()
         self._outbox: ReplyOutbox | None = None
-        self._refused_in_episode = 0
-        self._unsent_in_episode = 0
+        # "refused": commands refused as overloaded; "unsent": replies with no session.
+        self._episodes = Episodes(log)
         self.stats = DispatchStats()
 
     @property
@@ -166,9 +167,7 @@ class CommandDispatcher:
         if self._outbox is not None:  # a session that ended before it served
             self.detach(self._outbox)
         self._outbox = outbox
-        if self._unsent_in_episode:
-            log.info("command replies flow again", unsent=self._unsent_in_episode)
-            self._unsent_in_episode = 0
+        self._episodes.end("unsent", "command replies flow again", count_as="unsent")
 
     def detach(self, outbox: ReplyOutbox) -> None:
         """The session of `outbox` ended: what it still held is not sent."""
@@ -244,9 +243,7 @@ class CommandDispatcher:
     def _admit(self, device: DeviceKey) -> bool:
         if not self._admission.admit(device):
             return False
-        if self._refused_in_episode:
-            log.info("cloud commands admitted again", refused=self._refused_in_episode)
-            self._refused_in_episode = 0
+        self._episodes.end("refused", "cloud commands admitted again", count_as="refused")
         return True
 
     def _overloaded(self, command: messages.Command, device: DeviceKey) -> bytes:
@@ -257,14 +254,13 @@ class CommandDispatcher:
             if full
             else f"{admission.total} commands already pending"
         )
-        if not self._refused_in_episode:
-            log.warning(
-                "cloud commands refused as overloaded",
-                limit=limit,
-                product_key=device[0],
-                device_key=device[1],
-            )
-        self._refused_in_episode += 1
+        self._episodes.failed(
+            "refused",
+            "cloud commands refused as overloaded",
+            limit=limit,
+            product_key=device[0],
+            device_key=device[1],
+        )
         message = f"overloaded: {limit}; nothing written, send it again later"
         return command.reply(ReplyCode.COMMAND_OVERLOADED, None, message)
 
@@ -297,7 +293,8 @@ class CommandDispatcher:
         outbox.put(topic, payload)
 
     def _count_unsent(self, count: int) -> None:
-        if not self._unsent_in_episode:
-            log.warning("command replies not sent: no MQTT session (redeliveries are answered)")
-        self._unsent_in_episode += count
+        self._episodes.start(
+            "unsent", "command replies not sent: no MQTT session (redeliveries are answered)"
+        )
+        self._episodes.add("unsent", count)
         self.stats.unsent += count

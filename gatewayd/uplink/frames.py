@@ -1,4 +1,4 @@
-"""EnOS value shaping for spool frames: the quality indicator (enos-protocol.md §3.5).
+"""EnOS value shaping for spool frames: the quality indicator (PROTOCOL.md §3.5).
 
 A point whose model enables the quality indicator goes out as ``{"value": v, "quality": q}``
 (0 good, 1 bad, 2 stale: `gatewayd.samples.Quality`); any other point as its plain value,

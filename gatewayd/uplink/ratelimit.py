@@ -1,32 +1,27 @@
-"""Token buckets that pace the backlog so it never starves live data or exceeds EnOS' rate."""
+"""The backlog's pace: resent history never starves live data or exceeds EnOS' rate.
+
+Two token buckets (`gatewayd.tokenbucket`): points per second, which only the backlog
+spends, and bytes per second, which live data spends too without ever waiting, so the
+backlog gets what live traffic leaves of the link. Pure: the caller passes the time.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gatewayd.tokenbucket import TokenBucket
 
 
-@dataclass
-class TokenBucket:
-    """`rate` tokens per second, at most `burst` saved up. Pure: the caller passes the time.
+class BacklogPace:
+    """Seconds a backlog message waits; bytes live messages take from the same link."""
 
-    `reserve` spends first and tells how long to wait: a message larger than the burst
-    borrows from the future instead of waiting forever, and the long-run rate stays exact.
-    """
+    def __init__(self, points_per_s: float, bytes_per_s: float, max_message_bytes: int) -> None:
+        self._points = TokenBucket(rate=points_per_s, burst=points_per_s)
+        # A burst above one message would let a resume open with several at once.
+        self._bytes = TokenBucket(rate=bytes_per_s, burst=min(bytes_per_s, max_message_bytes))
 
-    rate: float
-    burst: float
-    _tokens: float = 0.0
-    _stamp: float | None = None
+    def backlog(self, points: int, size: int, now: float) -> float:
+        """Book a backlog message of `points` points and `size` bytes; the wait it needs."""
+        return max(self._points.reserve(points, now), self._bytes.reserve(size, now))
 
-    def _refill(self, now: float) -> None:
-        if self._stamp is None:
-            self._tokens = self.burst
-        elif now > self._stamp:
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = max(now, self._stamp or now)
-
-    def reserve(self, amount: float, now: float) -> float:
-        """Spend `amount` tokens; return the seconds to wait before using them."""
-        self._refill(now)
-        self._tokens -= amount
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+    def live(self, size: int, now: float) -> None:
+        """Book a live message of `size` bytes: it never waits, the backlog pays for it."""
+        self._bytes.reserve(size, now)

@@ -21,7 +21,7 @@ class SubDevice:
     online: bool = False  # logged in on the current MQTT session
     # Wall time (epoch ms) this device's current login completed: only samples taken
     # from then on may go out live (post.batch); older ones were taken while it was
-    # offline and go out as resume (enos-protocol.md §6, item 3).
+    # offline and go out as resume (PROTOCOL.md §6, item 3).
     online_since_ms: int = 0
     last_error: str = ""  # why the last login failed, for status and logs
     # When (clock.monotonic) EnOS last refused this device's login: it is asked again only

@@ -1,6 +1,6 @@
 """The uplink: keeps one EnOS gateway session alive and runs delivery and commands on it.
 
-Per connection (enos-protocol.md §6): CONNECT, subscribe the reply topics as requests need
+Per connection (PROTOCOL.md §6): CONNECT, subscribe the reply topics as requests need
 them, log the sub-devices in with `combine.login.batch` in chunks (partial success handled;
 `thing.topo.add` for devices that answer 740 when `auto_topo` is on), then deliver. On
 loss: every sub-device is offline, rows in flight return to the spool, and the next
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.clock import Clock
 from gatewayd.config.models import Config
 from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
@@ -40,7 +41,7 @@ from gatewayd.enos.session import (
     ReplyTimeout,
     tls_context,
 )
-from gatewayd.modbus.clock import Clock
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.attributes import AttributeSource, AttributeSync
 from gatewayd.uplink.cloudmodel import CloudModelCheck
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
@@ -142,6 +143,9 @@ class Uplink:
         self.stats = DeliveryStats()
         self.status = UplinkStatus()
         self._login_wanted = asyncio.Event()
+        #: Called when a session is up (the daemon has the report filters send every
+        #: point's next reading: the first values after a reconnect always go).
+        self.on_session: Callable[[], None] | None = None
         # Commands outlive a session (never half-run, then run again): the dispatcher is ours.
         self.commands = CommandDispatcher(self._execute)
         # The CONNECT timestamp is an opaque string that only has to match the sign; keep
@@ -152,7 +156,7 @@ class Uplink:
         # The current outage: since when (monotonic), failed connects, kinds warned about.
         self._down_since: float | None = None
         self._failed_connects = 0
-        self._warned: set[str] = set()
+        self._warned = Episodes(log)
         self.registration: Registration | None = None
         if registrations is not None:
             self.registration = Registration(
@@ -255,11 +259,8 @@ class Uplink:
         if self._down_since is None:
             self._down_since = self._clock.monotonic()
         self._failed_connects += 1
-        if kind in self._warned:
+        if not self._warned.start(kind, reason):
             log.debug(reason)
-            return
-        self._warned.add(kind)
-        log.warning(reason)
 
     def _recovered(self) -> None:
         """The one 'recovered' line of an outage (or the first connect's line)."""
@@ -275,7 +276,7 @@ class Uplink:
         )
         self._down_since = None
         self._failed_connects = 0
-        self._warned.clear()
+        self._warned.forget(self._warned.open)
 
     def _tls_hint(self) -> str:
         """A CONNECT that got no CONNACK on plain TCP often means the port speaks TLS."""
@@ -319,6 +320,8 @@ class Uplink:
             self._policy.succeeded()
             self.status.state = "connected"
             self._recovered()
+            if self.on_session is not None:
+                self.on_session()
             try:
                 await self._serve(session)
             finally:

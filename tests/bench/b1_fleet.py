@@ -10,7 +10,7 @@ Three kinds of process, so each CPU figure belongs to one job:
 - the measured pipeline: the floor (`floor.py`) or gatewayd (`daemon_proc`, the very
   `Daemon` of `gatewayd run`), started fresh for each repeat, repeats interleaved
   floor, gatewayd, floor, gatewayd, ... and medians reported (quick mode: one pair of
-  12 s windows, kept for B2's first step; full mode: five pairs of 60 s).
+  12 s windows; full mode: five pairs of 60 s).
 
 A measured window starts and ends half-way between two ticks, so no poll cycle straddles
 its edges; figures (per window): completeness = distinct (device, point, time) accepted
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from tests.bench.common import (
     ProcessMeter,
     ProcessSample,
     Report,
+    cpu_seconds,
     median,
     percentile,
     python_module,
@@ -54,17 +56,25 @@ from tests.support import async_wait_until, free_port
 
 Key = tuple[str, str, int]
 
-#: (devices, points) → (gatewayd, floor) phases measured by B1 in this process (quick mode),
-#: so B2 does not measure the same load again.
-MEASURED: dict[tuple[int, int], tuple[Phase, Phase]] = {}
+
+#: The pymodbus device simulator (faults, holes, moving values) and the minimal responder
+#: (fixed values, a fraction of the CPU per request: for throughput benchmarks).
+SIMULATOR = "tests.bench.sim_proc"
+FAST_RESPONDER = "tests.bench.fast_responder"
 
 
 class SimProcess:
-    """`sim_proc` for one bus of a config: start, command, stop."""
+    """`sim_proc` (or `fast_responder`) for one bus of a config: start, command, stop."""
 
-    def __init__(self, config_path: Path, bus: str, serial_port: str | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        bus: str,
+        serial_port: str | None = None,
+        module: str = SIMULATOR,
+    ) -> None:
         args = [str(config_path), bus] + (["--serial-port", serial_port] if serial_port else [])
-        self.proc = python_module("tests.bench.sim_proc", *args)
+        self.proc = python_module(module, *args)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("PORT"):
@@ -133,9 +143,13 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def fleet_site(
-    devices: int, points: int = 100, interval: str = "1s", **site_args: Any
+    devices: int,
+    points: int = 100,
+    interval: str = "1s",
+    device_side: str = SIMULATOR,
+    **site_args: Any,
 ) -> AsyncIterator[Site]:
-    """A TCP site of `devices` bench devices: simulator process + emulator here."""
+    """A TCP site of `devices` bench devices: device process (`device_side`) + emulator here."""
     with tempfile.TemporaryDirectory(prefix="gwbench-") as tmp:
         workdir = Path(tmp)
         path = write_site(workdir, modbus_port=free_port(), mqtt_port=free_port(),
@@ -144,7 +158,7 @@ async def fleet_site(
         config = load_config(path)
         model = config.models["bench"]
         optimum = len(plan_reads(model.points, max_registers=125, max_bits=2000, gap_fill=0))
-        sim = await asyncio.to_thread(SimProcess, path, config.buses[0].name)
+        sim = await asyncio.to_thread(SimProcess, path, config.buses[0].name, None, device_side)
         cloud = Cloud(config)
         await cloud.start()
         try:
@@ -246,6 +260,7 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
     spawned = time.time()
     proc = start_pipeline(kind, site.config_path, stats_path)
     meter = ProcessMeter(proc.pid)
+    device_meter = ProcessMeter(site.sim.proc.pid)  # the device side's own share of the CPU
     try:
         ready_ms = await wait_ready(proc, stats_path, 30)
         # Warm-up: whole cycles after the first accepted value.
@@ -259,10 +274,15 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
         await _sleep_until(start)
         site.sim.command("reset")
         meter.start()
+        device_meter.start()
+        # This process hosts the cloud (broker, parsing, records): its CPU alone, no children.
+        cloud_cpu0, cloud_wall0 = cpu_seconds(os.getpid()), time.monotonic()
         while time.time() < end:
             meter.poll()
             await asyncio.sleep(min(1.0, max(0.0, end - time.time())))
         sample = meter.stop()
+        device_sample = device_meter.stop()
+        cloud_cpu = 100 * (cpu_seconds(os.getpid()) - cloud_cpu0) / (time.monotonic() - cloud_wall0)
         requests = site.sim.total_requests()
         ticks = {round((start + interval * (i + 0.5)) * 1000)
                  for i in range(round((end - start) / interval))}  # fmt: skip
@@ -308,6 +328,7 @@ async def run_phase(site: Site, kind: str, seconds: float, warmup: float = 3.0) 
         first_accept_s=first_accept,
         max_message=site.cloud.max_message,
         missed_deadlines=sum(1 for d in durations if d > interval * 1000),
+        extra={"device_cpu_percent": device_sample.cpu_percent, "cloud_cpu_percent": cloud_cpu},
     )
 
 
@@ -344,8 +365,6 @@ async def bench(report: Report, quick: bool) -> None:
     async with fleet_site(devices) as site:
         phases = await interleaved(site, repeats, seconds)
     ours, floor = phases["gatewayd"], phases["floor"]
-    if quick:  # B2's first step is this very load: it reuses these phases in quick mode
-        MEASURED[(devices, 100)] = (ours[-1], floor[-1])
     report.details["B1"] = {k: [phase_json(p) for p in v] for k, v in phases.items()}
     completeness = median(p.completeness for p in ours)
     report.add("B1", "completeness", 100 * completeness, "%", target="100 %",

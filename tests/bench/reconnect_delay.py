@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.models import Config
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
 from gatewayd.spool.worker import Spool
 from gatewayd.uplink.subdevices import SubDeviceRegistry

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from gatewayd.clock import SystemClock
 from gatewayd.commands import command_handler_factory
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, Table
 from gatewayd.enos import topics
 from gatewayd.enos.session import Inbound
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.sim.device import DeviceSimulator, SimulatedUnit
 from gatewayd.sim.device_motion import Motion

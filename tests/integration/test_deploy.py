@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 INSTALL_SH = REPO / "deploy" / "install.sh"
 VENV_BIN = Path(sys.executable).parent
-EX_CONFIG = 78
 GATEWAY_SECRET = "gw-Secret-from-vault-123"
 
 needs_ansible = pytest.mark.skipif(
@@ -153,7 +152,7 @@ def test_install_sh_never_replaces_a_good_config_with_a_bad_one(
     bad["devices"][0]["model"] = "no_such_model"
     config.write_text(yaml.safe_dump(bad, sort_keys=False))
     second = run_install(tmp_path, gatewayd_bin, systemctl, str(config))
-    assert second.returncode == EX_CONFIG
+    assert second.returncode == os.EX_CONFIG
     assert "no_such_model" in second.stderr
     assert "nothing was changed" in second.stderr
     assert (tmp_path / "etc" / "gatewayd.yaml").read_bytes() == good

@@ -91,10 +91,11 @@ async def test_emulate_serves_until_sigterm_and_dumps(tmp_path: Path, source: st
                 "gwProductKey", "gwDeviceKey", id="1", device=creds, timestamp="1"
             )
             assert (await gw.send(login))["code"] == 200
-            batch = messages.measurepoint_post_batch(
+            batch = messages.measurepoint_batch(
                 "gwProductKey",
                 "gwDeviceKey",
                 id="2",
+                resume=False,
                 records=[
                     MeasurepointRecord(
                         "meterProductKey", "meter01", 1_700_000_000_000, {"voltage_l1": 230.1}
@@ -102,10 +103,11 @@ async def test_emulate_serves_until_sigterm_and_dumps(tmp_path: Path, source: st
                 ],
             )
             assert (await gw.send(batch))["code"] == 200
-            resume = messages.measurepoint_resume_batch(
+            resume = messages.measurepoint_batch(
                 "gwProductKey",
                 "gwDeviceKey",
                 id="3",
+                resume=True,
                 records=[
                     MeasurepointRecord(
                         "meterProductKey", "meter01", 1_699_000_000_000, {"frequency": 50.0}

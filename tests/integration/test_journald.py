@@ -133,13 +133,14 @@ LOGGING_SCRIPT = textwrap.dedent(
     import logging
     import structlog
     from gatewayd.config.models import LogFormat
-    from gatewayd.logging import OnceUntilRecovered, configure_logging, register_secret
+    from gatewayd.episodes import Episodes
+    from gatewayd.logging import configure_logging, register_secret
 
     register_secret({SECRET!r})
     register_secret({PASSWORD!r})
     assert configure_logging("info", LogFormat.JOURNALD) is LogFormat.JOURNALD
     log = structlog.get_logger("gatewayd.poller")
-    edge = OnceUntilRecovered(log)
+    edge = Episodes(log)
     for _ in range(5):  # five failed polls: one warning
         edge.failed("meter-1", "device unreachable", device="meter-1", bus="rs485-1",
                     unit_id=3, error="timeout")

@@ -32,8 +32,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "packaging" / "build-deb.sh"
-EX_CONFIG = 78
-EX_UNAVAILABLE = 69
 #: The issue's bound on what a package puts on a box's disk, bytecode included.
 MAX_INSTALLED_BYTES = 20_000_000
 HARNESS_TAIL = ("amqtt", "typer", "rich", "pygments")
@@ -387,7 +385,7 @@ def test_extracted_gatewayd_rejects_a_broken_config(extracted: Path, tmp_path: P
         text=True,
         check=False,
     )
-    assert result.returncode == EX_CONFIG
+    assert result.returncode == os.EX_CONFIG
     assert "bogus_key" in result.stderr
 
 
@@ -398,7 +396,7 @@ def test_extracted_harness_commands_print_the_hint(extracted: Path, command: str
         [str(extracted / "usr/bin/gatewayd"), command, "--port", "1"],
         capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    assert result.returncode == EX_UNAVAILABLE
+    assert result.returncode == os.EX_UNAVAILABLE
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"gatewayd {command}: needs the simulation harness (gatewayd.sim is not installed): "

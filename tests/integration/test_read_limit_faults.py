@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.models import DeviceConfig, DeviceModel, Table
 from gatewayd.modbus.client import ModbusClient, make_client
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.planner import LIMIT_RETRY_CYCLES
 from gatewayd.modbus.reader import DeviceReader, ReadOutcome
 from tests.integration.modbus_fixtures import tcp_bus

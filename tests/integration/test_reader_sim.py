@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.models import DeviceConfig, DeviceModel, Table
 from gatewayd.modbus.client import ModbusClient, make_client
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.modbus.reader import UNREADABLE, DeviceReader
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus

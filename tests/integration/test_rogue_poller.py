@@ -8,8 +8,8 @@ import contextlib
 
 from structlog.testing import capture_logs
 
+from gatewayd.backoff import Backoff
 from gatewayd.config.models import DeviceConfig, DeviceModel
-from gatewayd.modbus.backoff import Backoff
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.samples import Quality
 from tests.integration.modbus_fixtures import tcp_bus

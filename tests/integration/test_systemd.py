@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
 from tests.support import async_wait_until
@@ -158,6 +159,19 @@ def test_vanished_manager_does_not_raise(tmp_path: os.PathLike[str]) -> None:
     assert notifier.backend == "socket"  # an explicit environ never goes through libsystemd
     assert notifier.ready() is False
     assert notifier.status("still fine") is False
+
+
+def test_vanished_manager_is_warned_about_once(tmp_path: os.PathLike[str]) -> None:
+    """Three failed sends give one 'sd_notify failed' warning, with the socket and error."""
+    gone = os.path.join(tmp_path, "gone")
+    notifier = Notifier({"NOTIFY_SOCKET": gone})
+    with capture_logs() as logs:
+        assert [notifier.ready(), notifier.status("a"), notifier.status("b")] == [False] * 3
+    warnings = [entry for entry in logs if entry["event"] == "sd_notify failed"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["socket"] == gone
+    assert warnings[0]["error"]
 
 
 def test_a_manager_that_stops_reading_never_blocks_the_sender(

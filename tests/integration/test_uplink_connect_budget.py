@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog
 
+from gatewayd.clock import SystemClock
 from gatewayd.config.models import Config
 from gatewayd.enos.connect_history import ConnectHistoryFile
 from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
@@ -31,7 +32,6 @@ from gatewayd.enos.session import (
     Endpoint,
     GatewaySession,
 )
-from gatewayd.modbus.clock import SystemClock
 from gatewayd.uplink.subdevices import SubDeviceRegistry
 from gatewayd.uplink.uplink import Uplink
 from tests.support import async_wait_until, free_port

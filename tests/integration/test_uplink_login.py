@@ -17,10 +17,10 @@ from pathlib import Path
 import structlog
 import yaml
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.enos.reconnect import THROTTLE_ATTEMPTS
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.sim.emulator.auth import ConnectThrottle
 from gatewayd.spool.worker import Spool
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry

@@ -109,3 +109,11 @@ def test_did_you_mean_finds_near_misses_only() -> None:
     )
     assert closest("Input", ["input", "holding"]) == "input"
     assert closest("colour", ["path", "max_bytes"]) is None
+
+
+def test_a_bare_boolean_word_as_a_key_is_that_word() -> None:
+    """`on:` as a key is the text 'on' (a report rule's `on`); as a value it stays true."""
+    doc, issues = parse_yaml("report: {on: change}\nenabled: on\nyes: 1\n", "f.yaml")
+    assert issues == []
+    assert doc is not None
+    assert doc.data == {"report": {"on": "change"}, "enabled": True, "yes": 1}

@@ -20,16 +20,19 @@ CORES = (
     "gatewayd.modbus.codec",  # register codec
     "gatewayd.modbus.planner",  # read planner
     "gatewayd.modbus.blockdecode",  # block decoder
-    "gatewayd.modbus.backoff",  # device and bus backoff policy
+    "gatewayd.backoff",  # the one backoff policy
+    "gatewayd.modbus.backoff",  # device and bus backoff settings
     "gatewayd.modbus.probebudget",  # bus time share of dead-device probes
     "gatewayd.mapping.events",  # event rules
     "gatewayd.mapping.mapper",  # values → samples with quality
     "gatewayd.mapping.muting",  # which devices are muted
+    "gatewayd.mapping.report",  # report by exception (deadband, heartbeat)
     "gatewayd.enos.messages",  # EnOS codec
     "gatewayd.enos.topics",
     "gatewayd.enos.sign",
     "gatewayd.enos.reconnect",  # reconnect policy
-    "gatewayd.uplink.ratelimit",  # pacing (token buckets)
+    "gatewayd.tokenbucket",  # the one token bucket
+    "gatewayd.uplink.ratelimit",  # backlog pacing
     "gatewayd.spool.frames",  # frame encoder
     "gatewayd.spool.ledger",  # delivery ledger
     "gatewayd.samples",

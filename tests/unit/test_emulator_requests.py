@@ -11,8 +11,8 @@ from gatewayd.sim.emulator.requests import decode_request
 
 def test_decode_request_round_trip_and_errors() -> None:
     """Our own requests decode to their id/method/params; junk raises with a reason."""
-    req = m.measurepoint_post_batch(
-        "g", "w", id="77", records=[MeasurepointRecord(None, None, 1, {"a": 1})]
+    req = m.measurepoint_batch(
+        "g", "w", id="77", records=[MeasurepointRecord(None, None, 1, {"a": 1})], resume=False
     )
     env = decode_request(req.payload)
     assert (env.id, env.method, env.version) == ("77", "thing.measurepoint.post.batch", "1.0")

@@ -179,8 +179,9 @@ def test_measurepoint_batches_with_flags(resume: bool) -> None:
         MeasurepointRecord(None, None, 1700000000000, {"gw_cpu": 12}),
         MeasurepointRecord("subPK", "subDK1", None, {"x": "on"}),
     ]
-    build = m.measurepoint_resume_batch if resume else m.measurepoint_post_batch
-    req = build("g", "w", id="107", records=records, allow_offline_sub_device=resume)
+    req = m.measurepoint_batch(
+        "g", "w", id="107", records=records, resume=resume, allow_offline_sub_device=resume
+    )
     kind = "resume" if resume else "post"
     assert req.topic == f"/sys/g/w/thing/measurepoint/{kind}/batch"
     assert req.method == f"thing.measurepoint.{kind}.batch"
@@ -205,15 +206,15 @@ def test_measurepoint_batches_with_flags(resume: bool) -> None:
 
 def test_empty_batch_is_valid_json() -> None:
     """A batch with no records still encodes (params `[]`)."""
-    req = m.measurepoint_post_batch("g", "w", id="1", records=[])
+    req = m.measurepoint_batch("g", "w", id="1", records=[], resume=False)
     assert body(req)["params"] == []
 
 
 def test_batch_payload_equals_plain_json_encoding() -> None:
     """The head+records+tail fast path produces what json.dumps would."""
     records = [MeasurepointRecord("p", "d", 5, {"a": 1, "ü": "é"})]
-    req = m.measurepoint_post_batch(
-        "g", "w", id="9", records=records, skip_invalid_measurepoints=True
+    req = m.measurepoint_batch(
+        "g", "w", id="9", records=records, resume=False, skip_invalid_measurepoints=True
     )
     expected = json.dumps(
         {

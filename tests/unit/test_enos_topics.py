@@ -203,3 +203,21 @@ def test_parse_never_raises_and_round_trips(pk: str, dk: str, ident: str) -> Non
 def test_parse_arbitrary_text_never_raises(topic: str) -> None:
     """The parser is total."""
     assert isinstance(parse_topic(topic), ParsedTopic)
+
+
+def test_every_route_builds_what_it_parses() -> None:
+    """Each row of the one table: built, then parsed back to its kind, keys and id; its
+    `_reply` topic parses as the reply (rrpc answers by its own path instead); aliases too."""
+    kinds = {route.kind for route in t.ROUTES}
+    assert kinds == set(TopicKind) - {TopicKind.UNKNOWN}
+    for route in t.ROUTES:
+        ident = "id-1" if "{id}" in route.path else None
+        topic = t.build(route.kind, "pk", "dk", ident or "", response=route.response)
+        integration = route.scope == "integration"
+        dk = None if integration else "dk"
+        parsed = parse_topic(topic)
+        assert parsed == ParsedTopic(route.kind, "pk", dk, ident, route.response), topic
+        if route.kind is not TopicKind.RRPC:
+            assert parse_topic(reply_topic(topic)) == ParsedTopic(route.kind, "pk", dk, ident, True)
+        for alias in route.aliases:
+            assert parse_topic(f"sys/pk/integration/{alias}").kind is route.kind

@@ -18,7 +18,6 @@ from gatewayd.config.models import LogFormat, LogLevel
 from gatewayd.logging import (
     LIBRARY_LOGGERS,
     SECRETS,
-    OnceUntilRecovered,
     configure_logging,
     journal_stream_matches,
     register_secret,
@@ -223,45 +222,3 @@ def test_short_registered_secret_is_masked_only_as_a_whole_value() -> None:
     assert record["code"] == "***"
     assert record["event"] == "fabcd"
 
-
-class RecordingLogger:
-    """Collects (level, event, fields) calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **fields: self.calls.append((level, event, fields))
-
-
-def test_once_until_recovered_logs_one_warning_and_one_recovery() -> None:
-    """Ten failed polls give one warning; the recovery line counts them and the downtime."""
-    now = [100.0]
-    logger = RecordingLogger()
-    edge = OnceUntilRecovered(logger, clock=lambda: now[0])
-    assert edge.failed("meter-1", "device unreachable", device="meter-1", error="timeout")
-    for _ in range(9):
-        now[0] += 1
-        assert not edge.failed("meter-1", "device unreachable", device="meter-1")
-    assert edge.is_failing("meter-1")
-    assert not edge.ok("meter-2")  # never failed: nothing to say
-    now[0] += 0.5
-    assert edge.ok("meter-1", "device recovered", device="meter-1")
-    assert not edge.ok("meter-1")
-    assert logger.calls == [
-        ("warning", "device unreachable", {"device": "meter-1", "error": "timeout"}),
-        ("info", "device recovered", {"failures": 10, "down_for_s": 9.5, "device": "meter-1"}),
-    ]
-
-
-def test_once_until_recovered_keys_are_independent() -> None:
-    """Two devices failing each log once; forgetting one drops it silently."""
-    logger = RecordingLogger()
-    edge = OnceUntilRecovered(logger)
-    edge.failed("a", "down", level="error")
-    edge.failed("b", "down")
-    edge.failed("a", "down")
-    assert edge.failing == ("a", "b")
-    edge.forget(["a"])
-    assert edge.failing == ("b",)
-    assert [call[0] for call in logger.calls] == ["error", "warning"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import capture_logs
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.models import (
     BusConfig,
     DeviceConfig,
@@ -19,7 +20,6 @@ from gatewayd.config.models import (
     Table,
     TcpBus,
 )
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.modbus.fake import FakeBus, FakeUnit
 from gatewayd.modbus.health import DeviceState
 from gatewayd.modbus.poller import BusPoller, CycleResult, DeviceHandle

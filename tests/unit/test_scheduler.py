@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from gatewayd.modbus.backoff import DEVICE_BACKOFF, Backoff
-from gatewayd.modbus.clock import VirtualClock
+from gatewayd.backoff import Backoff
+from gatewayd.clock import VirtualClock
+from gatewayd.modbus.backoff import DEVICE_BACKOFF
 from gatewayd.modbus.scheduler import DeviceSchedule
 
 

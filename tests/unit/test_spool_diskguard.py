@@ -10,10 +10,10 @@ import pytest
 import structlog
 
 from gatewayd.config.models import SyncMode
+from gatewayd.episodes import Episodes
 from gatewayd.spool import files
 from gatewayd.spool.budget import Budget
 from gatewayd.spool.diskguard import FULL_DISK_WAL_PAGES, DiskGuard, is_disk_full
-from gatewayd.spool.episodes import Episodes
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.sqlstore import SqlStore
 
@@ -31,7 +31,7 @@ def sql(tmp_path: Path) -> Iterator[SqlStore]:
 
 
 def _guard(sql: SqlStore, tmp_path: Path, max_bytes: int = CAP) -> DiskGuard:
-    guard = DiskGuard(sql, tmp_path / "spool.db", max_bytes, Episodes())
+    guard = DiskGuard(sql, tmp_path / "spool.db", max_bytes, Episodes(structlog.get_logger()))
     guard.configure(sql.configure())
     return guard
 

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import structlog
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.models import TcpBus
 from gatewayd.modbus.backoff import bus_backoff
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.modbus.poller import BusPoller
 from gatewayd.modbus.supervisor import BusSupervisor
 

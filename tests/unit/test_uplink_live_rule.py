@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.models import Config
 from gatewayd.enos.ids import IdGenerator
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.spool.rows import SpooledFrame
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.records import Bundle

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import structlog
 
+from gatewayd.clock import VirtualClock
 from gatewayd.config.models import Config
 from gatewayd.enos import topics
 from gatewayd.enos.messages import encode_request_payload
 from gatewayd.enos.session import Inbound, RawReply
-from gatewayd.modbus.clock import VirtualClock
 from gatewayd.sim.emulator import EmulatorConfig, Records
 from gatewayd.sim.emulator.responder import Connection, Responder
 from gatewayd.sim.emulator.state import CloudState

@@ -1,4 +1,4 @@
-"""EnOS CONNECT verification (enos-protocol.md §1.2-1.8) and the connect throttle (§5).
+"""EnOS CONNECT verification (PROTOCOL.md §1.2-1.8) and the connect throttle (§5).
 
 `check_connect` is pure: given the CONNECT's clientId/username/password, the cloud state and
 the current time it returns a `ConnectDecision` with the CONNACK return code EnOS-style:

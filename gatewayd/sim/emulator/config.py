@@ -288,18 +288,6 @@ def measurepoints_of(model: DeviceModel) -> dict[str, MeasurepointSpec]:
     return {point.measurepoint: _point_spec(point) for point in model.points}
 
 
-_INTEGER_TYPES = {
-    DataType.INT16,
-    DataType.UINT16,
-    DataType.INT32,
-    DataType.UINT32,
-    DataType.INT64,
-    DataType.UINT64,
-    DataType.BCD16,
-    DataType.BCD32,
-}
-
-
 def _point_spec(point: PointConfig) -> MeasurepointSpec:
     if point.enum is not None:
         # gatewayd may send the raw code or its label; both are members of the enum.
@@ -309,7 +297,7 @@ def _point_spec(point: PointConfig) -> MeasurepointSpec:
         kind: PointType = "bool"
     elif point.type is DataType.STRING:
         kind = "string"
-    elif point.type in _INTEGER_TYPES and point.scale == 1.0 and point.offset == 0.0:
+    elif point.type.is_integer and point.scale == 1.0 and point.offset == 0.0:
         kind = "long"
     else:
         kind = "double"

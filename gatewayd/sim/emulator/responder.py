@@ -1,4 +1,4 @@
-"""The emulated cloud's answer to every upstream message (enos-protocol.md §3-§5, §8).
+"""The emulated cloud's answer to every upstream message (PROTOCOL.md §3-§5, §8).
 
 `Responder.handle` is pure apart from the state and records it owns: it takes the
 connection, topic, payload and the current time, changes state / records what it accepted,

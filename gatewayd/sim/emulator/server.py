@@ -45,7 +45,7 @@ from gatewayd.sim.emulator.control import Faults, Stats
 from gatewayd.sim.emulator.records import Records
 from gatewayd.sim.emulator.responder import Connection, Outcome, Responder
 from gatewayd.sim.emulator.state import CloudState, Key
-from gatewayd.uplink.ratelimit import TokenBucket
+from gatewayd.tokenbucket import TokenBucket
 
 log = logging.getLogger(__name__)
 

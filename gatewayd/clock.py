@@ -1,4 +1,4 @@
-"""Injected clocks: the real one, and a virtual one that lets tests run hours of schedule instantly.
+"""Injected clocks shared by the pollers and the uplink: the real one, and a virtual one for tests.
 
 The poller never calls `time` or `asyncio.sleep` directly; it asks a `Clock`. In production
 that is `SystemClock`. In unit tests it is `VirtualClock`, whose `sleep` parks the caller
