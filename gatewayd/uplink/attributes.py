@@ -29,6 +29,7 @@ from gatewayd.config.models import Config, DeviceConfig
 from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.passes import PassSchedule
 from gatewayd.uplink.sentstate import SentState, device_id
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
@@ -98,9 +99,9 @@ class AttributeSync:
         self._request_login = request_login
         self._wake = asyncio.Event()
         self._schedule = PassSchedule()
-        # Warned-about trouble, so each episode logs once: unreadable attributes by
-        # device, refused (attribute, value) pairs by device.
-        self._unreadable: dict[str, set[str]] = {}
+        # Unreadable attributes, an episode per (device, attribute); refused values by
+        # device (not sent again until they change).
+        self._unreadable = Episodes(log)
         self._refused: dict[str, dict[str, str]] = {}
         #: Completed passes per device name (status, tests).
         self.passes: dict[str, int] = {}
@@ -185,17 +186,19 @@ class AttributeSync:
 
     def _note_unreadable(self, device: str, errors: Mapping[str, str]) -> None:
         """One warning per attribute that starts failing, one line when it reads again."""
-        before = self._unreadable.get(device, set())
-        for name in sorted(set(errors) - before):
-            log.warning(
+        for name in sorted(errors):
+            self._unreadable.failed(
+                (device, name),
                 "sub-device attribute cannot be read; it is read again at the next pass",
                 device=device,
                 attribute=name,
                 reason=errors[name],
             )
-        for name in sorted(before - set(errors)):
-            log.info("sub-device attribute read again", device=device, attribute=name)
-        self._unreadable[device] = set(errors)
+        for key in self._unreadable.open:
+            if isinstance(key, tuple) and key[0] == device and key[1] not in errors:
+                self._unreadable.end(
+                    key, "sub-device attribute read again", device=device, attribute=key[1]
+                )
 
     async def _send(
         self, session: GatewaySession, device: SubDevice, key: str, chunk: dict[str, Any]

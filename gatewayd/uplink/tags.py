@@ -24,6 +24,7 @@ from gatewayd.config.models import Config, DeviceConfig
 from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
+from gatewayd.episodes import Episodes
 from gatewayd.uplink.passes import PassSchedule
 from gatewayd.uplink.sentstate import SentState, device_id
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
@@ -78,7 +79,7 @@ class TagSync:
         self._request_login = request_login
         self._wake = asyncio.Event()
         self._schedule = PassSchedule()
-        self._warned: set[tuple[str, str, int]] = set()  # (device, method, code)
+        self._refusals = Episodes(log)  # by (device, method)
         #: Completed passes per device name (status, tests).
         self.passes: dict[str, int] = {}
 
@@ -151,15 +152,16 @@ class TagSync:
                         method=request.method, reason=str(exc), retry_s=RETRY_S)  # fmt: skip
             return "retry"
         if reply.ok:
-            self._warned = {w for w in self._warned if w[:2] != (device.name, request.method)}
+            accepted = "EnOS accepts the sub-device's tags again"
+            key = (device.name, request.method)
+            self._refusals.end(key, accepted, device=device.name, method=request.method)
             return "ok"
         if reply.code in NOT_LOGGED_IN:
             self._request_login()
             return "not-logged-in"
-        warned = (device.name, request.method, reply.code)
-        if warned not in self._warned:
-            self._warned.add(warned)
-            log.warning("EnOS refused a sub-device's tags; tried again at its next login",
-                        device=device.name, method=request.method, code=reply.code,
-                        message=reply.message)  # fmt: skip
+        self._refusals.failed(
+            (device.name, request.method),
+            "EnOS refused a sub-device's tags; tried again at its next login",
+            device=device.name, method=request.method, code=reply.code, message=reply.message,
+        )  # fmt: skip
         return "refused"

@@ -17,6 +17,7 @@ import structlog
 
 from gatewayd.enos import messages
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
+from gatewayd.episodes import Episodes
 
 log = structlog.get_logger(__name__)
 
@@ -80,23 +81,23 @@ async def read_topology(
 
 
 class TopologyReport:
-    """Extras and unreadable topologies, each reported once per process."""
+    """Extras reported once per process; an unreadable topology once per episode."""
 
     def __init__(self) -> None:
         self._reported: set[Key] = set()
-        self._failed = False
+        self._unreadable = Episodes(log)
         #: The last diff read (status, tests).
         self.last: TopoDiff | None = None
 
     def read_failed(self, why: str) -> None:
         """One warning until the topology can be read again."""
-        if not self._failed:
-            log.warning("cannot read the gateway topology; logging in as configured", reason=why)
-        self._failed = True
+        self._unreadable.failed(
+            "topology", "cannot read the gateway topology; logging in as configured", reason=why
+        )
 
     def seen(self, diff: TopoDiff, names: dict[Key, str]) -> None:
         """Log what is missing (info) and each new extra once (warning)."""
-        self._failed = False
+        self._unreadable.ok("topology", "gateway topology read again")
         self.last = diff
         if diff.missing:
             log.info(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 from gatewayd.app import Daemon
@@ -81,3 +82,25 @@ async def test_tags_sent_on_change_and_removed_tags_deleted(tmp_path: Path) -> N
         ]
         assert cloud_tags(site, "meter1") == {"owner": "Lab", "critical": "false"}
         assert cloud_tags(site, "meter2") == {"owner": "ACME", "critical": "false"}
+
+
+async def test_refused_tags_warn_once_per_episode_then_recover(tmp_path: Path) -> None:
+    """Two refusals of meter-1's tags (two passes) make one warning; the third pass is
+    accepted, says so once, and the cloud holds the tags."""
+    async with make_site(tmp_path) as site:
+        set_tags(site, {}, {1: {"line": "A"}})
+        site.emulator.faults.answer_code(1220, 2, method="thing.tag.update")
+        with structlog.testing.capture_logs() as logs:
+            async with running(site) as daemon:
+                sync = daemon.uplink.tags if daemon.uplink else None
+                assert sync is not None
+                for passes in (2, 3):
+                    sync.reconfigure(site.config)  # another pass over every device, now
+                    await async_wait_until(
+                        lambda n=passes: sync.passes.get("meter-1", 0) >= n, 30, "tag pass"
+                    )
+        assert cloud_tags(site, "meter1") == {"line": "A"}
+        refused = [e for e in logs if e["event"].startswith("EnOS refused a sub-device's tags")]
+        assert [(e["device"], e["code"]) for e in refused] == [("meter-1", 1220)]
+        again = [e for e in logs if e["event"] == "EnOS accepts the sub-device's tags again"]
+        assert [(e["device"], e["failures"]) for e in again] == [("meter-1", 2)]
