@@ -28,7 +28,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatewayd",
