@@ -17,7 +17,6 @@ never holds back the other attributes, the login or the data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
@@ -30,9 +29,9 @@ from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
 from gatewayd.episodes import Episodes
-from gatewayd.uplink.passes import PassSchedule
+from gatewayd.uplink.devicepasses import DevicePasses
 from gatewayd.uplink.sentstate import SentState, device_id
-from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.subdevices import SubDevice
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +77,7 @@ def has_attributes(config: Config, device: DeviceConfig) -> bool:
     return bool(device.attributes) or bool(model is not None and model.attributes)
 
 
-class AttributeSync:
+class AttributeSync(DevicePasses):
     """Keeps each logged-in sub-device's attributes in EnOS equal to what it reads now."""
 
     def __init__(
@@ -91,55 +90,21 @@ class AttributeSync:
         ids: IdGenerator,
         request_login: Callable[[], None],
     ) -> None:
-        self._config = config
+        super().__init__(config, clock=clock)
         self._sent = sent
         self._source = source
-        self._clock = clock
         self._ids = ids
         self._request_login = request_login
-        self._wake = asyncio.Event()
-        self._schedule = PassSchedule()
         # Unreadable attributes, an episode per (device, attribute); refused values by
         # device (not sent again until they change).
         self._unreadable = Episodes(log)
         self._refused: dict[str, dict[str, str]] = {}
-        #: Completed passes per device name (status, tests).
-        self.passes: dict[str, int] = {}
 
-    def reconfigure(self, config: Config) -> None:
-        """A reload: new static values or models are sent at the next pass, which is now."""
-        self._config = config
-        self._schedule.reset()
-        self._wake.set()
+    def _serves(self, config: DeviceConfig) -> bool:
+        return has_attributes(self._config, config)
 
-    def wake(self) -> None:
-        """Sub-devices may have logged in: look for passes due now."""
-        self._wake.set()
-
-    async def run(self, session: GatewaySession, registry: SubDeviceRegistry) -> None:
-        """Pass over due devices until cancelled (the session's task group ends it)."""
-        while True:
-            self._wake.clear()
-            for device in list(registry):
-                if self._due(device):
-                    await self.sync(session, device)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._sleep_s(registry)):
-                    await self._wake.wait()
-
-    def _config_of(self, name: str) -> DeviceConfig | None:
-        return next((d for d in self._config.devices if d.name == name), None)
-
-    def _due(self, device: SubDevice) -> bool:
-        config = self._config_of(device.name)
-        if config is None or not device.publishable or not has_attributes(self._config, config):
-            return False
-        return self._schedule.due(device.name, device.online_since_ms, self._clock.monotonic())
-
-    def _sleep_s(self, registry: SubDeviceRegistry) -> float:
-        names = [d.name for d in registry if d.publishable]
-        longest = self._config.uplink.attributes_interval
-        return self._schedule.sleep_s(names, self._clock.monotonic(), longest)
+    def _idle_s(self) -> float:
+        return self._config.uplink.attributes_interval
 
     # ------------------------------------------------------------------ one pass
 
@@ -166,8 +131,7 @@ class AttributeSync:
                 break
             retry = retry or outcome == "retry"
         interval = RETRY_S if retry else self._config.uplink.attributes_interval
-        self._schedule.done(device.name, login, self._clock.monotonic() + interval)
-        self.passes[device.name] = self.passes.get(device.name, 0) + 1
+        self._pass_done(device, login, interval)
         log.info("sub-device attribute pass", device=device.name, changed=len(pending),
                  next_s=round(interval))  # fmt: skip
 

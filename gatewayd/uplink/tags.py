@@ -12,8 +12,6 @@ reload; a request without a reply is tried again after `RETRY_S`; 1009 asks for 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,9 +23,9 @@ from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession, ReplyTimeout
 from gatewayd.episodes import Episodes
-from gatewayd.uplink.passes import PassSchedule
+from gatewayd.uplink.devicepasses import DevicePasses
 from gatewayd.uplink.sentstate import SentState, device_id
-from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
+from gatewayd.uplink.subdevices import SubDevice
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +58,7 @@ def tag_changes(
     return updates, deletions
 
 
-class TagSync:
+class TagSync(DevicePasses):
     """Keeps each logged-in sub-device's tags in EnOS equal to the config's."""
 
     def __init__(
@@ -72,47 +70,18 @@ class TagSync:
         ids: IdGenerator,
         request_login: Callable[[], None],
     ) -> None:
-        self._config = config
+        super().__init__(config, clock=clock)
         self._sent = sent
-        self._clock = clock
         self._ids = ids
         self._request_login = request_login
-        self._wake = asyncio.Event()
-        self._schedule = PassSchedule()
         self._refusals = Episodes(log)  # by (device, method)
-        #: Completed passes per device name (status, tests).
-        self.passes: dict[str, int] = {}
 
-    def reconfigure(self, config: Config) -> None:
-        """A reload: the tags may have changed; pass over every device now."""
-        self._config = config
-        self._schedule.reset()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Sub-devices may have logged in."""
-        self._wake.set()
-
-    async def run(self, session: GatewaySession, registry: SubDeviceRegistry) -> None:
-        """Pass over due devices until cancelled."""
-        while True:
-            self._wake.clear()
-            now = self._clock.monotonic()
-            for device in list(registry):
-                if device.publishable and self._schedule.due(
-                    device.name, device.online_since_ms, now
-                ):
-                    await self.sync(session, device)
-            names = [d.name for d in registry if d.publishable]
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(
-                    self._schedule.sleep_s(names, self._clock.monotonic(), IDLE_S)
-                ):
-                    await self._wake.wait()
+    def _idle_s(self) -> float:
+        return IDLE_S
 
     async def sync(self, session: GatewaySession, device: SubDevice) -> None:
         """Send `device`'s changed tags and delete the ones the config dropped."""
-        config = next((d for d in self._config.devices if d.name == device.name), None)
+        config = self._config_of(device.name)
         if config is None:
             return
         login = device.online_since_ms
@@ -137,8 +106,7 @@ class TagSync:
                 log.info("sub-device tags deleted", device=device.name, tags=deletions)
         # A refusal waits for the next login or reload (a config or cloud change).
         wait = RETRY_S if outcome in ("retry", "not-logged-in") else IDLE_S * 24
-        self._schedule.done(device.name, login, self._clock.monotonic() + wait)
-        self.passes[device.name] = self.passes.get(device.name, 0) + 1
+        self._pass_done(device, login, wait)
 
     async def _send(
         self, session: GatewaySession, device: SubDevice, request: messages.Request
