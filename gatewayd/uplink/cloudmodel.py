@@ -16,7 +16,8 @@ from gatewayd.config.errors import format_path
 from gatewayd.config.models import Config
 from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
-from gatewayd.enos.session import GatewaySession, ReplyTimeout
+from gatewayd.enos.session import GatewaySession
+from gatewayd.uplink.asking import reply_data
 from gatewayd.uplink.modelcheck import CloudModel, Mismatch, check_model
 from gatewayd.uplink.subdevices import SubDeviceRegistry
 
@@ -28,16 +29,10 @@ async def fetch_model(
 ) -> tuple[CloudModel | None, str]:
     """(the product's cloud model, "") or (None, why not), asked on the device's topic."""
     request = messages.tsl_template_get(product_key, device_key, id=msg_id)
-    try:
-        raw = await session.request(request.topic, request.id, request.payload)
-        reply = messages.decode_reply(raw.payload)
-    except ReplyTimeout:
-        return None, "no reply to thing.tsltemplate.get"
-    except messages.MalformedMessage as exc:
-        return None, f"unreadable thing.tsltemplate.get reply: {exc}"
-    if not reply.ok:
-        return None, f"thing.tsltemplate.get refused: {reply.code} {reply.message}".strip()
-    model = CloudModel.parse(reply.data)
+    data, why_not = await reply_data(session, request)
+    if why_not:
+        return None, why_not
+    model = CloudModel.parse(data)
     if model is None:
         return None, "thing.tsltemplate.get reply data is not an object"
     return model, ""

@@ -16,8 +16,9 @@ from typing import Any
 import structlog
 
 from gatewayd.enos import messages
-from gatewayd.enos.session import GatewaySession, ReplyTimeout
+from gatewayd.enos.session import GatewaySession
 from gatewayd.episodes import Episodes
+from gatewayd.uplink.asking import reply_data
 
 log = structlog.get_logger(__name__)
 
@@ -65,16 +66,10 @@ async def read_topology(
 ) -> tuple[set[Key] | None, str]:
     """(sub-devices, "") from `thing.topo.get`, or (None, why it could not be read)."""
     request = messages.topo_get(gw_pk, gw_dk, id=msg_id)
-    try:
-        raw = await session.request(request.topic, request.id, request.payload)
-        reply = messages.decode_reply(raw.payload)
-    except ReplyTimeout:
-        return None, "no reply to thing.topo.get"
-    except messages.MalformedMessage as exc:
-        return None, f"unreadable thing.topo.get reply: {exc}"
-    if not reply.ok:
-        return None, f"thing.topo.get refused: {reply.code} {reply.message}".strip()
-    found = cloud_topology(reply.data)
+    data, why_not = await reply_data(session, request)
+    if why_not:
+        return None, why_not
+    found = cloud_topology(data)
     if found is None:
         return None, "thing.topo.get reply data is not a list"
     return found, ""
