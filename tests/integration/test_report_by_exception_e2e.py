@@ -83,6 +83,9 @@ def held_at(records: list[PointRecord], t_ms: int) -> PointRecord:
     return [r for r in records if r.time <= t_ms][-1]
 
 
+# amqtt (the emulator's broker) can stop its broadcast loop under full-suite load (seen once
+# in CI: "Broadcast loop stopped by exception", the site then starves): a harness fault.
+@pytest.mark.flaky(reruns=1)
 async def test_cloud_series_stays_within_deadband_through_outage_and_restart(
     rbe_site: Site,
 ) -> None:
