@@ -30,7 +30,7 @@ from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
 from gatewayd.enos.connect_history import FILE_NAME as CONNECTS_FILE
-from gatewayd.enos.connect_history import ConnectHistoryFile
+from gatewayd.enos.connect_history import ConnectHistoryFile, channel_connects_file
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
@@ -120,9 +120,11 @@ class Daemon:
         commands: CommandFactory | None = None,
         observer: Callable[[CycleResult], None] | None = None,
         reconnect: ReconnectPolicy | None = None,
+        channel_reconnect: Callable[[], ReconnectPolicy] | None = None,
     ) -> None:
         """`observer` sees every poll cycle as it is committed (tests, the demo);
-        `reconnect` replaces the EnOS reconnect schedule (tests with a private broker)."""
+        `reconnect` replaces the EnOS reconnect schedule (tests with a private broker),
+        `channel_reconnect` makes the integration channels' ones."""
         self.config_path = config_path
         self.config = config
         self.clock = clock or SystemClock()
@@ -143,6 +145,7 @@ class Daemon:
         self._commands = commands
         self._observer = observer
         self._reconnect = reconnect
+        self._channel_reconnect = channel_reconnect
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.spool: Spool | None = None
@@ -241,6 +244,10 @@ class Daemon:
             tags=SentState(state_dir(self.config) / TAGS_FILE),
             registrations=RegistrationStore(state_dir(self.config) / REGISTERED_DIR),
             on_secret=register_secret,
+            channel_policy=self._channel_reconnect,
+            channel_history=lambda pk: ConnectHistoryFile(
+                state_dir(self.config) / channel_connects_file(pk)
+            ),
         )
         uplink.on_session = self.resend.all
         return uplink

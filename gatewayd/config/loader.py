@@ -25,10 +25,12 @@ from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
 from gatewayd.config.models import (
+    BrokerConfig,
     Config,
     DeviceConfig,
     DeviceModel,
     GatewayConfig,
+    HistoricalEvents,
     IntegrationConfig,
     TlsConfig,
 )
@@ -218,6 +220,7 @@ class _Load:
             model = models.get(device.model)
             if model is not None:
                 self._check_point_reports(doc, index, device, model)
+                self._check_historical_channel(doc, index, device, model, config)
             update: dict[str, Any] = {}
             found = self.secrets.get(("devices", index, "device_secret_file"))
             if found is not None:
@@ -251,6 +254,34 @@ class _Load:
                     )
                 )
 
+    def _check_historical_channel(
+        self,
+        doc: YamlDocument,
+        index: int,
+        device: DeviceConfig,
+        model: DeviceModel,
+        config: Config,
+    ) -> None:
+        """With `historical_events: integration`, a device whose model fires events needs
+        its product's integration channel: its backlog events could go nowhere else."""
+        if config.uplink.historical_events is not HistoricalEvents.INTEGRATION:
+            return
+        if not model.events or not device.enabled:
+            return
+        mqtt = config.integration.mqtt
+        pk = device.product_key
+        if mqtt is not None and pk in mqtt.products:
+            return
+        self.issues.append(
+            doc.issue(
+                ("devices", index, "product_key"),
+                f"uplink.historical_events is 'integration' and model '{model.name}' fires"
+                f" events, but product '{pk}' has no integration channel",
+                f"add integration: {{mqtt: {{products: {{{pk}: {{product_secret_file: FILE}}}}}}}},"
+                " or set uplink.historical_events: thing",
+            )
+        )
+
     def _resolve_gateway(self, doc: YamlDocument, gateway: GatewayConfig) -> GatewayConfig:
         update: dict[str, Any] = {}
         for kind in ("device", "product"):
@@ -258,7 +289,14 @@ class _Load:
             if found is not None:
                 update[f"{kind}_secret_file"] = found[0]
                 update[f"{kind}_secret"] = found[1]
-        tls = gateway.broker.tls
+        broker = self._resolve_broker(doc, gateway.broker, ("gateway", "broker"))
+        return gateway.model_copy(update={**update, "broker": broker})
+
+    def _resolve_broker(
+        self, doc: YamlDocument, broker: BrokerConfig, at: DataPath
+    ) -> BrokerConfig:
+        """The broker with its TLS files made absolute (and checked when TLS is on)."""
+        tls = broker.tls
         tls_update: dict[str, Any] = {}
         for name in ("ca_file", "cert_file", "key_file"):
             value = getattr(tls, name)
@@ -268,20 +306,21 @@ class _Load:
             if tls.enabled and not tls_update[name].is_file():
                 self.issues.append(
                     doc.issue(
-                        ("gateway", "broker", "tls", name),
+                        (*at, "tls", name),
                         f"file '{value}' not found",
                         "relative paths are read next to the config file"
                         if not value.is_absolute()
                         else None,
                     )
                 )
-        broker = gateway.broker.model_copy(update={"tls": _copy(tls, tls_update)})
-        return gateway.model_copy(update={**update, "broker": broker})
+        return broker.model_copy(update={"tls": _copy(tls, tls_update)})
 
     def _resolve_integration(
         self, doc: YamlDocument, integration: IntegrationConfig
     ) -> IntegrationConfig:
-        """`integration.http` with its secret key read and its CA file made absolute."""
+        """`integration.http` with its secret key read and its CA file made absolute;
+        `integration.mqtt` with its product secrets read."""
+        integration = self._resolve_integration_mqtt(doc, integration)
         http = integration.http
         if http is None:
             return integration
@@ -299,6 +338,28 @@ class _Load:
                 )
         return integration.model_copy(update={"http": http.model_copy(update=update)})
 
+    def _resolve_integration_mqtt(
+        self, doc: YamlDocument, integration: IntegrationConfig
+    ) -> IntegrationConfig:
+        mqtt = integration.mqtt
+        if mqtt is None:
+            return integration
+        if mqtt.broker is not None:
+            broker = self._resolve_broker(doc, mqtt.broker, ("integration", "mqtt", "broker"))
+            mqtt = mqtt.model_copy(update={"broker": broker})
+        products = {}
+        for pk, product in mqtt.products.items():
+            found = self.secrets.get(("integration", "mqtt", "products", pk, "product_secret_file"))
+            update = (
+                {}
+                if found is None
+                else {"product_secret_file": found[0], "product_secret": found[1]}
+            )
+            products[pk] = product.model_copy(update=update)
+        return integration.model_copy(
+            update={"mqtt": mqtt.model_copy(update={"products": products})}
+        )
+
     def _read_secret_files(
         self, doc: YamlDocument, data: dict[str, Any]
     ) -> dict[DataPath, tuple[Path, SecretStr]]:
@@ -312,6 +373,13 @@ class _Load:
             sections.append(
                 (("integration", "http"), integration.get("http"), ("secret_key_file",))
             )
+            mqtt = integration.get("mqtt")
+            products = mqtt.get("products") if isinstance(mqtt, dict) else None
+            if isinstance(products, dict):
+                sections += [
+                    (("integration", "mqtt", "products", pk), product, ("product_secret_file",))
+                    for pk, product in products.items()
+                ]
         devices = data.get("devices")
         if isinstance(devices, list):
             sections += [

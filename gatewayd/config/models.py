@@ -49,6 +49,13 @@ class SyncMode(StrEnum):
     EXTRA = "extra"
 
 
+class HistoricalEvents(StrEnum):
+    """How backlog events reach EnOS (`uplink.historical_events`)."""
+
+    THING = "thing"  # thing.event.{id}.post, like live events
+    INTEGRATION = "integration"  # integration.event.post on the product's mode-4 channel
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # journald under systemd, console on a terminal, JSON otherwise
     CONSOLE = "console"
@@ -434,8 +441,12 @@ class UplinkConfig(Strict):
     auto_topo: bool = False  # add sub-devices answering 740 to the topology
     # Attributes are read at each login of a sub-device and again this often.
     attributes_interval: Annotated[Duration, Field(gt=0)] = 24 * 3600.0
-    # No `historical_events` yet: backfilling old events (integration.event.post) comes with
-    # the integration issue; a key that does nothing must not be accepted before then.
+    # How events that go out as backlog (the rule of resume.batch: older than the live
+    # window, or taken before their sub-device's login) reach EnOS: `thing` posts them on
+    # the sub-device's thing.event topic like live ones (cloud alarms may fire on them);
+    # `integration` imports them as historical events (integration.event.post) over the
+    # mode-4 channel of their product (`integration.mqtt`).
+    historical_events: HistoricalEvents = HistoricalEvents.THING
 
 
 class IntegrationHttpConfig(Strict):
@@ -479,10 +490,33 @@ def base_url_problem(value: str) -> str | None:
     return None
 
 
+class IntegrationProductConfig(Strict):
+    """One product's message-integration channel: its product secret signs the CONNECT."""
+
+    product_secret: SecretStr | None = None
+    product_secret_file: Path | None = None
+
+
+class IntegrationMqttConfig(Strict):
+    """EnOS MQTT message integration (secure mode 4, one connection per product key).
+
+    The broker defaults to the gateway's (`gateway.broker`); `broker` replaces it whole.
+    Topics use the SDK spelling `/sys/{productKey}/integration/...` (enos-protocol.md
+    §7.8: the docs' spelling without the leading slash is the other candidate).
+    """
+
+    products: Annotated[dict[Annotated[str, Field(min_length=1)], IntegrationProductConfig],
+                        Field(min_length=1)]  # fmt: skip
+    broker: BrokerConfig | None = None
+    # An idle channel (no backlog events to send) is closed after this long.
+    idle_close: Annotated[Duration, Field(gt=0)] = 60.0
+
+
 class IntegrationConfig(Strict):
-    """EnOS message integration channels (only HTTP for now)."""
+    """EnOS message integration channels: HTTP (file events) and MQTT (historical events)."""
 
     http: IntegrationHttpConfig | None = None
+    mqtt: IntegrationMqttConfig | None = None
 
 
 class LoggingConfig(Strict):

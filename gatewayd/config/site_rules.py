@@ -154,8 +154,31 @@ def _check_secrets(data: dict[str, Any], add: Any) -> None:
             )
 
 
+def _check_integration_mqtt_secrets(data: dict[str, Any], add: Any) -> None:
+    """Each `integration.mqtt` product signs its channel with its product secret, given once."""
+    integration = data.get("integration")
+    mqtt = integration.get("mqtt") if isinstance(integration, dict) else None
+    products = mqtt.get("products") if isinstance(mqtt, dict) else None
+    for pk, product in (products or {}).items() if isinstance(products, dict) else ():
+        if not isinstance(product, dict):
+            continue
+        at: DataPath = ("integration", "mqtt", "products", pk)
+        inline, file = _given(product, "product_secret"), _given(product, "product_secret_file")
+        if inline and file:
+            add(
+                (*at, "product_secret_file"), "give product_secret or product_secret_file, not both"
+            )
+        elif not (inline or file):
+            add(
+                at,
+                f"missing: the integration channel of product '{pk}' signs with its product secret",
+                "set product_secret or product_secret_file",
+            )
+
+
 def _check_integration_secret(data: dict[str, Any], add: Any) -> None:
     """`integration.http` needs its service account's secret key, given once."""
+    _check_integration_mqtt_secrets(data, add)
     integration = data.get("integration")
     http = integration.get("http") if isinstance(integration, dict) else None
     if not isinstance(http, dict):

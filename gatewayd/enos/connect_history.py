@@ -31,6 +31,13 @@ FILE_NAME = "connects.json"
 VERSION = 1
 
 
+def channel_connects_file(product_key: str) -> str:
+    """The history file of product `product_key`'s integration channel (mode 4): EnOS
+    counts its CONNECTs apart from the gateway's, so it keeps its own window."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in product_key)
+    return f"connects-integration-{safe}.json"
+
+
 def parse(text: str) -> list[float]:
     """The CONNECT times of a history document, oldest first; ValueError if malformed."""
     document = json.loads(text)

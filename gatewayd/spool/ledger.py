@@ -161,13 +161,17 @@ class DeliveryLedger:
             self._rewind(kind, released)
         return len(released)
 
-    def release_all(self) -> int:
+    def release_all(self, keep_events: Collection[int] = ()) -> int:
         """Every row in flight goes back to the pool, except unsettled ones (delivered,
-        only waiting for their delete); returns how many went back."""
+        only waiting for their delete) and the events in `keep_events` (another sender
+        still owns them: the historical-event channel outlives a gateway session);
+        returns how many went back."""
         count = 0
         for kind in Kind:
             in_flight = self._in_flight[kind]
             kept = {row_id: in_flight[row_id] for row_id in self._unsettled[kind]}
+            if kind is Kind.EVENTS:
+                kept.update({i: in_flight[i] for i in keep_events if i in in_flight})
             count += len(in_flight) - len(kept)
             self._in_flight[kind] = kept
         unsettled = self._unsettled[Kind.SAMPLES]

@@ -313,13 +313,14 @@ class SpoolStore:
         """Rollback: rows not delivered go back to the pool (oldest first again)."""
         return self._ledger.release(kind, ids)
 
-    def release_all(self) -> int:
+    def release_all(self, keep_events: Collection[int] = ()) -> int:
         """Every row in flight goes back to the pool (e.g. the connection was lost).
 
         Unsettled rows (delivered, delete failed on a full disk) stay in flight: they are
-        not sent again, only deleted by the next ack.
+        not sent again, only deleted by the next ack. So do the events in `keep_events`
+        (still out on another channel).
         """
-        return self._ledger.release_all()
+        return self._ledger.release_all(keep_events)
 
     def dead_letter(
         self, kind: Kind, ids: Iterable[int], code: int, message: str, now_ms: int

@@ -49,6 +49,7 @@ from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import ReplyTimeout
 from gatewayd.spool.frames import parse_body
 from gatewayd.spool.rows import Kind, SpooledEvent, SpooledFrame
+from gatewayd.uplink.historical import EventClaims
 from gatewayd.uplink.ports import SessionPort, SpoolPort
 from gatewayd.uplink.ratelimit import BacklogPace
 from gatewayd.uplink.records import (
@@ -136,9 +137,16 @@ class Delivery:
         request_login: Callable[[], None],
         stats: DeliveryStats,
         withheld: Mapping[str, frozenset[str]] | None = None,
+        historical: frozenset[str] = frozenset(),
+        claims: EventClaims | None = None,
     ) -> None:
-        """`withheld`: per device, measurepoints the cloud model lacks (never sent)."""
+        """`withheld`: per device, measurepoints the cloud model lacks (never sent);
+        `historical`: devices whose backlog events an integration channel sends
+        (`uplink.historical_events: integration`), so only their live events are posted
+        here; `claims` is told which events this stream holds (`uplink/historical.py`)."""
         gateway = config.gateway
+        self._historical = historical
+        self._claims = claims or EventClaims()
         self._withheld = withheld
         self._gw = (gateway.product_key, gateway.device_key)
         self._spool = spool
@@ -231,15 +239,38 @@ class Delivery:
                 continue
             await self._deliver_samples(frames, resume=True)
 
+    def live_cutoff_ms(self) -> int:
+        """The live/backlog boundary now (see `_live_cutoff_ms`), for the integration
+        channels: they take the events older than it."""
+        return self._live_cutoff_ms()
+
+    async def _take_events(self) -> list[SpooledEvent]:
+        """Every event (`historical_events: thing`); else only the live stream's: events
+        at or after the live cutoff, and any event of a device no channel serves."""
+        limit = EVENTS_IN_FLIGHT * 8
+        excluded = self._excluded()
+        if not self._historical:
+            return await self._spool.take_events(limit, exclude_devices=excluded)
+        events = await self._spool.take_events(
+            limit, newer_than_ms=self._live_cutoff_ms(), exclude_devices=excluded
+        )
+        if any(d.name not in self._historical for d in self._registry):
+            events += await self._spool.take_events(
+                limit, exclude_devices=excluded | self._historical
+            )
+        return events
+
     async def _event_loop(self) -> None:
         while True:
-            events = await self._spool.take_events(
-                EVENTS_IN_FLIGHT * 8, exclude_devices=self._excluded()
-            )
+            events = await self._take_events()
             if not events:
                 await self._idle(self._events_ready)
                 continue
-            waiting = await self._deliver_events(events)
+            self._claims.hold(events)
+            try:
+                waiting = await self._deliver_events(events)
+            finally:
+                self._claims.settle(events)
             if waiting:
                 # Their sub-devices are not logged in yet: look again after a pause
                 # rather than spinning on the same rows.
@@ -531,22 +562,41 @@ class Delivery:
 
     # ------------------------------------------------------------------ events
 
-    async def _deliver_events(self, events: Sequence[SpooledEvent]) -> int:
-        """Post events on their sub-devices' topics, several in flight; returns how many
-        must wait (sub-device not logged in, no reply, retryable code)."""
-        waiting: list[int] = []
+    def _sort_events(
+        self, events: Sequence[SpooledEvent]
+    ) -> tuple[list[int], list[SpooledEvent], list[tuple[SpooledEvent, SubDevice]], list[int]]:
+        """(gone, backlog, sendable, waiting): events of devices the configuration or the
+        cloud dropped; backlog of a device an integration channel serves; events to post;
+        events whose sub-device is not logged in."""
         gone: list[int] = []
+        backlog: list[SpooledEvent] = []
         sendable: list[tuple[SpooledEvent, SubDevice]] = []
+        waiting: list[int] = []
         for event in events:
             sub = self._registry.get(event.device)
             if sub is None or sub.deleted:
-                gone.append(event.id)  # the device left the configuration or the cloud
+                gone.append(event.id)
+            elif event.device in self._historical and not sub.takes_live(event.ts_ms):
+                # Taken before the device's login: its channel takes it once the live
+                # cutoff has passed it.
+                backlog.append(event)
             elif sub.publishable:
                 sendable.append((event, sub))
             else:
                 waiting.append(event.id)
+        return gone, backlog, sendable, waiting
+
+    async def _deliver_events(self, events: Sequence[SpooledEvent]) -> int:
+        """Post events on their sub-devices' topics, several in flight; returns how many
+        must wait (sub-device not logged in, no reply, retryable code)."""
+        gone, backlog, sendable, waiting = self._sort_events(events)
         if gone:
             await self._spool.ack(Kind.EVENTS, gone)
+        if backlog:
+            # Back at once (not after the posts below): held here, they would keep their
+            # devices' later events from the integration channel meanwhile.
+            await self._spool.release(Kind.EVENTS, [e.id for e in backlog])
+            self._claims.settle(backlog)
         slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
 
         async def post(event: SpooledEvent, sub: SubDevice) -> messages.Reply | None:
@@ -602,7 +652,7 @@ class Delivery:
             await self._spool.release(Kind.EVENTS, waiting)
         if failure is not None:
             raise failure
-        return len(waiting)
+        return len(waiting) + len(backlog)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -25,6 +25,7 @@ import structlog
 
 from gatewayd.clock import Clock
 from gatewayd.config.models import Config
+from gatewayd.config.models import HistoricalEvents as HistoricalEventsMode
 from gatewayd.config.risks import config_warnings
 from gatewayd.enos import messages
 from gatewayd.enos.codes import ReplyCode, describe
@@ -47,6 +48,7 @@ from gatewayd.uplink.cloudmodel import CloudModelCheck
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
 from gatewayd.uplink.dispatch import CommandDispatcher, ReplyOutbox
 from gatewayd.uplink.endpoint import gateway_endpoint
+from gatewayd.uplink.historical import EventClaims, HistoricalEvents
 from gatewayd.uplink.ports import SpoolPort
 from gatewayd.uplink.registration import Registration, RegistrationStore
 from gatewayd.uplink.sentstate import SentState
@@ -123,12 +125,17 @@ class Uplink:
         tags: SentState | None = None,
         registrations: RegistrationStore | None = None,
         on_secret: Callable[[str], None] | None = None,
+        channel_policy: Callable[[], ReconnectPolicy] | None = None,
+        channel_history: Callable[[str], ConnectHistoryFile] | None = None,
     ) -> None:
         """`connect_history` persists the CONNECTs of the last throttle window across
         restarts (None: in memory only, as in tests with a private broker); `attributes`
         (what EnOS holds, how to read a device's registers) turns attribute sync on, `tags`
         (what EnOS holds) tag sync, `registrations` (where registered devices' secrets are
-        kept) the registration of `register:` devices; `on_secret` masks such a secret."""
+        kept) the registration of `register:` devices; `on_secret` masks such a secret.
+        With `historical_events: integration`, `channel_policy` makes each integration
+        channel's reconnect policy (default: the gateway's rules) and `channel_history` its
+        persisted CONNECT window, by product key."""
         self._config = config
         self._spool = spool
         self.registry = registry
@@ -175,6 +182,15 @@ class Uplink:
                 config, sent, source, clock=clock, ids=self._ids,
                 request_login=self._login_wanted.set,
             )  # fmt: skip
+        # Events the live stream holds, so a channel never overtakes one of them.
+        self._claims = EventClaims()
+        self.historical: HistoricalEvents | None = None
+        if config.uplink.historical_events is HistoricalEventsMode.INTEGRATION:
+            self.historical = HistoricalEvents(
+                config, spool, registry, clock=clock, ids=self._ids,
+                cutoff_ms=self._events_cutoff_ms, claims=self._claims,
+                policy=channel_policy, history=channel_history, rng=self._rng,
+            )  # fmt: skip
         self.tags: TagSync | None = None
         if tags is not None:
             self.tags = TagSync(
@@ -197,6 +213,15 @@ class Uplink:
         """The spool writer appended rows: wake the delivery streams."""
         if self._delivery is not None:
             self._delivery.wake()
+        if self.historical is not None:
+            self.historical.wake()
+
+    def _events_cutoff_ms(self) -> int:
+        """Events older than this are backlog: the session's live cutoff, or now when no
+        session is up (no sub-device is logged in, so every event is backlog)."""
+        if self._delivery is not None:
+            return self._delivery.live_cutoff_ms()
+        return self._now_ms()
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""
@@ -204,7 +229,14 @@ class Uplink:
             log.warning(warning.render())
         self._restore_connect_history()
         try:
-            await self._run_sessions()
+            if self.historical is None:
+                await self._run_sessions()
+            else:
+                # The integration channels live beside the gateway session: backlog events
+                # go out while it is down, and a failing channel never stops it.
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self.historical.run(), name="uplink-historical")
+                    group.create_task(self._run_sessions(), name="uplink-sessions")
         finally:
             await self.commands.close()
 
@@ -346,7 +378,9 @@ class Uplink:
         # what it was sending when it ends, but that release is itself an await that a
         # second cancellation (the session's task group tearing down) can cut short, and
         # rows left in flight would never be sent again before a restart.
-        if released := await self._spool.release_all():
+        # (Not the events an integration channel is sending: it outlives this session.)
+        keep = () if self.historical is None else frozenset(self.historical.in_flight)
+        if released := await self._spool.release_all(keep_events=keep):
             log.info("rows left in flight by the last session returned to the spool", rows=released)
         delivery = Delivery(
             self._config,
@@ -358,6 +392,8 @@ class Uplink:
             request_login=self._login_wanted.set,
             stats=self.stats,
             withheld=self.model_check.withheld,
+            historical=frozenset() if self.historical is None else self.historical.devices,
+            claims=self._claims,
         )
         self._delivery = delivery
         try:

@@ -132,6 +132,9 @@ def check_connect(
     if mode == SECURE_MODE_INTEGRATION:
         if dk != INTEGRATION_DEVICE_KEY or product.secret is None:
             return _refuse(CONNACK_BAD_CREDENTIALS, "bad integration-channel login")
+        if ident != pk:
+            # §1.2: the clientId the channel signs is its product key.
+            return _refuse(CONNACK_BAD_CREDENTIALS, "integration clientId must be the product key")
         if not throttle.admit(key, now):
             return _refuse(CONNACK_NOT_AUTHORIZED, "connect throttle", key)
         signed = login_sign_params(pk, dk, ident, timestamp)

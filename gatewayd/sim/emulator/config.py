@@ -261,7 +261,13 @@ class EmulatorConfig(_Strict):
             )
             products.setdefault(
                 product_key,
-                ProductSpec(product_key=product_key, kind="sub_device", model=name),
+                ProductSpec(
+                    product_key=product_key,
+                    kind="sub_device",
+                    model=name,
+                    # Its integration channel (mode 4) signs with this secret.
+                    product_secret=_integration_secret(cfg, product_key),
+                ),
             )
         return cls(
             options=options or OptionsSpec(),
@@ -302,6 +308,15 @@ def _point_spec(point: PointConfig) -> MeasurepointSpec:
     else:
         kind = "double"
     return MeasurepointSpec(type=kind, quality=point.quality)
+
+
+def _integration_secret(cfg: Config, product_key: str) -> str | None:
+    """The product secret `integration.mqtt` gives `product_key`, if any."""
+    mqtt = cfg.integration.mqtt
+    product = None if mqtt is None else mqtt.products.get(product_key)
+    if product is None:
+        return None
+    return _secret(product.product_secret, product.product_secret_file)
 
 
 def _secret(value: object, path: Path | None) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Channel = Literal["post", "resume"]
+EventChannel = Literal["thing", "integration"]
 Key = tuple[str, str]  # (product key, device key)
 
 
@@ -80,7 +81,8 @@ class PointRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One accepted event."""
+    """One accepted event: live (`thing.event.post`, may fire alarms) or historical
+    (`integration.event.post` on a product's mode-4 channel, stored as history)."""
 
     product_key: str
     device_key: str
@@ -89,6 +91,7 @@ class EventRecord:
     time: int
     received_at: int
     message_id: str | None = None
+    channel: EventChannel = "thing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,10 @@ class Records:
             "logins": sum(1 for r in self.logins if r.action == "login" and r.code == 200),
             "logouts": sum(1 for r in self.logins if r.action == "logout" and r.code == 200),
         }
+
+    def events_of(self, channel: EventChannel) -> list[EventRecord]:
+        """Accepted events of one channel, in arrival order."""
+        return [e for e in self.events if e.channel == channel]
 
     def clear(self) -> None:
         self.points.clear()

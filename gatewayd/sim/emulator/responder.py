@@ -839,6 +839,7 @@ class Responder:
                         at,
                         now,
                         None if msg_id is None else str(msg_id),
+                        channel="integration",
                     )
                 )
         self.records.events.extend(accepted)
