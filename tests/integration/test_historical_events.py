@@ -228,3 +228,69 @@ async def test_backlog_events_go_by_integration_live_ones_by_thing(tmp_path: Pat
         ("meter2", live_at, 100)
     ]
     assert all(e.product_key == "meterPK" for e in r.emulator.records.events)
+
+
+async def test_1204_and_1257_are_dead_lettered_with_the_reply_the_rest_delivered(
+    tmp_path: Path,
+) -> None:
+    """An event id the cloud model lacks (1204) and a device the cloud does not know
+    (1257): each such event alone is dead-lettered with EnOS' code and message, with one
+    error line naming device, event and code; every other event arrives once, in order."""
+    async with rig(tmp_path) as r:
+        # The cloud forgets meter3: its events get 1257.
+        cloud = EmulatorConfig.from_gateway_config(r.config)
+        cloud = cloud.model_copy(
+            update={"devices": [d for d in cloud.devices if d.device_key != "meter3"]}
+        )
+        await r.restart_cloud(EnosEmulator(cloud, port=r.config.gateway.broker.port))
+        old = now_ms() - HOUR_MS
+        events = [alarm(f"meter-{1 + i % 2}", old + i * 1000, i) for i in range(10)]
+        events.insert(4, Event("meter-1", "tripped", old + 3500, {"measurepoint": "alarm"}))
+        events.insert(7, alarm("meter-3", old + 5500, 99))
+        with structlog.testing.capture_logs() as logs:
+            await r.put(events)
+            await async_wait_until(lambda: len(r.events("integration")) == 10, 30, "the rest")
+            await spool_empty(r)
+        letters = await r.spool.dead_letters(limit=100)
+    assert sequences(r.events("integration")) == {
+        "meter1": [0, 2, 4, 6, 8],
+        "meter2": [1, 3, 5, 7, 9],
+    }
+    assert sorted((d.kind, d.device, d.name, d.code) for d in letters) == [
+        (Kind.EVENTS, "meter-1", "tripped", 1204),
+        (Kind.EVENTS, "meter-3", "alarmOn", 1257),
+    ]
+    assert all(d.message for d in letters)  # EnOS' words are kept with the row
+    refused = [
+        (e["device"], e["event_id"], e["code"])
+        for e in logs
+        if e["event"] == "EnOS refused a historical event; dead-lettered"
+    ]
+    assert sorted(refused) == [
+        ("meter-1", "tripped", "1204 MODEL_VALIDATE_FAILED"),
+        ("meter-3", "alarmOn", "1257 INTEGRATION_DEVICE_NOT_FOUND"),
+    ]
+
+
+async def test_a_lost_reply_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The cloud takes a message but its reply never comes: after the reply timeout the
+    events stay in the spool and go again; every event arrives, in order, and the only
+    repeats are the events of the message whose reply was lost."""
+    async with rig(tmp_path, reply_timeout="2s") as r:
+        r.emulator.faults.drop_replies(1, method="integration.event.post")
+        old = now_ms() - HOUR_MS
+        await r.put(alarm(f"meter-{1 + i % 3}", old + i * 1000, i) for i in range(12))
+        await spool_empty(r)
+        assert r.uplink.historical is not None
+        stats = r.uplink.historical.stats
+    arrived = r.events("integration")
+    assert stats.timeouts == 1
+    first_message = {e.message_id for e in arrived[:1]}
+    repeats = [e for e in arrived if e.message_id in first_message]
+    # The first message held all 12 events (one take): all of them arrived twice, the
+    # second time in the same per-device order.
+    assert len(arrived) == 24
+    assert len(repeats) == 12
+    for device, seqs in sequences(arrived[12:]).items():
+        assert seqs == sorted(seqs), device
+    assert {e.params["value"] for e in arrived[12:]} == set(range(12))

@@ -49,16 +49,20 @@ class _Link:
 
 
 class ConnectGate:
-    """Listens on a free loopback port; `secrets` maps (pk, dk) to device secrets."""
+    """Listens on a free loopback port; `secrets` maps (pk, dk) to device secrets,
+    `product_secrets` pk to the product secrets of integration channels."""
 
     def __init__(
         self,
         broker_port: int,
         secrets: Mapping[tuple[str, str], str],
         on_disconnect: Callable[[tuple[str, str]], None] | None = None,
+        product_secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.broker_port = broker_port
         self.secrets = dict(secrets)
+        #: Product key -> product secret, for mode-4 integration channels (§1.2).
+        self.product_secrets = dict(product_secrets or {})
         self.attempts: list[ConnectAttempt] = []
         #: (topic, payload) of every PUBLISH the broker sent a device, once written to it.
         self.forwarded: list[tuple[str, bytes]] = []
@@ -149,7 +153,13 @@ class ConnectGate:
     def _admit(self, packet: mqtt_wire.Packet) -> bool:
         """Record the CONNECT and decide: MQTT 3.1.1 only (§1.1) and a valid sign."""
         connect = mqtt_wire.parse_connect(packet)
-        verdict = check_connect(connect.client_id, connect.username, connect.password, self.secrets)
+        verdict = check_connect(
+            connect.client_id,
+            connect.username,
+            connect.password,
+            self.secrets,
+            self.product_secrets,
+        )
         accepted, reason = verdict.accepted, verdict.reason
         if accepted and (connect.protocol_name, connect.protocol_level) != ("MQTT", 4):
             accepted, reason = False, f"protocol {connect.protocol_name} {connect.protocol_level}"

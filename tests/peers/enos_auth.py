@@ -83,27 +83,36 @@ def check_connect(
     username: str | None,
     password: bytes | None,
     secrets: Mapping[tuple[str, str], str],
+    product_secrets: Mapping[str, str] | None = None,
 ) -> ConnectVerdict:
-    """Check a gateway's CONNECT credentials in secure mode 2 (device secret, §1.2–1.5).
+    """Check a CONNECT's credentials: secure mode 2 (device secret) for a gateway, or
+    secure mode 4 (product secret) for a product's message-integration channel (§1.2–1.5).
 
     `secrets` maps (productKey, deviceKey) to the device secret of every directly
-    connecting device the cloud knows.
+    connecting device the cloud knows; `product_secrets` productKey to the product secret
+    of every product whose integration channel it opens.
     """
     try:
         parsed = parse_mqtt_client_id(client_id)
     except ValueError as exc:
         return ConnectVerdict(False, str(exc))
     mode = parsed.params["securemode"]
-    if mode != "2":
-        return ConnectVerdict(False, f"securemode {mode!r}: this cloud knows device secrets only")
+    if mode not in ("2", "4"):
+        return ConnectVerdict(False, f"securemode {mode!r}: this cloud knows modes 2 and 4 only")
     if username is None or password is None:
         return ConnectVerdict(False, "username or password missing")
     device_key, amp, product_key = username.partition("&")
     if not amp or not device_key or not product_key:
         return ConnectVerdict(False, f"username {username!r} is not '{{dk}}&{{pk}}'")
-    secret = secrets.get((product_key, device_key))
+    if mode == "4":
+        # §1.2 row 4: device key is the literal %channel%, the clientId is the product key.
+        if device_key != "%channel%" or parsed.client_id != product_key:
+            return ConnectVerdict(False, "mode 4 needs username %channel%&{pk}, clientId {pk}")
+        secret = (product_secrets or {}).get(product_key)
+    else:
+        secret = secrets.get((product_key, device_key))
     if secret is None:
-        return ConnectVerdict(False, f"unknown device {product_key}/{device_key}")
+        return ConnectVerdict(False, f"unknown device {product_key}/{device_key} (mode {mode})")
     signed = {
         "clientId": parsed.client_id,
         "deviceKey": device_key,

@@ -58,6 +58,9 @@ _UPSTREAM: list[tuple[re.Pattern[str], str, str]] = [
      "thing.tsltemplate.get"),
 ]  # fmt: skip
 _EVENT = re.compile(rf"^/sys/{_KEY}/{_KEY}/thing/event/{_KEY}/post$")
+#: §3.8 / seeds 001-002: the product's integration channel (SDK spelling with the leading
+#: slash; the docs' spelling without it is accepted too, §7.8).
+_INTEGRATION_EVENT = re.compile(rf"^/?sys/{_KEY}/integration/event/post$")
 #: Replies devices send to downstream commands (§3.0 rows 19–27).
 _COMMAND_REPLY = re.compile(
     r"^(/sys/[^/]+/[^/]+/thing/service/.+"
@@ -75,6 +78,9 @@ def route(topic: str) -> Route | None:
     match = _EVENT.match(topic)
     if match:
         return Route("event", match[1], match[2], f"thing.event.{match[3]}.post", match[3])
+    match = _INTEGRATION_EVENT.match(topic)
+    if match:
+        return Route("integration_event", match[1], "", "integration.event.post")
     return None
 
 
@@ -214,3 +220,31 @@ def check_event(doc: dict[str, Any]) -> list[str]:
     if not isinstance(params.get("events"), dict):
         return ["params.events is not an object"]
     return check_time(params.get("time"), "params")
+
+
+def check_integration_event(doc: dict[str, Any]) -> list[str]:
+    """Problems of an `integration.event.post` (seed 001, §3.8): params is a non-empty list
+    of {deviceKey, events: {eventId: {param: value}}, time}; deviceKey alone names the
+    device (the product is in the topic); time in epoch milliseconds."""
+    params = doc.get("params")
+    if not isinstance(params, list) or not params:
+        return ["params is not a non-empty list"]
+    problems = []
+    for index, entry in enumerate(params):
+        if not isinstance(entry, dict):
+            problems.append(f"params[{index}] is not an object")
+            continue
+        extra = sorted(set(entry) - {"deviceKey", "events", "time"})
+        if extra:
+            problems.append(f"params[{index}] has keys the spec does not list: {extra}")
+        if not isinstance(entry.get("deviceKey"), str) or not entry["deviceKey"]:
+            problems.append(f"params[{index}].deviceKey is not a non-empty string")
+        events = entry.get("events")
+        if not isinstance(events, dict) or not events:
+            problems.append(f"params[{index}].events is not a non-empty object")
+        elif not all(isinstance(v, dict) for v in events.values()):
+            problems.append(f"params[{index}].events values are not objects")
+        stamp = entry.get("time")
+        if not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 10**12:
+            problems.append(f"params[{index}].time {stamp!r} is not epoch milliseconds")
+    return problems

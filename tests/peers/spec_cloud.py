@@ -10,7 +10,10 @@ attribute update / query / delete (§3.6: 1009 off line, 1207 for a bad shape or
 tag update (a list of {tagKey, tagValue} strings) / query / delete ({tags: [keys]}),
 TSL template get (params {}; data is `tsl`, the maps a test writes, §3.6 #17), device
 register (§3.4 #7: a list of {productKey, deviceKey, deviceName, timezone, ...}; 702 for
-a key the cloud has; the new device gets a fresh secret its later signs are checked with). Replies
+a key the cloud has; the new device gets a fresh secret its later signs are checked with),
+and, for the products given in `integration`, their mode-4 channel (§1.2 CONNECT with the
+product secret; §3.8 integration.event.post: 1257 for a device the product lacks, 1204 for
+an event id `event_model` lacks, stored with channel "integration"). Replies
 go to `topic + "_reply"` with the request's id as it came (same JSON type) and code 200,
 unless a fault was asked for (`fail`, `drop`). `send_command` pushes a downstream command
 through the gate (EnOS needs no SUBSCRIBE for those, §1.9) and returns the raw reply.
@@ -41,6 +44,7 @@ from tests.peers.enos_payloads import (
     check_envelope,
     check_event,
     check_id_and_version,
+    check_integration_event,
     check_single_post,
     is_command_reply,
     route,
@@ -86,6 +90,7 @@ class Event:
     event_id: str
     params: dict[str, Any]
     time: int
+    channel: str = "thing"  # or "integration": integration.event.post (§3.8)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,12 @@ class SpecCloud:
         *,
         topology: set[Key] | None = None,
         attribute_model: set[str] | None = None,
+        integration: dict[str, str] | None = None,
+        event_model: set[str] | None = None,
     ) -> None:
+        """`integration`: product key -> product secret of the mode-4 channels this cloud
+        opens (§1.2, §3.8); `event_model`: the event ids the products' model declares
+        (None: any), checked by integration.event.post (1204)."""
         self.broker_port = broker_port
         self.gateway = gateway
         self.sub_secrets = dict(sub_devices)
@@ -169,7 +179,10 @@ class SpecCloud:
         #: Products the gateway may register devices of.
         self.products: set[str] = {pk for pk, _ in sub_devices}
         self.records = Records()
-        self.gate = ConnectGate(broker_port, {gateway: gateway_secret}, self._gateway_gone)
+        self.event_model = event_model
+        self.gate = ConnectGate(
+            broker_port, {gateway: gateway_secret}, self._gateway_gone, integration
+        )
         self._seq = itertools.count(1)
         self._faults: list[_Fault] = []
         self._client: aiomqtt.Client | None = None
@@ -356,7 +369,8 @@ class SpecCloud:
         if (
             where.kind
             not in {"post", "resume", "event", "attribute_update", "attribute_query",
-                    "attribute_delete", "tag_update", "tag_query", "tag_delete", "tsl_get"}
+                    "attribute_delete", "tag_update", "tag_query", "tag_delete", "tsl_get",
+                    "integration_event"}
             and (where.product_key, where.device_key) != self.gateway
         ):
             problems.append(f"{where.kind} on a topic that is not the gateway's")
@@ -530,6 +544,27 @@ class SpecCloud:
         )
         return 200, {}, ""
 
+
+    def _on_integration_event(
+        self, seq: int, where: Route, doc: dict[str, Any], problems: list[str]
+    ) -> Reply:
+        """§3.8 / seeds 001-002: each entry's device must exist in the product (1257), its
+        events fit the model (1204); all or nothing. The device need not be online."""
+        found = check_integration_event(doc)
+        problems += found
+        if found:
+            return 1220, {}, "Payload format error"
+        stored = []
+        for entry in doc["params"]:
+            key = (where.product_key, entry["deviceKey"])
+            if key not in self.sub_secrets:
+                return 1257, {}, "Device not found"
+            for event_id, params in entry["events"].items():
+                if self.event_model is not None and event_id not in self.event_model:
+                    return 1204, {}, "Model validate failed"
+                stored.append(Event(seq, *key, event_id, params, entry["time"], "integration"))
+        self.records.events += stored
+        return 200, {}, ""
 
     def _attribute_device(self, where: Route) -> Key | None:
         key = (where.product_key, where.device_key)
