@@ -217,11 +217,15 @@ class Uplink:
             self.historical.wake()
 
     def _events_cutoff_ms(self) -> int:
-        """Events older than this are backlog: the session's live cutoff, or now when no
-        session is up (no sub-device is logged in, so every event is backlog)."""
+        """Events older than this are backlog: the session's live cutoff; before delivery
+        starts (logins done, model check running) or between sessions the same rule on the
+        logins so far (now, when no sub-device is logged in: every event is backlog)."""
         if self._delivery is not None:
             return self._delivery.live_cutoff_ms()
-        return self._now_ms()
+        now = self._now_ms()
+        logins = [d.online_since_ms for d in self.registry if d.publishable]
+        window_ms = int(self._config.uplink.live_window * 1000)
+        return max(now - window_ms, min(logins)) if logins else now
 
     async def run(self) -> None:
         """Connect, serve, reconnect - until cancelled (then log out and close)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 import yaml
 
@@ -34,6 +35,8 @@ from gatewayd.spool.rows import Kind
 from gatewayd.spool.worker import Spool
 from gatewayd.uplink.subdevices import SubDeviceRegistry
 from gatewayd.uplink.uplink import Uplink
+from tests.integration.mosquitto_fixtures import start_mosquitto
+from tests.peers.spec_cloud import SpecCloud
 from tests.support import async_wait_until, free_port
 
 PRODUCT_SECRET = "meterProductSecret"
@@ -53,6 +56,7 @@ def write_config(
     devices: int = 3,
     secret: str = PRODUCT_SECRET,
     reply_timeout: str = "3s",
+    live_window: str = "30s",
 ) -> Path:
     """A gateway with `devices` meters of product meterPK and its integration channel."""
     (tmp / "models").mkdir(exist_ok=True)
@@ -67,7 +71,11 @@ def write_config(
             "broker": {"host": "127.0.0.1", "port": mqtt_port},
         },
         "spool": {"path": "spool.db", "synchronous": "normal"},
-        "uplink": {"reply_timeout": reply_timeout, "historical_events": "integration"},
+        "uplink": {
+            "reply_timeout": reply_timeout,
+            "live_window": live_window,
+            "historical_events": "integration",
+        },
         "integration": {
             "mqtt": {
                 "products": {"meterPK": {"product_secret_file": "meterPK.secret"}},
@@ -101,10 +109,17 @@ def quick_policy() -> ReconnectPolicy:
     )
 
 
-def cloud_of(config: Config, **options: Any) -> EmulatorConfig:
-    """The emulated cloud of `config`, its connect throttle off."""
+def cloud_of(config: Config, product_secret: str | None = None) -> EmulatorConfig:
+    """The emulated cloud of `config`; `product_secret` replaces meterPK's."""
     cloud = EmulatorConfig.from_gateway_config(config)
-    return cloud.model_copy(update={"options": cloud.options.model_copy(update=options)})
+    if product_secret is None:
+        return cloud
+    products = [
+        p.model_copy(update={"product_secret": product_secret}) if p.product_key == "meterPK"
+        else p
+        for p in cloud.products
+    ]  # fmt: skip
+    return cloud.model_copy(update={"products": products})
 
 
 @dataclass
@@ -124,26 +139,10 @@ class Rig:
     def events(self, channel: str) -> list[EventRecord]:
         return [e for e in self.emulator.records.events if e.channel == channel]
 
-    async def restart_cloud(self, emulator: EnosEmulator | None = None) -> None:
-        """A new cloud on the same port (what the old one recorded stays in `archived`)."""
-        await self.emulator.stop()
-        self.emulator = emulator or EnosEmulator(
-            self.emulator.config, port=self.config.gateway.broker.port
-        )
-        self.emulator.throttle.enabled = False
-        await self.emulator.start()
-
 
 @contextlib.asynccontextmanager
-async def rig(
-    tmp: Path, *, cloud: EmulatorConfig | None = None, **site: Any
-) -> AsyncIterator[Rig]:
-    """The uplink running against an emulator that knows the gateway and its meters."""
-    port = free_port()
-    config = load_config(write_config(tmp, port, **site))
-    emulator = EnosEmulator(cloud or EmulatorConfig.from_gateway_config(config), port=port)
-    emulator.throttle.enabled = False
-    await emulator.start()
+async def uplink_on(config: Config) -> AsyncIterator[tuple[Spool, Uplink]]:
+    """The real spool of `config` and the uplink running on it (quick reconnects)."""
     spool = await Spool.open(config.spool)
     uplink = Uplink(
         config,
@@ -154,15 +153,44 @@ async def rig(
         channel_policy=quick_policy,
     )
     task = asyncio.create_task(uplink.run())
-    the_rig = Rig(config, spool, uplink, emulator)
     try:
-        yield the_rig
+        yield spool, uplink
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await spool.close()
-        await the_rig.emulator.stop()
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    tmp: Path,
+    *,
+    cloud_secret: str | None = None,
+    without: str | None = None,
+    **site: Any,
+) -> AsyncIterator[Rig]:
+    """The uplink running against an emulator that knows the gateway and its meters;
+    `cloud_secret` gives the cloud another product secret than the gateway's, `without`
+    is a device key the cloud does not know."""
+    port = free_port()
+    config = load_config(write_config(tmp, port, **site))
+    cloud = cloud_of(config, cloud_secret)
+    if without is not None:
+        devices = [d for d in cloud.devices if d.device_key != without]
+        cloud = cloud.model_copy(update={"devices": devices})
+    emulator = EnosEmulator(cloud, port=port)
+    emulator.throttle.enabled = False
+    await emulator.start()
+    try:
+        async with uplink_on(config) as (spool, uplink):
+            the_rig = Rig(config, spool, uplink, emulator)
+            try:
+                yield the_rig
+            finally:
+                emulator = the_rig.emulator
+    finally:
+        await emulator.stop()
 
 
 def now_ms() -> int:
@@ -236,13 +264,8 @@ async def test_1204_and_1257_are_dead_lettered_with_the_reply_the_rest_delivered
     """An event id the cloud model lacks (1204) and a device the cloud does not know
     (1257): each such event alone is dead-lettered with EnOS' code and message, with one
     error line naming device, event and code; every other event arrives once, in order."""
-    async with rig(tmp_path) as r:
-        # The cloud forgets meter3: its events get 1257.
-        cloud = EmulatorConfig.from_gateway_config(r.config)
-        cloud = cloud.model_copy(
-            update={"devices": [d for d in cloud.devices if d.device_key != "meter3"]}
-        )
-        await r.restart_cloud(EnosEmulator(cloud, port=r.config.gateway.broker.port))
+    # The cloud does not know meter3: its events get 1257.
+    async with rig(tmp_path, without="meter3") as r:
         old = now_ms() - HOUR_MS
         events = [alarm(f"meter-{1 + i % 2}", old + i * 1000, i) for i in range(10)]
         events.insert(4, Event("meter-1", "tripped", old + 3500, {"measurepoint": "alarm"}))
@@ -294,3 +317,193 @@ async def test_a_lost_reply_is_retried_and_nothing_is_lost(tmp_path: Path) -> No
     for device, seqs in sequences(arrived[12:]).items():
         assert seqs == sorted(seqs), device
     assert {e.params["value"] for e in arrived[12:]} == set(range(12))
+
+
+async def test_a_wrong_product_secret_is_one_clear_error_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """The cloud refuses the channel's CONNECT (another product secret): one error line
+    naming the product and what to check, however often it is retried; the backlog stays
+    in the spool while live events keep going by thing.event.post; once the cloud takes
+    the secret, every backlog event arrives, once and in order."""
+    with structlog.testing.capture_logs() as logs:
+        async with rig(tmp_path, cloud_secret="the-cloud-knows-another") as r:
+            await logged_in(r, 3)
+            old = now_ms() - HOUR_MS
+            await r.put(alarm(f"meter-{1 + i % 3}", old + i * 1000, i) for i in range(9))
+            await async_wait_until(
+                lambda: r.emulator.stats.refused_connects >= 3, 30, "three refused CONNECTs"
+            )
+            live_at = now_ms()
+            await r.put([alarm("meter-1", live_at, 50)])
+            await async_wait_until(lambda: len(r.events("thing")) == 1, 30, "the live event")
+            counts = await r.spool.counts()
+            assert counts.events == 9  # nothing lost, nothing dead-lettered
+            assert counts.dead_letters == 0
+            assert r.events("integration") == []
+            # The operator fixes the product secret in the cloud.
+            product = r.emulator.state.product("meterPK")
+            assert product is not None
+            product.secret = PRODUCT_SECRET
+            await async_wait_until(lambda: len(r.events("integration")) == 9, 30, "the backlog")
+            await spool_empty(r)
+    assert sequences(r.events("integration")) == {
+        "meter1": [0, 3, 6],
+        "meter2": [1, 4, 7],
+        "meter3": [2, 5, 8],
+    }
+    refused = [e for e in logs if e["event"].startswith("EnOS refused the integration channel")]
+    assert len(refused) == 1
+    assert refused[0]["log_level"] == "error"
+    assert refused[0]["product"] == "meterPK"
+    assert refused[0]["return_code"] in (4, 5)
+    assert refused[0]["hint"] == "check integration.mqtt.products.meterPK's product secret"
+    assert [e["event"] for e in logs if e["event"].startswith("integration channel connected")] == [
+        "integration channel connected again"
+    ]
+    assert all("meterProductSecret" not in repr(e) for e in logs)  # never logged
+
+
+@pytest.mark.parametrize("seed", [11, 23, 37])
+async def test_per_device_order_across_an_outage(tmp_path: Path, seed: int) -> None:
+    """Events of three meters in a random interleaving, committed in random bursts before,
+    during and after a cloud outage: the ones of the outage arrive by integration.event.post
+    only, the others by thing.event.post; each exactly once; per device and channel in
+    the order they were committed."""
+    rng = random.Random(seed)
+    plan = [f"meter-{rng.randint(1, 3)}" for _ in range(60)]
+    before, during, after = range(20), range(20, 45), range(45, 60)
+    last_ts = 0
+
+    def stamp() -> int:
+        nonlocal last_ts
+        last_ts = max(now_ms(), last_ts + 1)
+        return last_ts
+
+    async def commit(the_rig: Rig, seqs: range) -> None:
+        index = seqs.start
+        while index < seqs.stop:
+            burst = range(index, min(seqs.stop, index + rng.randint(1, 6)))
+            await the_rig.put(alarm(plan[i], stamp(), i) for i in burst)
+            index = burst.stop
+            if rng.random() < 0.5:
+                await asyncio.sleep(0)  # let the streams interleave with the next burst
+
+    async with rig(tmp_path, live_window="10s") as r:
+        await logged_in(r, 3)
+        await commit(r, before)
+        await async_wait_until(lambda: len(r.events("thing")) == 20, 30, "live events")
+        # The outage: the gateway's connection drops and every CONNECT is refused (the
+        # integration channel's too) until the cloud comes back.
+        r.emulator.faults.refuse_connects(None)
+        assert await r.emulator.disconnect("gwPK", "gwDK")
+        await async_wait_until(
+            lambda: all(not d.online for d in r.uplink.registry), 30, "the loss noticed"
+        )
+        await commit(r, during)
+        r.emulator.faults.clear()
+        await logged_in(r, 3)
+        await commit(r, after)
+        await async_wait_until(lambda: len(r.emulator.records.events) >= 60, 60, "all events")
+        await spool_empty(r)
+    arrived = r.emulator.records.events
+    seen = [e.params["value"] for e in arrived]
+    assert sorted(seen) == list(range(60))  # each exactly once
+    by_channel = {
+        channel: {e.params["value"] for e in arrived if e.channel == channel}
+        for channel in ("thing", "integration")
+    }
+    assert by_channel["integration"] == set(during)
+    assert by_channel["thing"] == set(before) | set(after)
+    for channel in ("thing", "integration"):
+        for device, seqs in sequences(e for e in arrived if e.channel == channel).items():
+            assert seqs == sorted(seqs), (channel, device)
+
+
+async def test_a_gateway_reconnect_leaves_the_channels_events_alone(tmp_path: Path) -> None:
+    """The gateway session drops and comes back while the channel waits for a (slow) reply:
+    the new session returns the rows the last one left in flight to the spool, but not the
+    events the channel is sending, so they are acknowledged once and never sent twice."""
+    async with rig(tmp_path, reply_timeout="10s") as r:
+        await logged_in(r, 3)
+        r.emulator.faults.delay_replies(3.0, 1, method="integration.event.post")
+        old = now_ms() - HOUR_MS
+        await r.put(alarm(f"meter-{1 + i % 3}", old + i * 1000, i) for i in range(6))
+        await async_wait_until(
+            lambda: r.emulator.stats.requests_by_method["integration.event.post"] >= 1,
+            30,
+            "the first historical message",
+        )
+        connects = r.uplink.status.connects
+        assert await r.emulator.disconnect("gwPK", "gwDK")
+        await async_wait_until(
+            lambda: r.uplink.status.connects > connects and r.uplink.status.state == "connected",
+            30,
+            "the gateway session back",
+        )
+        await logged_in(r, 3)
+        await spool_empty(r)
+    assert r.emulator.stats.requests_by_method["integration.event.post"] == 1
+    assert sorted(e.params["value"] for e in r.events("integration")) == list(range(6))
+
+
+# --------------------------------------------------------------------------- spec peer
+
+
+async def test_historical_events_on_mosquitto_and_a_cloud_written_from_the_spec(
+    tmp_path: Path,
+) -> None:
+    """Debian's mosquitto behind a gate that checks the mode-4 CONNECT as §1.2-1.5 say, and
+    a responder written from seed 001 / §3.8 (no gatewayd code on the cloud side): backlog
+    events arrive by integration.event.post on /sys/meterPK/integration/event/post, in
+    per-device order, once; an event id the model lacks is dead-lettered with 1204; a fresh
+    event goes by thing.event.post; nothing strays from the spec."""
+    (tmp_path / "mosquitto").mkdir()
+    server = start_mosquitto(tmp_path / "mosquitto")
+    try:
+        meters = {("meterPK", f"meter{n}"): f"secret{n}" for n in (1, 2, 3)}
+        cloud = SpecCloud(
+            server.port, ("gwPK", "gwDK"), "gwSecret", meters,
+            integration={"meterPK": PRODUCT_SECRET}, event_model={"alarmOn"},
+        )  # fmt: skip
+        async with cloud:
+            config = load_config(write_config(tmp_path, cloud.port))
+            async with uplink_on(config) as (spool, uplink):
+                await async_wait_until(
+                    lambda: sum(1 for d in uplink.registry if d.online) == 3, 30, "logins"
+                )
+                old = now_ms() - HOUR_MS
+                events = [alarm(f"meter-{1 + i % 3}", old + i * 1000, i) for i in range(12)]
+                events.insert(5, Event("meter-2", "tripped", old + 4500, {"measurepoint": "x"}))
+                await spool.append([], events)
+                live_at = now_ms()
+                await spool.append([], [alarm("meter-3", live_at, 40)])
+                uplink.notify_new_data()
+
+                async def settled() -> bool:
+                    counts = await spool.counts()
+                    return counts.events == 0 and len(cloud.records.events) == 13
+
+                await async_wait_until(settled, 30, "every event settled")
+                letters = await spool.dead_letters()
+    finally:
+        server.stop()
+    assert cloud.records.problems == []
+    historical = [e for e in cloud.records.events if e.channel == "integration"]
+    per_device: dict[str, list[int]] = {}
+    for event in historical:
+        per_device.setdefault(event.device_key, []).append(event.params["value"])
+    assert per_device == {
+        "meter1": [0, 3, 6, 9],
+        "meter2": [1, 4, 7, 10],
+        "meter3": [2, 5, 8, 11],
+    }
+    live = [e for e in cloud.records.events if e.channel != "integration"]
+    assert [(e.channel, e.device_key, e.time) for e in live] == [("thing", "meter3", live_at)]
+    assert [(d.device, d.name, d.code) for d in letters] == [("meter-2", "tripped", 1204)]
+    topics = {r.topic for r in cloud.records.requests if r.method == "integration.event.post"}
+    assert topics == {"/sys/meterPK/integration/event/post"}
+    channel_connects = [a for a in cloud.gate.attempts if a.username == "%channel%&meterPK"]
+    assert channel_connects
+    assert all(a.accepted for a in channel_connects)
+    assert channel_connects[0].client_id.startswith("meterPK|securemode=4,")
