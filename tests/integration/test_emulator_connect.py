@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from gatewayd.enos import messages, topics
+from gatewayd.enos.sign import mqtt_credentials
 from gatewayd.sim.emulator import EnosEmulator
 from tests.integration.emulator_fixtures import (
     GW_DK,
@@ -153,6 +154,13 @@ async def test_integration_channel_mode_4(enos_emulator: EnosEmulator) -> None:
     )
     assert code == 0
     assert await connect_code(enos_emulator, "directPK", "%channel%", "bad", secure_mode=4) == 4
+    # Signed right, but with another clientId than the product key (§1.2): refused.
+    creds = mqtt_credentials(
+        "directPK", "%channel%", "directProductSecret", timestamp=TIMESTAMP, secure_mode=4,
+        client_id="someDevice",
+    )  # fmt: skip
+    code = await connack_code(enos_emulator, creds.client_id, creds.username, creds.password)
+    assert code == 4
 
 
 async def test_connect_throttle_blocks_the_fifth_connect_for_five_minutes(

@@ -622,9 +622,10 @@ async def test_integration_channel_events(enos_emulator_factory: EmulatorFactory
             "pk", id="2", records=[messages.IntegrationEventRecord("d9", {"trip": {}}, T0)]
         )
         assert (await channel.send(missing))["code"] == 1257
-    assert [(e.device_key, e.event_id, e.params) for e in emu.records.events] == [
-        ("d1", "trip", {"a": 1})
+    assert [(e.device_key, e.event_id, e.params, e.channel) for e in emu.records.events] == [
+        ("d1", "trip", {"a": 1}, "integration")
     ]
+    assert emu.records.events_of("thing") == []
 
 
 # --- reply delivery ------------------------------------------------------------------------------
