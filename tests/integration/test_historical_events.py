@@ -319,6 +319,25 @@ async def test_a_lost_reply_is_retried_and_nothing_is_lost(tmp_path: Path) -> No
     assert {e.params["value"] for e in arrived[12:]} == set(range(12))
 
 
+async def test_a_retryable_code_leaves_the_events_in_the_spool_until_accepted(
+    tmp_path: Path,
+) -> None:
+    """EnOS answers 500 (internal error) twice without storing: the events stay in the
+    spool and go again after a pause; each arrives exactly once, in order."""
+    async with rig(tmp_path) as r:
+        r.emulator.faults.answer_code(500, 2, method="integration.event.post")
+        old = now_ms() - HOUR_MS
+        await r.put(alarm(f"meter-{1 + i % 3}", old + i * 1000, i) for i in range(9))
+        await spool_empty(r)
+        assert r.uplink.historical is not None
+        assert r.uplink.historical.stats.by_code == {500: 2, 200: 1}
+    assert sequences(r.events("integration")) == {
+        "meter1": [0, 3, 6],
+        "meter2": [1, 4, 7],
+        "meter3": [2, 5, 8],
+    }
+
+
 async def test_a_wrong_product_secret_is_one_clear_error_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
