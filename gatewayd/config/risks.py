@@ -42,6 +42,16 @@ def config_warnings(config: Config) -> list[ConfigWarning]:
             )
         )
     found += _integration_warnings(config)
+    channel = config.integration.mqtt.broker if config.integration.mqtt else None
+    if channel is not None and channel.tls.enabled and not channel.tls.verify:
+        found.append(
+            ConfigWarning(
+                ("integration", "mqtt", "broker", "tls", "verify"),
+                "the integration channel's TLS certificate is not verified: anyone on "
+                "the network path can pose as EnOS and receive the product secret's sign",
+                "remove 'verify: false'; for a private CA give ca_file",
+            )
+        )
     return found
 
 

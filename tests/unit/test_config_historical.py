@@ -11,6 +11,7 @@ from gatewayd.cli import main
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import HistoricalEvents
+from gatewayd.config.risks import config_warnings
 from tests.support import write_secret
 from tests.unit.test_config_loader import write_site
 
@@ -144,3 +145,19 @@ def test_check_masks_an_inline_product_secret(
     printed = yaml.safe_load(out)
     assert printed["integration"]["mqtt"]["products"]["meterPK"]["product_secret"] == "***"
     assert printed["uplink"]["historical_events"] == "integration"
+
+
+def test_an_unverified_integration_broker_is_warned_about(tmp_path: Path) -> None:
+    """An integration.mqtt broker override with tls.verify: false is one warning at its key
+    (the channel falls back to gateway.broker, whose own warning stays as it was)."""
+    write_secret(tmp_path / "meterPK.secret", "ps")
+    extra = MQTT + (
+        "    broker: {host: other.example, port: 18883, tls: {enabled: true, verify: false}}\n"
+    )
+    config = load_config(site(tmp_path, extra), environ={})
+    assert config.integration.mqtt is not None
+    assert config.integration.mqtt.broker is not None
+    assert config.integration.mqtt.broker.host == "other.example"
+    assert [w.path for w in config_warnings(config)] == [
+        ("integration", "mqtt", "broker", "tls", "verify")
+    ]
