@@ -57,6 +57,7 @@ def write_config(
     secret: str = PRODUCT_SECRET,
     reply_timeout: str = "3s",
     live_window: str = "30s",
+    historical: str = "integration",
 ) -> Path:
     """A gateway with `devices` meters of product meterPK and its integration channel."""
     (tmp / "models").mkdir(exist_ok=True)
@@ -74,7 +75,7 @@ def write_config(
         "uplink": {
             "reply_timeout": reply_timeout,
             "live_window": live_window,
-            "historical_events": "integration",
+            "historical_events": historical,
         },
         "integration": {
             "mqtt": {
