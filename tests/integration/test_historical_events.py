@@ -24,17 +24,22 @@ import pytest
 import structlog
 import yaml
 
+from gatewayd.app import Daemon
 from gatewayd.clock import SystemClock
 from gatewayd.config.loader import load_config
-from gatewayd.config.models import Config
+from gatewayd.config.models import Config, DeviceModel
 from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
+from gatewayd.modbus.poller import CycleResult
 from gatewayd.samples import Event
+from gatewayd.sim.device import DeviceSimulator
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
 from gatewayd.sim.emulator.records import EventRecord
 from gatewayd.spool.rows import Kind
 from gatewayd.spool.worker import Spool
+from gatewayd.systemd import Notifier
 from gatewayd.uplink.subdevices import SubDeviceRegistry
 from gatewayd.uplink.uplink import Uplink
+from tests.integration.modbus_fixtures import still_units
 from tests.integration.mosquitto_fixtures import start_mosquitto
 from tests.peers.spec_cloud import SpecCloud
 from tests.support import async_wait_until, free_port
@@ -527,3 +532,86 @@ async def test_historical_events_on_mosquitto_and_a_cloud_written_from_the_spec(
     assert channel_connects
     assert all(a.accepted for a in channel_connects)
     assert channel_connects[0].client_id.startswith("meterPK|securemode=4,")
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+async def test_the_daemon_imports_alarms_of_an_outage_as_history(tmp_path: Path) -> None:
+    """The whole daemon on a Modbus simulator: an alarm raised while the cloud refuses the
+    gateway arrives by integration.event.post once the cloud is back, one raised while
+    online by thing.event.post; per meter in the order raised; the channel's CONNECT
+    window is kept in its own 0600 file next to the spool."""
+    model = DeviceModel.model_validate(METER_MODEL)
+    fired: list[Event] = []
+    cycles: list[int] = []
+
+    def observe(result: CycleResult) -> None:
+        cycles.append(result.tick_ms)
+        fired.extend(result.events)
+
+    async with DeviceSimulator(still_units(model, 1, 2)) as sim:
+        for unit in (1, 2):
+            sim.set_value(unit, "alarm", False)
+        path = write_config(tmp_path, free_port(), devices=2)
+        document = yaml.safe_load(path.read_text())
+        document["buses"][0]["port"] = sim.port
+        for device in document["devices"]:
+            device["poll_interval"] = "200ms"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        config = load_config(path)
+        emulator = EnosEmulator(cloud_of(config), port=config.gateway.broker.port)
+        emulator.throttle.enabled = False
+        await emulator.start()
+        daemon = Daemon(
+            path,
+            config,
+            notifier=Notifier(environ={}),
+            observer=observe,
+            reconnect=quick_policy(),
+            channel_reconnect=quick_policy,
+        )
+        task = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 20)
+            assert daemon.uplink is not None
+            uplink = daemon.uplink
+            await async_wait_until(
+                lambda: sum(1 for d in uplink.registry if d.online) == 2, 30, "logins"
+            )
+
+            async def raise_alarm(unit: int) -> None:
+                """Alarm on until its event is committed, then off for three bus cycles
+                (bit_set fires once per transition: the off reading must be polled)."""
+                count = len(fired)
+                sim.set_value(unit, "alarm", True)
+                await async_wait_until(lambda: len(fired) > count, 20, "the alarm event")
+                sim.set_value(unit, "alarm", False)
+                seen = len(cycles)
+                await async_wait_until(lambda: len(cycles) >= seen + 3, 20, "three cycles")
+
+            await raise_alarm(1)
+            await async_wait_until(lambda: len(emulator.records.events) == 1, 30, "live alarm")
+            emulator.faults.refuse_connects(None)
+            assert await emulator.disconnect("gwPK", "gwDK")
+            await async_wait_until(
+                lambda: all(not d.online for d in uplink.registry), 30, "the loss noticed"
+            )
+            for unit in (2, 1, 2, 1):
+                await raise_alarm(unit)
+            emulator.faults.clear()
+            await async_wait_until(
+                lambda: len(emulator.records.events) == 5, 60, "the outage's alarms"
+            )
+        finally:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, 20) == 0
+            await emulator.stop()
+    assert [e.device for e in fired] == ["meter-1", "meter-2", "meter-1", "meter-2", "meter-1"]
+    live, *history = emulator.records.events
+    assert (live.channel, live.device_key, live.time) == ("thing", "meter1", fired[0].ts_ms)
+    assert [(e.channel, e.device_key, e.time) for e in history] == [
+        ("integration", f"meter{e.device[-1]}", e.ts_ms) for e in fired[1:]
+    ]
+    window = config.spool.path.parent / "connects-integration-meterPK.json"
+    assert window.stat().st_mode & 0o777 == 0o600
