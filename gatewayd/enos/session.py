@@ -182,16 +182,35 @@ class GatewaySession:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        # aiomqtt waits for CONNACK with wait_for, which on Python 3.11 drops a cancellation
+        # arriving with the CONNACK (gatewayd/cancels.py): the caller would take the
+        # refusal for an answer, retry, and never stop. Raise the cancellation instead.
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
+
+        def dropped() -> bool:
+            return task is not None and task.cancelling() > before
+
         try:
             await self._client.__aenter__()
         except MqttConnectError as exc:
+            if dropped():
+                raise asyncio.CancelledError from None
             value = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", -1)
             rc = _V5_TO_V311_CONNACK.get(int(value), int(value))
             raise ConnectRefused(rc, str(exc)) from None
         except aiomqtt.MqttError as exc:
+            if dropped():
+                raise asyncio.CancelledError from None
             if not self._connect_sent:
                 raise BrokerUnreachable(str(exc) or "connect failed") from None
             raise BrokerUnavailable(str(exc) or "connect failed") from None
+        if dropped():
+            # Connected as the cancellation came: close the connection, then stop.
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._client.__aexit__(None, None, None)
+            raise asyncio.CancelledError
         self._reader = asyncio.create_task(self._read_loop(), name="enos-session-reader")
         return self
 

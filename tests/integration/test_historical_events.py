@@ -28,6 +28,7 @@ from gatewayd.app import Daemon
 from gatewayd.clock import SystemClock
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, DeviceModel
+from gatewayd.enos.connect_history import ConnectHistoryFile, channel_connects_file
 from gatewayd.enos.reconnect import ConnectThrottle, ReconnectPolicy
 from gatewayd.modbus.poller import CycleResult
 from gatewayd.samples import Event
@@ -615,3 +616,56 @@ async def test_the_daemon_imports_alarms_of_an_outage_as_history(tmp_path: Path)
     ]
     window = config.spool.path.parent / "connects-integration-meterPK.json"
     assert window.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_channels_connects_keep_the_budget_across_a_restart(tmp_path: Path) -> None:
+    """EnOS allows 4 CONNECTs in 2 minutes per connection identity: a channel whose CONNECT
+    is refused again and again sends 4, then waits for the window; its window is persisted,
+    so a restarted uplink sends none either (the gateway's own CONNECTs count apart)."""
+    port = free_port()
+    config = load_config(write_config(tmp_path, port))
+    emulator = EnosEmulator(cloud_of(config, "the-cloud-knows-another"), port=port)
+    emulator.throttle.enabled = False
+    await emulator.start()
+    window = tmp_path / channel_connects_file("meterPK")
+    policies: list[ReconnectPolicy] = []
+
+    def fast_but_throttled() -> ReconnectPolicy:
+        # Retries at once after a refusal; only EnOS' throttle (the default) holds it back.
+        policy = ReconnectPolicy(
+            rng=random.Random(3), base_s=0.05, cap_s=0.1, spread_s=0.1, refused_floor_s=0.05
+        )
+        policies.append(policy)
+        return policy
+
+    def blocked(policy: ReconnectPolicy) -> bool:
+        now = time.monotonic()
+        return policy.next_attempt(now) - now > 60
+
+    try:
+        for run in (1, 2):
+            async with await Spool.open(config.spool) as spool:
+                uplink = Uplink(
+                    config, spool, SubDeviceRegistry.from_config(config), clock=SystemClock(),
+                    policy=quick_policy(), channel_policy=fast_but_throttled,
+                    channel_history=lambda _pk: ConnectHistoryFile(window),
+                )  # fmt: skip
+                task = asyncio.create_task(uplink.run())
+                try:
+                    if run == 1:
+                        old = now_ms() - HOUR_MS
+                        await spool.append([], [alarm("meter-1", old, 0)])
+                        uplink.notify_new_data()
+                    await async_wait_until(
+                        lambda n=run: len(policies) == n and blocked(policies[-1]),  # type: ignore[misc]
+                        30,
+                        "the throttle holding the channel back",
+                    )
+                finally:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    finally:
+        await emulator.stop()
+    assert emulator.stats.refused_connects == 4
+    assert len(ConnectHistoryFile(window).load()) == 4
