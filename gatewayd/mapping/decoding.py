@@ -120,9 +120,7 @@ class ResponseDecoder:
     (`codec.point_orders` resolves a point's from its own, the device's and the model's).
     """
 
-    def __init__(
-        self, points: Sequence[PointSpec], orders: Sequence[tuple[Order, Order]]
-    ) -> None:
+    def __init__(self, points: Sequence[PointSpec], orders: Sequence[tuple[Order, Order]]) -> None:
         if len(points) != len(orders):
             raise ValueError(f"{len(points)} points but {len(orders)} orders")
         self.points = tuple(points)

@@ -8,8 +8,8 @@ import pytest
 
 from gatewayd.clock import SystemClock
 from gatewayd.config.models import DeviceConfig, DeviceModel, Table
-from gatewayd.modbus.client import ModbusClient, make_client
 from gatewayd.mapping.decoding import PointReading, ResponseDecoder
+from gatewayd.modbus.client import ModbusClient, make_client
 from gatewayd.modbus.reader import UNREADABLE, DeviceReader, ReadOutcome
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus
