@@ -266,7 +266,7 @@ class AttributePointConfig(Strict):
     enum: dict[int, str] | None = None
 
     def as_point(self) -> PointConfig:
-        """The same registers as a point the Modbus reader can plan and decode."""
+        """The same registers as a point, for the Modbus reader and the mapping stage's decoder."""
         fields = self.model_dump(exclude={"attribute"})
         return PointConfig(measurepoint=self.attribute, **fields)
 
