@@ -187,9 +187,10 @@ class DeviceMapping:
             orders = [
                 (p.byte_order or Order.BIG, p.word_order or Order.BIG) for p in points
             ]
-        #: Raw responses → values, with a decoder compiled once per request layout.
-        self.decoder = ResponseDecoder(points, orders)
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
+        #: Raw responses → values, with a decoder compiled once per request layout (it
+        #: shares the mapper's tuple of points: no copy per device).
+        self.decoder = ResponseDecoder(self.mapper.points, orders)
         self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
