@@ -183,14 +183,14 @@ class DeviceMapping:
         (byte, word) order for decoding (`codec.point_orders`; none: the point's own,
         else big-endian, the Modbus default)."""
         self.device = device
+        points = tuple(points)  # one tuple, shared by the mapper and the decoder
         if orders is None:
             orders = [
                 (p.byte_order or Order.BIG, p.word_order or Order.BIG) for p in points
             ]
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
-        #: Raw responses → values, with a decoder compiled once per request layout (it
-        #: shares the mapper's tuple of points: no copy per device).
-        self.decoder = ResponseDecoder(self.mapper.points, orders)
+        #: Raw responses → values, with a decoder compiled once per request layout.
+        self.decoder = ResponseDecoder(points, orders)
         self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
