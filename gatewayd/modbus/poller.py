@@ -13,10 +13,10 @@ requests in that cycle, goes to BACKOFF (1 s → 5 min, jittered) and is retried
 tick after the backoff; the other devices keep their schedule. It logs one warning when it
 goes down and one info line when it recovers.
 
-The poller reads and judges the reads; each device's outcome, the raw words of its good
-responses and its failed points, goes to the mapping stage
-(`gatewayd.mapping.stage.DeviceMapping`: decoding and scaling, samples, quality, event
-rules, muting), whose output is what the cycle carries. Quality of what is emitted per due point:
+The poller reads and judges the reads; each device's outcome (the raw words of its good
+responses, its failed points) goes to the mapping stage (`mapping.stage.DeviceMapping`:
+decoding and scaling, samples, quality, event rules, muting), whose output is what the
+cycle carries. Quality of what is emitted per due point:
 - read fine → `GOOD` with the value, stamped with the device's cycle time (when its first
   request went out; the response's wall time with `timestamps: request`, see the reader);
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
