@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import struct
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from gatewayd.clock import SystemClock
 from gatewayd.config.models import DeviceConfig, DeviceModel
@@ -134,3 +137,53 @@ async def test_a_command_read_decodes_with_the_device_order() -> None:
         await asyncio.wait_for(results.get(), 10)
         values = await asyncio.wait_for(poller.execute("m1", op), 10)
     assert values == {"power": 24.5, "state": "ok"}
+
+
+METER_YAML = """\
+name: meter
+points:
+  - {measurepoint: power, table: holding, address: 0, type: float32, scale: 2}
+  - {measurepoint: state, table: holding, address: 2, type: uint16, enum: {3: fault, 4: ok}}
+  - {measurepoint: count, table: holding, address: 3, type: bcd16, quality: true}
+"""
+
+SITE_YAML = """\
+gateway:
+  product_key: gwPk
+  device_key: gwDk
+  device_secret: s3cret
+  broker: {{host: 127.0.0.1}}
+models_dir: {models}
+buses:
+  - {{name: tcp-test, type: tcp, host: 127.0.0.1, port: {port}, timeout: 1s}}
+devices:
+  - {{name: m1, bus: tcp-test, unit_id: 1, model: meter, product_key: pk, device_key: m1,
+     device_secret: s, word_order: little}}
+"""
+
+
+async def test_gatewayd_read_shows_decoded_values_and_the_undecodable_register(
+    tmp_path: Path,
+) -> None:
+    """`gatewayd read --json` decodes like the daemon's stage: power and state good with
+    their raw registers, count bad with the codec's reason and its raw 0x004F; exit 1."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "meter.yaml").write_text(METER_YAML)
+    config = tmp_path / "gatewayd.yaml"
+    async with RawHoldingDevice({**REGISTERS, 3: 0x004F}, {}) as meter:
+        config.write_text(SITE_YAML.format(models=models, port=meter.port))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gatewayd", "read", str(config), "--device", "m1", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, err.decode()
+    (poll,) = [json.loads(line) for line in out.decode().splitlines()]
+    points = {p["measurepoint"]: p for p in poll["points"]}
+    assert [(m, p["value"], p["quality"], p["raw"]) for m, p in points.items()] == [
+        ("power", 24.5, "good", list(POWER)),
+        ("state", "ok", "good", [4]),
+        ("count", None, "bad", [0x004F]),
+    ]
+    assert points["count"]["error"] == "invalid BCD digit 0xF in 0x004F"
