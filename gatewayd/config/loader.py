@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from gatewayd.config.capture_rules import check_captures
 from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
-from gatewayd.config.capture_rules import check_captures
 from gatewayd.config.model_rules import check_model
 from gatewayd.config.models import (
     Config,
