@@ -6,11 +6,11 @@ is the sans-IO core; `captures.py` runs it in the daemon and `capture_store.py` 
 
 - `CaptureRing`: per device, the captured points' recent GOOD values (ts_ms, value),
   covering the longest `before` of the device's rules. Memory is bounded by count: each
-  point keeps at most `ring_slots(before, its poll interval)` = before / interval + 2
-  entries (two of slack for a late cycle), and entries older than `before` behind the
-  newest reading are dropped as readings arrive. An entry is a (ts_ms, value) tuple,
+  point keeps at most `ring_slots(before, its poll interval)` = 1.25 × before / interval
+  + 2 entries (slack for cycles that ran late), and entries older than `before` behind
+  the newest reading are dropped as readings arrive. An entry is a (ts_ms, value) tuple,
   about 100 bytes with its int and float: 10 points polled every second with a 60 s
-  `before` hold 620 entries, about 60 KiB.
+  `before` hold at most 770 entries, about 75 KiB.
 - `DeviceCaptures`: the device's rules and its running captures. `observe` feeds a poll's
   good readings (the ring, and the rows of running captures); `fire` takes the events the
   rules fired and starts a capture for each captured one (the event is withheld from
@@ -146,8 +146,9 @@ def _param_type(value: Value) -> str:
 
 
 def ring_slots(keep_ms: int, interval_ms: int) -> int:
-    """Entries a point needs to cover `keep_ms` at one reading per `interval_ms`."""
-    return math.ceil(keep_ms / max(interval_ms, 1)) + 2
+    """Entries a point needs to cover `keep_ms` at one reading per `interval_ms`: a
+    quarter more, plus two, for cycles that ran late (readings closer than the interval)."""
+    return math.ceil(keep_ms * 5 / (4 * max(interval_ms, 1))) + 2
 
 
 class CaptureRing:

@@ -188,7 +188,7 @@ class Captures:
             try:
                 if isinstance(action, Begin):
                     name = self.store.begin(action)
-                    log.info("capture started", file=name, event=action.sidecar["event"],
+                    log.info("capture started", file=name, event_id=action.sidecar["event"],
                              device=action.sidecar["device"])  # fmt: skip
                 elif isinstance(action, Append):
                     self.store.append(action)
