@@ -46,9 +46,12 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
 if TYPE_CHECKING:
-    from gatewayd.config.models import DeviceConfig, DeviceModel
+    from pathlib import Path
+
+    from gatewayd.config.models import Config, DeviceConfig, DeviceModel
 
 __all__ = [
+    "CAPTURES_DIR",
     "FINISH_GRACE_MS",
     "MAX_RUNNING",
     "Action",
@@ -58,6 +61,7 @@ __all__ = [
     "CaptureSpec",
     "DeviceCaptures",
     "Finish",
+    "capture_dir",
     "capture_file_events",
     "capture_filename",
     "capture_specs",
@@ -67,6 +71,8 @@ __all__ = [
     "ring_slots",
 ]
 
+#: The capture directory inside the state directory (where the file-event watcher looks).
+CAPTURES_DIR = "captures"
 #: A capture whose `after` ran out is closed this long later if no reading closed it.
 FINISH_GRACE_MS = 5_000
 #: Captures running at once on one device; more firings go without a file.
@@ -100,6 +106,12 @@ def capture_specs(model: DeviceModel) -> dict[str, CaptureSpec]:
         for rule in model.events
         if rule.capture is not None
     }
+
+
+def capture_dir(config: Config) -> Path:
+    """Where complete captures are dropped: `captures/` in the state directory (next to
+    the spool, like every state file)."""
+    return config.spool.path.parent / CAPTURES_DIR
 
 
 def point_intervals_ms(device: DeviceConfig, model: DeviceModel) -> dict[str, int]:
@@ -351,6 +363,8 @@ def _readings(
     """The good values of `points` in one poll's output, by reading time."""
     readings: dict[int, dict[str, Value]] = {}
     for block in blocks:
+        if points.isdisjoint(block.measurepoints):  # no per-point work for other blocks
+            continue
         for name, value in zip(block.measurepoints, block.values, strict=True):
             if name in points:
                 readings.setdefault(block.ts_ms, {})[name] = value

@@ -15,7 +15,6 @@ warning per episode, so no event is lost to a disk problem.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,26 +30,19 @@ from gatewayd.mapping.capture import (
     Begin,
     DeviceCaptures,
     Finish,
+    capture_dir,
     capture_specs,
     point_intervals_ms,
 )
 from gatewayd.mapping.capture_store import CaptureStore, Completed
 from gatewayd.samples import Event, Sample, SampleBlock
 
-__all__ = ["CAPTURES_DIR", "CaptureHook", "Captures", "capture_dir"]
+__all__ = ["CaptureHook", "Captures", "capture_dir"]
 
 log = structlog.get_logger(__name__)
 
-#: The capture directory inside the state directory (where the file-event watcher looks).
-CAPTURES_DIR = "captures"
 #: How often the writer looks for captures whose `after` ran out without a reading.
 TICK_S = 1.0
-
-
-def capture_dir(config: Config) -> Path:
-    """Where complete captures are dropped: `captures/` in the state directory (next to
-    the spool, like every state file)."""
-    return config.spool.path.parent / CAPTURES_DIR
 
 
 class CaptureHook:
@@ -155,9 +147,14 @@ class Captures:
                 self.queue(expired)
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TICK_S):
-                    await self._wake.wait()
+            # The daemon's clock, not the loop's: a test's virtual clock drives expiry.
+            tick = asyncio.ensure_future(self._clock.sleep(TICK_S))
+            wake = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({tick, wake}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tick.cancel()
+                wake.cancel()
 
     async def close(self) -> None:
         """Finish every running capture as it is (the daemon stops) and write it all."""
