@@ -213,7 +213,7 @@ class Daemon:
             writer.cancel()
             await asyncio.wait({writer})  # never raises: a cancel of run() itself still ends it
             await self._flush_results(spool)
-            captures.cancel()
+            self._captures().stop()
             await asyncio.wait({captures})
             await self._captures().close()
             for task in (status, uplink_task, watchdog):

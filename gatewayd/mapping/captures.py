@@ -91,6 +91,7 @@ class Captures:
         self._wake = asyncio.Event()
         self._episodes = Episodes(log)
         self.completed: list[Completed] = []
+        self._stopping = False
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -137,10 +138,18 @@ class Captures:
         self.completed += completed
         return completed
 
+    def stop(self) -> None:
+        """Make `run` return once what it is writing is written (then call `close`)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Write queued actions; finish captures whose `after` ran out by the clock."""
+        """Write queued actions; finish captures whose `after` ran out by the clock.
+        Ends after `stop` (not by cancelling: a write in its thread would outlive it)."""
         while True:
             await self._flush()
+            if self._stopping:
+                return
             now_ms = round(self._clock.time() * 1000)
             expired = [a for state in self.devices.values() for a in state.expire(now_ms)]
             if expired:
@@ -196,7 +205,9 @@ class Captures:
                         log.info("capture complete", file=done.name, rows=done.rows,
                                  bytes=done.size)  # fmt: skip
                 self._episodes.end("write", "capture files written again")
-            except OSError as exc:
+            except Exception as exc:  # a bug here must not stop the daemon: logged, counted
+                if not isinstance(exc, OSError):
+                    log.error("capture action failed", action=repr(action), exc_info=exc)
                 self._episodes.failed(
                     "write",
                     "capture file cannot be written (a capture that cannot start sends "

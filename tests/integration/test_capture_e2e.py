@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 from gatewayd.config.loader import load_config
@@ -143,6 +144,30 @@ async def test_fired_capture_drops_the_rows_around_the_event(tmp_path: Path) -> 
     assert cloud_events(site, "alarmOn") == []
     assert [e for r in site.committed for e in r.events] == []
     assert sorted(p.name for p in captures(site).iterdir()) == [name, name + ".json"]
+
+
+async def test_a_stop_during_after_completes_the_drop_as_it_is(tmp_path: Path) -> None:
+    """SIGTERM-like stop while the capture waits for its 60 s `after`: the daemon publishes
+    the drop before it exits (rows so far), with a warning, and nothing is left running."""
+    async with capture_site(tmp_path, after="60s") as site:
+        with structlog.testing.capture_logs() as logs:
+            async with running(site):
+                await async_wait_until(lambda: len(site.committed) >= 10, 20, "ten cycles")
+                site.sim.set_value(1, "alarm", True)
+                await async_wait_until(
+                    lambda: list(captures(site).glob("*.csv.part")), 30, "the running capture"
+                )
+                assert sidecars(site) == []
+        (sidecar_path,) = sidecars(site)
+        name = sidecar_path.name.removesuffix(".json")
+        rows = read_csv(captures(site) / name)
+        assert rows
+        assert sorted(p.name for p in captures(site).iterdir()) == [name, name + ".json"]
+        cut = [e for e in logs if e["event"] == "captures cut short: the daemon stops"]
+        assert [(e["device"], e["count"], e["log_level"]) for e in cut] == [
+            ("meter-1", 1, "warning")
+        ]
+        assert cloud_events(site, "alarmOn") == []
 
 
 async def start_daemon(site: Site, log: Path) -> asyncio.subprocess.Process:

@@ -106,3 +106,31 @@ async def test_a_silent_device_gets_its_drop_by_the_clock(
     assert data["time"] == now_ms
     payload = directory / sidecar.name.removesuffix(".json")
     assert payload.read_bytes() == b"time,power\r\n2025-12-05T10:00:00.000Z,2.5\r\n"
+
+
+async def test_a_reload_keeps_a_running_capture(
+    tmp_path: Path, writer_task: list[asyncio.Task[None]]
+) -> None:
+    """`configure` with the reloaded config: the new hook appends to the capture the old
+    one started, and the ring keeps its values."""
+    config = site(tmp_path)
+    captures = Captures(tmp_path / "captures", config, clock=VirtualClock())
+    old = captures.hook("inv-01")
+    assert old is not None
+    block = SampleBlock("inv-01", ["power"], [1.5], 1000)
+    old.take([], [block], [Event("inv-01", "trip", 1000)], publishing=True)
+    captures.configure(site(tmp_path))
+    new = captures.hook("inv-01")
+    assert new is not None
+    new.take([], [SampleBlock("inv-01", ["power"], [2.5], 2000)], [], publishing=True)
+    new.take([], [SampleBlock("inv-01", ["power"], [3.5], 4000)], [], publishing=True)
+    writer_task.append(asyncio.create_task(captures.run()))
+    directory = tmp_path / "captures"
+    await async_wait_until(lambda: list(directory.glob("*.json")), 20, "the drop")
+    (sidecar,) = directory.glob("*.json")
+    payload = directory / sidecar.name.removesuffix(".json")
+    assert payload.read_bytes() == (
+        b"time,power\r\n1970-01-01T00:00:01.000Z,1.5\r\n1970-01-01T00:00:02.000Z,2.5\r\n"
+    )
+    ring = captures.devices["inv-01"].ring
+    assert ring.entries("power") == [(1000, 1.5), (2000, 2.5), (4000, 3.5)]
