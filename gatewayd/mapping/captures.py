@@ -125,8 +125,17 @@ class Captures:
         self._wake.set()
 
     async def recover(self) -> list[Completed]:
-        """Complete the captures a crash left running (one warning each)."""
-        completed = await asyncio.to_thread(self.store.recover)
+        """Complete the captures a crash left running (one warning each). A directory
+        that cannot be read is logged and left for the next start: polling goes first."""
+        try:
+            completed = await asyncio.to_thread(self.store.recover)
+        except OSError as exc:
+            log.error(
+                "captures left by a crash cannot be completed; they stay for the next start",
+                directory=str(self.directory),
+                error=str(exc),
+            )
+            return []
         for drop in completed:
             log.warning(
                 "capture completed after a restart: it holds what was written before "

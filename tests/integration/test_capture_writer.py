@@ -134,3 +134,16 @@ async def test_a_reload_keeps_a_running_capture(
     )
     ring = captures.devices["inv-01"].ring
     assert ring.entries("power") == [(1000, 1.5), (2000, 2.5), (4000, 3.5)]
+
+
+async def test_leftovers_that_cannot_be_completed_do_not_stop_the_start(tmp_path: Path) -> None:
+    """A leftover capture that cannot be read (its .part is a directory): one error line,
+    nothing completed, no exception: the daemon starts polling anyway."""
+    directory = tmp_path / "captures"
+    (directory / "x.csv.part").mkdir(parents=True)
+    (directory / "x.csv.json.part").write_text("{}")
+    captures = Captures(directory, site(tmp_path), clock=VirtualClock())
+    with structlog.testing.capture_logs() as logs:
+        assert await captures.recover() == []
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"][:47] for e in errors] == ["captures left by a crash cannot be completed; t"]
