@@ -3,11 +3,14 @@
 `thing.topo.get` and `thing.tsltemplate.get` come before the first login and data of a
 session. With `uplink.reply_timeout: 60s` a silent cloud would hold the data back for a
 minute per lookup; the lookups are given up after `asking.LOOKUP_TIMEOUT_S` instead, the
-session logs in as configured, sends every point, and says once what it gave up.
+session logs in as configured, sends every point, and says once what it gave up. Against
+the project's emulator (in process) and against the cloud written from the spec on
+Debian's mosquitto (`gatewayd run` as a subprocess).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import structlog
@@ -15,7 +18,14 @@ import yaml
 
 from gatewayd.config.loader import load_config
 from gatewayd.uplink.asking import LOOKUP_TIMEOUT_S, lookup_timeout
+from tests.integration.mosquitto_fixtures import Mosquitto
 from tests.integration.test_attributes_e2e import make_site, running
+from tests.integration.test_spec_cloud_e2e import (
+    broker,  # noqa: F401 (the module's mosquitto fixture)
+    daemon,
+    wait_for,
+)
+from tests.integration.test_spec_cloud_e2e import make_site as make_spec_site
 from tests.support import async_wait_until
 
 #: Well under the 60 s reply timeout, well over the two lookups given up in turn.
@@ -59,4 +69,43 @@ async def test_silent_lookups_are_given_up_and_data_flows(tmp_path: Path) -> Non
     models = [e for e in logs if e["event"].startswith("cannot read the product's cloud model")]
     assert [(e["product_key"], e["reason"]) for e in models] == [
         ("meterPK", "no reply to thing.tsltemplate.get within 5s")
+    ]
+
+
+async def test_silent_lookups_against_the_spec_cloud(
+    tmp_path: Path,
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    """The same with `gatewayd run` as a subprocess, Debian's mosquitto, the hand-written
+    device and the cloud written from the spec swallowing both lookups: both meters'
+    points arrive well before the 60 s reply timeout, and the log names each lookup given
+    up once."""
+    async with make_spec_site(tmp_path, broker, uplink={"reply_timeout": "60s"}) as site:
+        site.cloud.drop("thing.topo.get", times=100)
+        site.cloud.drop("thing.tsltemplate.get", times=100)
+        async with daemon(site):
+            await wait_for(
+                site,
+                lambda: site.points_of("meter1") and site.points_of("meter2"),
+                DATA_BOUND_S,
+                "points of both meters in the spec cloud",
+            )
+        methods = site.cloud.records.methods()
+        assert methods.count("thing.topo.get") == 1
+        assert methods.count("thing.tsltemplate.get") == 1
+        lines = [json.loads(line) for line in site.log.read_text().splitlines() if line[:1] == "{"]
+    given_up = [
+        (e["event"], e["reason"])
+        for e in lines
+        if e["event"].startswith(("cannot read the gateway topology", "cannot read the product"))
+    ]
+    assert given_up == [
+        (
+            "cannot read the gateway topology; logging in as configured",
+            "no reply to thing.topo.get within 5s",
+        ),
+        (
+            "cannot read the product's cloud model; sending every point",
+            "no reply to thing.tsltemplate.get within 5s",
+        ),
     ]
