@@ -82,12 +82,17 @@ class CloudModelCheck:
                 continue  # tried again at the next session
             asking.append((product_key, device))
         timeout = lookup_timeout(config.uplink.reply_timeout)
-        # A task group, not gather: a lost session cancels the other lookups too.
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(fetch_model(session, *d.keys, ids.next_id(), timeout=timeout))
-                for _, d in asking
-            ]
+        # A task group, not gather: a lost session cancels the other lookups too. Its
+        # cause goes on as the session raised it (BrokerUnavailable), not wrapped in a
+        # group: the uplink's reconnect loop tells a lost connection from a bug by type.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(fetch_model(session, *d.keys, ids.next_id(), timeout=timeout))
+                    for _, d in asking
+                ]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         for (product_key, _), task in zip(asking, tasks, strict=True):
             model, why = task.result()
             if model is None:

@@ -109,3 +109,31 @@ async def test_silent_lookups_against_the_spec_cloud(
             "no reply to thing.tsltemplate.get within 5s",
         ),
     ]
+
+
+async def test_connection_lost_during_the_model_lookup_is_a_lost_connection(
+    tmp_path: Path,
+) -> None:
+    """The cloud goes away while the gateway waits for thing.tsltemplate.get: the uplink
+    logs a lost connection (one warning), not an uplink error with a traceback, and
+    reconnects and delivers when the cloud is back."""
+    async with make_site(tmp_path) as site:
+        site.emulator.faults.drop_replies(1, method="thing.tsltemplate.get")
+        requests = site.emulator.stats.requests_by_method
+        with structlog.testing.capture_logs() as logs:
+            async with running(site):
+                await async_wait_until(
+                    lambda: requests["thing.tsltemplate.get"] == 1, 30, "the model lookup"
+                )
+                await site.emulator.stop()
+                await site.emulator.start()
+                await async_wait_until(
+                    lambda: requests["thing.tsltemplate.get"] == 2, 60, "the lookup asked again"
+                )
+                await async_wait_until(
+                    lambda: site.emulator.records.points, 30, "points after the reconnect"
+                )
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert ("uplink failed; reconnecting", "error") not in events
+    lost = [e for e in logs if str(e["event"]).startswith("EnOS connection lost")]
+    assert len(lost) == 1, events
