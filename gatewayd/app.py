@@ -185,6 +185,7 @@ class Daemon:
             writer = group.create_task(self._spool_writer(spool), name="spool-writer")
             self._start_pollers(self.config)
             status = group.create_task(self._status_loop(spool), name="status")
+            files = self._start_file_events(group)
             watchdog = self._start_watchdog(group)
             self.notifier.ready()
             self.ready.set()
@@ -201,7 +202,7 @@ class Daemon:
             writer.cancel()
             await asyncio.wait({writer})  # never raises: a cancel of run() itself still ends it
             await self._flush_results(spool)
-            for task in (status, uplink_task, watchdog):
+            for task in (status, uplink_task, watchdog, files):
                 if task is not None:
                     task.cancel()
 
@@ -215,6 +216,15 @@ class Daemon:
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 await self._apply_reload(spool)
+
+    def _start_file_events(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+        """File events (outbox, captures, uploads): only with integration.http, which loads
+        httpx; their own task, so an upload never holds back measurepoints."""
+        if self.config.integration.http is None:
+            return None
+        from gatewayd.integration.filetask import run_file_events  # noqa: PLC0415
+
+        return group.create_task(run_file_events(self.config, self.clock), name="file-events")
 
     def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
         interval = self.notifier.watchdog_interval()
