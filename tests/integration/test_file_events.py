@@ -6,7 +6,6 @@ them the same way); the cloud parses every upload with the stdlib `email` parser
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -21,6 +20,7 @@ from gatewayd.backoff import Backoff
 from gatewayd.clock import SystemClock
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config
+from gatewayd.integration import filestore
 from gatewayd.integration.drops import catalogue
 from gatewayd.integration.filestore import FileStore
 from gatewayd.integration.filetask import open_store
@@ -59,7 +59,8 @@ async def pipeline(
     config = load_config(write_site(tmp_path, address, max_bytes=max_bytes), environ={})
     store = await open_store(config)
     capture_dir(config).mkdir(exist_ok=True)
-    assert config.integration.http is not None and config.integration.outbox is not None
+    assert config.integration.http is not None
+    assert config.integration.outbox is not None
     async with IntegrationClient(HttpSettings.from_config(config.integration.http)) as client:
 
         async def post(record: EventRecord, file: FileAttachment, realtime: bool) -> UploadOutcome:
@@ -104,7 +105,8 @@ async def test_a_dropped_file_arrives_once_with_its_md5_length_name_and_params(
         md5 = drop(p.outbox, "trip-1.bin", data, time=TIME_MS, filename="inv-trip-10h00.bin")
         await drain(p)
         assert sorted(os.listdir(p.outbox)) == []
-        assert p.store.pending() == [] and p.store.dead_letters() == []
+        assert p.store.pending() == []
+        assert p.store.dead_letters() == []
     cloud = cloud_server.cloud
     assert cloud.rejections == []
     (event,) = cloud.events
@@ -178,8 +180,14 @@ async def test_drops_are_sent_oldest_first(
             "event 'tripRecord': file_param 'log' is not the declared 'capture'",
         ),
     ],
-    ids=["unknown-device", "unknown-event", "bad-param-type", "missing-param", "missing-file",
-         "wrong-file-param"],  # fmt: skip
+    ids=[
+        "unknown-device",
+        "unknown-event",
+        "bad-param-type",
+        "missing-param",
+        "missing-file",
+        "wrong-file-param",
+    ],
 )
 async def test_a_bad_drop_is_moved_to_rejected_with_its_reason(
     tmp_path: Path,
@@ -247,7 +255,8 @@ async def test_a_1204_rejection_is_dead_lettered_and_the_next_event_delivered(
             1204,
         )
         assert "faultLog" in letter.msg
-        assert p.sender.stats.dead_lettered == 1 and p.sender.stats.delivered == 1
+        assert p.sender.stats.dead_lettered == 1
+        assert p.sender.stats.delivered == 1
     assert [e.event_id for e in cloud_server.cloud.events] == ["tripRecord"]
     assert cloud_server.cloud.calls["postEvent"] == 2  # the rejected one was sent once
 
@@ -281,7 +290,8 @@ async def test_an_outage_is_retried_and_the_file_arrives_once(tmp_path: Path) ->
         assert os.listdir(p.outbox) == []  # committed: the drop is the store's now
         for _ in range(2):
             assert await p.sender.send_one()  # refused TCP: retry later
-        assert p.sender.stats.retries == 2 and len(p.store.pending()) == 1
+        assert p.sender.stats.retries == 2
+        assert len(p.store.pending()) == 1
         with IntegrationHttpServer(cloud, port=port):
             cloud.faults.fail_next(2, 503, endpoint="postEvent")
             await async_wait_until(
@@ -324,7 +334,6 @@ async def test_a_restart_delivers_what_was_committed_and_never_commits_a_drop_tw
     """A crash after the commit and before the drop's files were removed (the removal made
     to fail here): the reopened store removes the drop, the watcher finds nothing more,
     and the event is delivered once."""
-    import gatewayd.integration.filestore as filestore  # noqa: PLC0415
 
     async with pipeline(tmp_path, cloud_server.cloud, cloud_server.url) as p:
         md5 = drop(p.outbox, "crash.bin", b"c" * 10_000)
