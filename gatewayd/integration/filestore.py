@@ -396,6 +396,25 @@ class FileStore:
             (self._pending if kind == PENDING else self._dead).pop(seq, None)
 
 
+def read_dead_letters(root: Path) -> list[DeadLetter]:
+    """The dead letters under `root`, read without changing anything (a daemon may run)."""
+    letters = []
+    directory = root / DEAD
+    if not directory.is_dir():
+        return []
+    for entry in _entries(directory):
+        try:
+            raw = (entry / RECORD).read_bytes()
+            event = FileEvent.from_json(raw, len(raw))
+            reply = json.loads((entry / REPLY).read_bytes())
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # being moved or removed right now
+        letters.append(
+            DeadLetter(event, reply.get("code"), str(reply.get("msg", "")), reply.get("at", 0))
+        )
+    return letters
+
+
 # ---------------------------------------------------------------------- file helpers
 
 
