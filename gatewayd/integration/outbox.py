@@ -175,8 +175,14 @@ class OutboxWatcher:
         log.warning("file event drop rejected", file=payload.name, reason=why,
                     moved_to=str(rejected))  # fmt: skip
         try:
-            rejected.mkdir(exist_ok=True)
-            (rejected / (payload.name + ERROR_SUFFIX)).write_text(why + "\n")
+            # The outbox's mode, not the daemon's umask (0077): whoever drops reads why.
+            mode = sidecar.parent.stat().st_mode & 0o777
+            if not rejected.is_dir():
+                rejected.mkdir()
+                rejected.chmod(mode)
+            error = rejected / (payload.name + ERROR_SUFFIX)
+            error.write_text(why + "\n")
+            error.chmod(mode & 0o666)
             with contextlib.suppress(FileNotFoundError):
                 os.replace(payload, rejected / payload.name)
             os.replace(sidecar, rejected / sidecar.name)

@@ -366,3 +366,21 @@ async def test_a_capture_dir_drop_is_committed_like_an_outbox_drop(
     assert p.stored_md5s() == [md5]
     record = json.loads(json.dumps(cloud_server.cloud.events[0].params))
     assert record["reason"] == 7
+
+
+async def test_rejected_drops_keep_the_outbox_mode_under_the_daemons_umask(
+    tmp_path: Path, cloud_server: IntegrationHttpServer
+) -> None:
+    """Under umask 0077 (the daemon's), rejected/ gets the outbox's 0770 and NAME.error
+    0660, so the software that dropped the file (in the outbox's group) can read why."""
+    async with pipeline(tmp_path, cloud_server.cloud, cloud_server.url) as p:
+        p.outbox.chmod(0o770)
+        drop(p.outbox, "nobody.bin", b"x", device="meter-9")
+        old = os.umask(0o077)
+        try:
+            await drain(p)
+        finally:
+            os.umask(old)
+        rejected = p.outbox / "rejected"
+        assert rejected.stat().st_mode & 0o777 == 0o770
+        assert (rejected / "nobody.bin.error").stat().st_mode & 0o777 == 0o660
