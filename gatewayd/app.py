@@ -224,7 +224,8 @@ class Daemon:
             return None
         from gatewayd.integration.filetask import run_file_events  # noqa: PLC0415
 
-        return group.create_task(run_file_events(self.config, self.clock), name="file-events")
+        files = run_file_events(self.config, self.clock, lambda: self.config)
+        return group.create_task(files, name="file-events")
 
     def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
         interval = self.notifier.watchdog_interval()
@@ -402,6 +403,8 @@ class Daemon:
         await spool.set_shapes(EnosQuality.from_config(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
+        if new.integration != old.integration:
+            log.warning("integration section changed: restart gatewayd to apply")
         self.notifier.ready()
         log.info("configuration reloaded", buses=len(self.pollers))
 

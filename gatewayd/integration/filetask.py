@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -17,7 +18,7 @@ from gatewayd.config.models import Config
 from gatewayd.integration.drops import catalogue
 from gatewayd.integration.filestore import FileStore
 from gatewayd.integration.message import EventRecord, FileAttachment
-from gatewayd.integration.outbox import OutboxWatcher, capture_dir, store_dir
+from gatewayd.integration.outbox import SCAN_INTERVAL_S, OutboxWatcher, capture_dir, store_dir
 from gatewayd.integration.replies import UploadOutcome
 from gatewayd.integration.sender import FileEventSender
 
@@ -41,19 +42,25 @@ async def open_store(config: Config) -> FileStore:
     return store
 
 
-async def run_file_events(config: Config, clock: Clock) -> None:
+async def run_file_events(
+    config: Config, clock: Clock, current: Callable[[], Config] | None = None
+) -> None:
     """Run the watcher and the sender until cancelled; a crash is logged and restarted,
-    never passed on to the daemon (measurepoints must keep flowing)."""
+    never passed on to the daemon (measurepoints must keep flowing).
+
+    `current()` is the configuration in force (after a reload): drops are checked against
+    its devices and models. The store, outbox and account stay those of `config`.
+    """
     while True:
         try:
-            await _run(config, clock)
+            await _run(config, clock, current or (lambda: config))
         except Exception as exc:
             log.error("file events task crashed; restarting", error=repr(exc),
                       retry_s=REOPEN_S, exc_info=exc)  # fmt: skip
         await clock.sleep(REOPEN_S)
 
 
-async def _run(config: Config, clock: Clock) -> None:
+async def _run(config: Config, clock: Clock, current: Callable[[], Config]) -> None:
     http = config.integration.http
     assert http is not None
     while True:
@@ -84,5 +91,13 @@ async def _run(config: Config, clock: Clock) -> None:
         pending = len(store.pending())
         log.info("file events ready", pending=pending, directories=[str(d) for d in directories])
         async with asyncio.TaskGroup() as group:
-            group.create_task(watcher.run(), name="file-outbox")
+            group.create_task(_watch(watcher, current), name="file-outbox")
             group.create_task(sender.run(), name="file-sender")
+
+
+async def _watch(watcher: OutboxWatcher, current: Callable[[], Config]) -> None:
+    """`watcher.run`, checking drops against the devices of the configuration in force."""
+    while True:
+        watcher.devices = catalogue(current())
+        await watcher.scan()
+        await asyncio.sleep(SCAN_INTERVAL_S)
