@@ -18,9 +18,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from gatewayd.app import Daemon as Gateway
+from gatewayd.config.loader import load_config
 from gatewayd.sim.emulator.http_cloud import HttpRequest, HttpResponse, IntegrationCloud
 from gatewayd.sim.emulator.http_server import IntegrationHttpServer
-from tests.integration.file_events_support import drop, write_site
+from gatewayd.systemd import Notifier
+from tests.integration.file_events_support import MODEL, drop, write_site
 from tests.integration.integration_http_support import integration_spec
 from tests.support import async_wait_until, free_port
 
@@ -204,3 +207,46 @@ async def test_kill_9_fuzz_every_file_is_delivered_exactly_once(tmp_path: Path) 
     assert sorted(stored) == sorted(expected)  # each exactly once
     assert sorted(os.listdir(outbox)) == []
     assert cloud.rejections == []
+
+
+async def test_a_reload_that_declares_a_file_event_lets_its_drops_through(
+    tmp_path: Path,
+) -> None:
+    """In process: tripRecord not declared → its drop is rejected; after SIGHUP's reload
+    with it declared, the next one is delivered (without a restart)."""
+
+    cloud = IntegrationCloud(integration_spec())
+    with IntegrationHttpServer(cloud) as server:
+        config_path = write_site(tmp_path, server.url)
+        model = tmp_path / "models" / "meter.yaml"
+        without = MODEL.replace(
+            "  - {event: tripRecord, file_param: capture, params: {reason: int, note: string}}\n",
+            "",
+        )
+        model.write_text(without)
+        gateway = Gateway(config_path, load_config(config_path), notifier=Notifier(environ={}))
+        task = asyncio.create_task(gateway.run())
+        outbox = tmp_path / "outbox"
+        try:
+            await asyncio.wait_for(gateway.ready.wait(), 30)
+            drop(outbox, "early.csv", b"early")
+            await async_wait_until(
+                (outbox / "rejected" / "early.csv.error").exists, 30, "a rejection"
+            )
+            model.write_text(MODEL)
+            gateway.request_reload()
+            await async_wait_until(
+                lambda: any(
+                    m.event == "tripRecord"
+                    for m in gateway.config.models["meter"].file_events
+                ),
+                30,
+                "the reload",
+            )
+            md5 = drop(outbox, "late.csv", b"late")
+            await async_wait_until(lambda: stored_md5s(cloud) == [md5], 30, "late.csv stored")
+        finally:
+            gateway.request_stop()
+            assert await asyncio.wait_for(task, 30) == 0
+    error = (outbox / "rejected" / "early.csv.error").read_text()
+    assert "event 'tripRecord' is not in its model's file_events" in error
