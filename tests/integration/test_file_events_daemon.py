@@ -250,3 +250,33 @@ async def test_a_reload_that_declares_a_file_event_lets_its_drops_through(
             assert await asyncio.wait_for(task, 30) == 0
     error = (outbox / "rejected" / "early.csv.error").read_text()
     assert "event 'tripRecord' is not in its model's file_events" in error
+
+
+async def test_a_kill_after_the_cloud_stored_an_upload_sends_it_again(tmp_path: Path) -> None:
+    """The documented limit: kill -9 after EnOS stored the upload, before its reply reached
+    the gateway. The upload has no idempotency key, so the restarted daemon sends it again:
+    the cloud holds it twice, nothing is lost, and it is sent no third time."""
+    cloud = IntegrationCloud(integration_spec())
+    original = cloud.handle
+    victims: list[int] = []
+
+    def store_then_kill(request: HttpRequest) -> HttpResponse:
+        response = original(request)
+        if victims and "action=postEvent" in request.target:
+            os.kill(victims.pop(), signal.SIGKILL)  # the reply never reaches it
+        return response
+
+    cloud.handle = store_then_kill  # type: ignore[method-assign]
+    with IntegrationHttpServer(cloud) as server:
+        daemon = Daemon(tmp_path, write_site(tmp_path, server.url))
+        victims.append(await daemon.start())
+        md5 = drop(tmp_path / "outbox", "once.bin", b"1" * 1000)
+        await daemon.killed()
+        assert stored_md5s(cloud) == [md5]
+        await daemon.start()
+        try:
+            await async_wait_until(lambda: pending_entries(tmp_path) == [], 60, "sent again")
+        finally:
+            assert await daemon.stop() == 0
+    assert stored_md5s(cloud) == [md5, md5]
+    assert cloud.calls["postEvent"] == 2
