@@ -181,7 +181,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 def run_dead_letters(args: argparse.Namespace) -> int:
     """List the file events kept aside after a permanent refusal (no network, no httpx)."""
-    from gatewayd.integration.filestore import read_dead_letters  # noqa: PLC0415
+    from gatewayd.integration.filestore import read_counts, read_dead_letters  # noqa: PLC0415
     from gatewayd.integration.outbox import store_dir  # noqa: PLC0415
 
     config = load_or_report(args.config)
@@ -198,5 +198,8 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         else:
             print(f"{event.seq}\t{event.device}\t{event.event}\t{event.filename}\t"
                   f"{letter.code}\t{letter.msg}")  # fmt: skip
-    print(f"{len(letters)} dead letter(s) in {store_dir(config)}", file=sys.stderr)
+    pending, dropped = read_counts(store_dir(config))
+    print(f"{len(letters)} dead letter(s), {pending} pending, {dropped.events} dropped at "
+          f"integration.max_bytes ({dropped.bytes} bytes) in {store_dir(config)}",
+          file=sys.stderr)  # fmt: skip
     return os.EX_OK

@@ -415,6 +415,13 @@ def read_dead_letters(root: Path) -> list[DeadLetter]:
     return letters
 
 
+def read_counts(root: Path) -> tuple[int, Dropped]:
+    """Pending events and the byte cap's losses under `root`, read without changes."""
+    pending = root / PENDING
+    count = sum(1 for _ in _entries(pending)) if pending.is_dir() else 0
+    return count, _read_counters(root / COUNTERS)
+
+
 # ---------------------------------------------------------------------- file helpers
 
 

@@ -104,6 +104,9 @@ async def test_the_daemon_delivers_a_drop_and_lists_a_dead_letter(tmp_path: Path
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     (letter,) = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert listing.stderr.decode().startswith(
+        "1 dead letter(s), 0 pending, 0 dropped at integration.max_bytes (0 bytes) in "
+    )
     assert (letter["device"], letter["event"], letter["filename"], letter["code"]) == (
         "meter-1",
         "faultLog",

@@ -1,4 +1,4 @@
-"""The outbox contract's sidecar checks (pure) and the store's copy fallback."""
+"""The outbox contract's sidecar checks (pure); the store's copy fallback and crash recovery."""
 
 from __future__ import annotations
 
@@ -138,3 +138,40 @@ def test_a_payload_that_cannot_be_hard_linked_is_copied(
     assert (event.md5, event.length) == (hashlib.md5(data).hexdigest(), len(data))
     assert os.listdir(outbox) == []
     assert FileStore.open(tmp_path / "store", 1 << 30, wall_ms=lambda: 5).pending() == [event]
+
+
+def _committed_store(tmp_path: Path) -> tuple[FileStore, Path]:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "a.csv").write_bytes(b"a")
+    (outbox / "a.csv.json").write_text(json.dumps(GOOD))
+    store = FileStore.open(tmp_path / "store", 1 << 30, wall_ms=lambda: 5)
+    drop = parse_sidecar((outbox / "a.csv.json").read_bytes(), DEVICES)
+    store.commit(drop, outbox / "a.csv", time_ms=1, source=SourceId.of(outbox / "a.csv.json"))
+    return store, tmp_path / "store"
+
+
+def test_a_commit_cut_short_leaves_nothing_behind_after_a_restart(tmp_path: Path) -> None:
+    """kill -9 mid-commit leaves a directory in tmp/ (payload, maybe no record): the next
+    open removes it; the committed entry stays, and sequence numbers go on after it."""
+    _store, root = _committed_store(tmp_path)
+    half = root / "tmp" / "000000000002"
+    half.mkdir()
+    (half / "payload").write_bytes(b"half")
+    reopened = FileStore.open(root, 1 << 30, wall_ms=lambda: 5)
+    assert os.listdir(root / "tmp") == []
+    assert [e.seq for e in reopened.pending()] == [1]
+    assert reopened._next_seq == 2
+
+
+def test_a_dead_letter_cut_short_is_completed_at_open(tmp_path: Path) -> None:
+    """kill -9 after the reply was written and before the entry moved to dead/: the next
+    open finishes the move, so the refused event is not sent again."""
+    _store, root = _committed_store(tmp_path)
+    (root / "pending" / "000000000001" / "reply.json").write_text(
+        json.dumps({"code": 1204, "msg": "model", "at": 9})
+    )
+    reopened = FileStore.open(root, 1 << 30, wall_ms=lambda: 5)
+    assert reopened.pending() == []
+    (letter,) = reopened.dead_letters()
+    assert (letter.event.seq, letter.code, letter.msg) == (1, 1204, "model")
