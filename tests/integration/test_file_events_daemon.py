@@ -125,8 +125,8 @@ def kill_on_upload(cloud: IntegrationCloud, victim: Callable[[], int | None]) ->
     original = cloud.handle
 
     def handle(request: HttpRequest) -> HttpResponse:
-        pid = victim()
-        if pid is not None and "action=postEvent" in request.target:
+        pid = victim() if "action=postEvent" in request.target else None
+        if pid is not None:
             os.kill(pid, signal.SIGKILL)
             return HttpResponse(503, {}, b"")
         return original(request)
@@ -169,6 +169,7 @@ async def test_kill_9_fuzz_every_file_is_delivered_exactly_once(tmp_path: Path) 
             kill_at[:] = [rng.randint(1, count)]
         try:
             await daemon.start()
+            before = committed_lines(daemon)
             for _ in range(count):
                 size = rng.choice([1, 10_000, 300_000, 2_000_000])
                 expected.append(drop(outbox, f"d{counter:03d}.bin", rng.randbytes(size)))
@@ -182,7 +183,6 @@ async def test_kill_9_fuzz_every_file_is_delivered_exactly_once(tmp_path: Path) 
                 await asyncio.sleep(rng.uniform(0.0, 1.5))  # a random point of the scans
                 daemon.process.send_signal(signal.SIGKILL)
             else:  # between two commits of one scan, while the next one is being written
-                before = committed_lines(daemon)
                 await async_wait_until(
                     lambda n=before: committed_lines(daemon) > n, 60, "a commit"
                 )
