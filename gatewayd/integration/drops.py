@@ -82,7 +82,7 @@ def parse_sidecar(raw: bytes, devices: Mapping[str, DeviceFileEvents]) -> Drop:
     """The drop `raw` describes; `BadDrop` naming the first thing wrong with it."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadDrop(f"sidecar is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadDrop("sidecar is not a JSON object")

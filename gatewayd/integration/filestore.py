@@ -147,8 +147,9 @@ class Dropped:
 def check_message(event: FileEvent) -> None:
     """`CommitRefused` when the upload of `event` could never be built (over 512 KB)."""
     try:
+        # A request id longer than any the client makes: the real message is never larger.
         build_event_message(
-            "0" * 20, [event.record()], [event.attachment(Path(PAYLOAD))], realtime=True
+            "0" * 40, [event.record()], [event.attachment(Path(PAYLOAD))], realtime=True
         )
     except BadEventRequest as exc:
         raise CommitRefused(str(exc)) from None

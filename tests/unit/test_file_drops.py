@@ -89,10 +89,13 @@ def test_a_bad_sidecar_says_what_is_wrong(changes: dict[str, object], error: str
     assert error in str(caught.value)
 
 
-def test_a_sidecar_that_is_not_json_is_refused() -> None:
-    """A truncated sidecar (written in place, against the contract) is refused, not guessed."""
+@pytest.mark.parametrize(
+    "raw", [b'{"device": "inv-01", "ev', b"\xff\xfe", b"[" * 100_000], ids=["cut", "bytes", "deep"]
+)
+def test_a_sidecar_that_is_not_json_is_refused(raw: bytes) -> None:
+    """A truncated, binary or absurdly nested sidecar is refused, not guessed or crashed on."""
     with pytest.raises(BadDrop, match="sidecar is not JSON"):
-        parse_sidecar(b'{"device": "inv-01", "ev', DEVICES)
+        parse_sidecar(raw, DEVICES)
 
 
 @pytest.mark.parametrize(
