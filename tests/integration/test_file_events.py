@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from gatewayd.backoff import Backoff
 from gatewayd.clock import SystemClock
@@ -307,25 +309,35 @@ async def _sent(p: Pipeline) -> bool:
     return p.store.pending() == []
 
 
-async def test_the_byte_cap_drops_the_oldest_and_counts_them(
+async def test_the_byte_cap_drops_the_oldest_counts_them_and_warns_once(
     tmp_path: Path, cloud_server: IntegrationHttpServer
 ) -> None:
-    """Three 400 KiB drops under a 1 MiB cap while nothing is sent: the oldest is dropped
-    and counted (persisted), the two newest are delivered."""
+    """Five 400 KiB drops under a 1 MiB cap while nothing is sent: the three oldest are
+    dropped and counted (persisted), with one warning; a small drop that fits ends the
+    episode with the count; the newest two and the small one are delivered."""
     async with pipeline(tmp_path, cloud_server.cloud, cloud_server.url, max_bytes="1MiB") as p:
         md5s = []
-        for index in range(3):
+        for index in range(5):
             md5s.append(drop(p.outbox, f"c{index}.bin", bytes([index]) * (400 * 1024)))
             os.utime(p.outbox / f"c{index}.bin.json", ns=(index * 10**9, index * 10**9))
-        await p.watcher.scan()
-        assert (p.store.dropped.events, p.store.dropped.bytes > 400 * 1024) == (1, True)
+        with structlog.testing.capture_logs() as logs:
+            await p.watcher.scan()
+            small = drop(p.outbox, "small.bin", b"s" * 1000)
+            await p.watcher.scan()
+        assert (p.store.dropped.events, p.store.dropped.bytes > 3 * 400 * 1024) == (3, True)
         assert p.store.held_bytes() <= 1 << 20
+        cap_lines = [(e["log_level"], e["event"], e.get("dropped")) for e in logs
+                     if "max_bytes" in e["event"]]  # fmt: skip
+        assert cap_lines == [
+            ("warning", "file events over integration.max_bytes: dropping the oldest", None),
+            ("info", "file events fit under integration.max_bytes again", 3),
+        ]
         reopened = FileStore.open(store_dir(p.config), 1 << 20, wall_ms=lambda: 0)
         assert reopened.dropped == p.store.dropped
-        assert [e.filename for e in reopened.pending()] == ["c1.bin", "c2.bin"]
+        assert [e.filename for e in reopened.pending()] == ["c3.bin", "c4.bin", "small.bin"]
         while await p.sender.send_one():
             pass
-    assert p.stored_md5s() == md5s[1:]
+    assert p.stored_md5s() == [*md5s[3:], small]
 
 
 async def test_a_restart_delivers_what_was_committed_and_never_commits_a_drop_twice(
