@@ -31,7 +31,7 @@ from gatewayd.integration.message import EventRecord, FileAttachment
 from gatewayd.integration.outbox import OutboxWatcher, capture_dir, store_dir
 from gatewayd.integration.replies import UploadOutcome
 from gatewayd.integration.sender import FileEventSender
-from gatewayd.sim.emulator.http_cloud import IntegrationCloud
+from gatewayd.sim.emulator.http_cloud import HttpRequest, HttpResponse, IntegrationCloud
 from gatewayd.sim.emulator.http_server import IntegrationHttpServer
 from tests.integration.file_events_support import drop, write_site
 from tests.integration.integration_http_support import integration_spec
@@ -263,22 +263,34 @@ async def test_a_1204_rejection_is_dead_lettered_and_the_next_event_delivered(
     assert cloud_server.cloud.calls["postEvent"] == 2  # the rejected one was sent once
 
 
-async def test_an_expired_token_is_renewed_and_the_upload_sent_once(
+async def test_a_token_expiring_mid_upload_is_renewed_and_the_upload_sent_once(
     tmp_path: Path, cloud_server: IntegrationHttpServer
 ) -> None:
-    """The token expires between two uploads: the second upload's body reaches the cloud,
-    is refused 401 after it was read, and goes again with a fresh token; stored once."""
+    """The token is good when the second upload starts and expires while its 2 MB body is
+    in flight (the cloud expires it on receiving the body, before checking the token):
+    401, a fresh token, the upload again; stored once, with the right md5."""
     cloud = cloud_server.cloud
+    original = cloud.handle
+    uploads: list[str] = []
+
+    def expire_on_second_upload(request: HttpRequest) -> HttpResponse:
+        if "action=postEvent" in request.target:
+            uploads.append(request.target)
+            if len(uploads) == 2:
+                cloud.expire_tokens()
+        return original(request)
+
+    cloud.handle = expire_on_second_upload  # type: ignore[method-assign]
     async with pipeline(tmp_path, cloud, cloud_server.url) as p:
         drop(p.outbox, "one.bin", b"1" * 50_000)
         await drain(p)
-        cloud.expire_tokens()
-        md5 = drop(p.outbox, "two.bin", b"2" * 300_000)
+        md5 = drop(p.outbox, "two.bin", os.urandom(2_000_000))
         await drain(p)
     assert cloud.tokens_issued == 2
-    assert cloud.calls["postEvent"] == 3  # one, two refused for its token, two again
+    assert len(uploads) == 3  # one, two refused for its token, two again
     assert (401, "access token missing, unknown or expired") in cloud.rejections
     assert [hashlib.md5(f.data).hexdigest() for f in cloud.files.values()].count(md5) == 1
+    assert len(cloud.events) == 2
 
 
 async def test_an_outage_is_retried_and_the_file_arrives_once(tmp_path: Path) -> None:
