@@ -164,7 +164,7 @@ class OutboxWatcher:
     def _disk_trouble(self, sidecar: Path, exc: OSError) -> None:
         self._episodes.start(
             ("commit", sidecar.parent),
-            "file event cannot be committed; it stays in the outbox",
+            "file event drop cannot be committed or moved aside; it stays in the outbox",
             file=sidecar.name,
             error=exc.strerror or str(exc),
         )
@@ -172,8 +172,6 @@ class OutboxWatcher:
     def _reject(self, sidecar: Path, payload: Path, why: str) -> None:
         """Move the drop to `rejected/` with a one-line `.error`; one warning."""
         rejected = sidecar.parent / REJECTED
-        log.warning("file event drop rejected", file=payload.name, reason=why,
-                    moved_to=str(rejected))  # fmt: skip
         try:
             # The outbox's mode, not the daemon's umask (0077): whoever drops reads why.
             mode = sidecar.parent.stat().st_mode & 0o777
@@ -187,7 +185,11 @@ class OutboxWatcher:
                 os.replace(payload, rejected / payload.name)
             os.replace(sidecar, rejected / sidecar.name)
         except OSError as exc:
+            # Left in place and found again next scan: one warning per episode, not per scan.
             self._disk_trouble(sidecar, exc)
+            return
+        log.warning("file event drop rejected", file=payload.name, reason=why,
+                    moved_to=str(rejected))  # fmt: skip
 
 
 def _check_payload(payload: Path) -> None:

@@ -408,3 +408,29 @@ async def test_rejected_drops_keep_the_outbox_mode_under_the_daemons_umask(
         rejected = p.outbox / "rejected"
         assert rejected.stat().st_mode & 0o777 == 0o770
         assert (rejected / "nobody.bin.error").stat().st_mode & 0o777 == 0o660
+
+
+async def test_a_bad_drop_that_cannot_be_moved_warns_once_and_stays(
+    tmp_path: Path, cloud_server: IntegrationHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox the daemon may not write to (the move to rejected/ refused): the drop stays
+    where it is, and three scans log one warning, not one each."""
+    async with pipeline(tmp_path, cloud_server.cloud, cloud_server.url) as p:
+        drop(p.outbox, "stuck.bin", b"x", device="meter-9")
+
+        def refuse(src: object, dst: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(os, "replace", refuse)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                await p.watcher.scan()
+        monkeypatch.undo()
+        assert sorted(os.listdir(p.outbox)) == ["rejected", "stuck.bin", "stuck.bin.json"]
+    warnings = [(e["event"], e.get("error")) for e in logs if e["log_level"] == "warning"]
+    assert warnings == [
+        (
+            "file event drop cannot be committed or moved aside; it stays in the outbox",
+            "Permission denied",
+        )
+    ]
