@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from gatewayd.config.capture_rules import check_captures
 from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
@@ -70,6 +71,8 @@ class _Load:
         # (section path, "device"/"product") → (absolute file, secret) for secret files
         self.secrets: dict[DataPath, tuple[Path, SecretStr]] = {}
         self.file_order: list[str] = [str(path)]
+        # model name → (its document, its path there): for checks needing the site too
+        self.model_at: dict[str, tuple[YamlDocument, DataPath]] = {}
 
     # ------------------------------------------------------------------ orchestration
 
@@ -179,6 +182,7 @@ class _Load:
             return None
         model: DeviceModel | None = self._validate(DeviceModel, raw, doc, prefix)
         self.issues += check_model(doc, prefix, raw)
+        self.model_at[name] = (doc, prefix)
         written = raw.get("name")
         if isinstance(written, str) and written != name:
             self.issues.append(
@@ -218,6 +222,9 @@ class _Load:
             model = models.get(device.model)
             if model is not None:
                 self._check_point_reports(doc, index, device, model)
+                self.issues += check_captures(
+                    *self.model_at[device.model], device, model, config.integration
+                )
             update: dict[str, Any] = {}
             found = self.secrets.get(("devices", index, "device_secret_file"))
             if found is not None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gatewayd.config.enums import REGISTER_COUNT, DataType, Order, Table, Timestamps
-from gatewayd.config.units import Duration, Size
+from gatewayd.config.units import Duration, Size, format_duration
 
 
 class Strict(BaseModel):
@@ -271,6 +271,30 @@ class AttributePointConfig(Strict):
         return PointConfig(measurepoint=self.attribute, **fields)
 
 
+#: The largest `before` / `after` of a capture: the ring holds `before` in memory.
+CAPTURE_MAX_WINDOW_S = 3600.0
+
+
+class CaptureConfig(Strict):
+    """What a device did around an event, as a file that goes with it (`param`): the
+    `points`' values from `before` the event fired until `after` it (CSV for now)."""
+
+    points: Annotated[list[str], Field(min_length=1)]
+    before: Duration
+    after: Duration
+    format: Literal["csv"] = "csv"
+    param: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+    @field_validator("before", "after")
+    @classmethod
+    def _bounded(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        if value > CAPTURE_MAX_WINDOW_S:
+            raise ValueError(f"{format_duration(value)} is longer than the 1h a capture may span")
+        return value
+
+
 class BitRule(Strict):
     """Fires when a bool point rises (`bit_set`) or falls (`bit_cleared`)."""
 
@@ -278,6 +302,7 @@ class BitRule(Strict):
     rule: Literal["bit_set", "bit_cleared"]
     point: str
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 class ThresholdRule(Strict):
@@ -290,6 +315,7 @@ class ThresholdRule(Strict):
     below: float | None = None
     hysteresis: Annotated[float, Field(ge=0)] = 0.0
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> ThresholdRule:
@@ -306,6 +332,7 @@ class InSetRule(Strict):
     point: str
     values: Annotated[list[int | float | str], Field(min_length=1)]
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 class ChangeRule(Strict):
@@ -315,6 +342,7 @@ class ChangeRule(Strict):
     rule: Literal["change"]
     point: str
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 EventRule = Annotated[BitRule | ThresholdRule | InSetRule | ChangeRule, Field(discriminator="rule")]

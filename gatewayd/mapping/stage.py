@@ -33,6 +33,7 @@ from gatewayd.mapping.report import ALWAYS, ReportFilter, ReportSpec, Resend
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
 __all__ = [
+    "CaptureHook",
     "DeviceMapping",
     "DeviceOutput",
     "FailedRead",
@@ -66,6 +67,20 @@ class FailedRead(Protocol):
     def index(self) -> int: ...
     @property
     def ts_ms(self) -> int: ...
+
+
+class CaptureHook(Protocol):
+    """A device's capture rules (`gatewayd.mapping.captures`): they see each poll's output
+    and keep the events they capture (those go with their file, not by event.post)."""
+
+    def take(
+        self,
+        samples: Sequence[Sample],
+        blocks: Sequence[SampleBlock],
+        events: list[Event],
+        *,
+        publishing: bool,
+    ) -> list[Event]: ...
 
 
 class DeviceOutput(NamedTuple):
@@ -170,10 +185,13 @@ class DeviceMapping:
         stamp_per_request: bool = False,
         reports: dict[str, ReportSpec] | None = None,
         resend: Resend | None = None,
+        capture: CaptureHook | None = None,
     ) -> None:
         """`stamp_per_request`: the device stamps each response (`timestamps: request`);
         `reports`: measurepoint → report rule (`report_specs`; none: all `always`);
-        `resend`: the daemon's "send the next reading" signals."""
+        `resend`: the daemon's "send the next reading" signals; `capture`: the device's
+        capture rules, if it has any."""
+        self._capture = capture
         self.device = device
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
         self.events = EventEngine(compile_rules(rules), device=device)
@@ -249,6 +267,8 @@ class DeviceMapping:
             samples = sorted([*expanded, *samples], key=_sample_time)
             good_blocks = []
         events = self._fire(samples, good_blocks)
+        if self._capture is not None:  # before the report filter: captures see every reading
+            events = self._capture.take(samples, good_blocks, events, publishing=self.publishing)
         if not self.publishing:
             return DeviceOutput([], [], [])
         failed_indices = [i for indices in failed_by_ts.values() for i in indices]

@@ -45,7 +45,7 @@ from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialB
 from gatewayd.episodes import Episodes
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
-from gatewayd.mapping.stage import DeviceMapping, report_specs
+from gatewayd.mapping.stage import CaptureHook, DeviceMapping, report_specs
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable
@@ -200,6 +200,7 @@ class BusPoller:
         on_cycle: Callable[[], None] | None = None,
         muting: Muting | None = None,
         resend: Resend | None = None,
+        captures: Callable[[str], CaptureHook | None] | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
@@ -207,7 +208,8 @@ class BusPoller:
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         `muting` is the daemon's table of muted devices (it outlives this poller);
-        `resend` its "send the next reading" signals for the report filter.
+        `resend` its "send the next reading" signals for the report filter; `captures`
+        gives a device's capture rules (the daemon's `Captures.hook`).
         """
         self.bus = bus
         self._results = results
@@ -264,6 +266,7 @@ class BusPoller:
                     stamp_per_request=reader.stamp_per_request,
                     reports=report_specs(config, model),
                     resend=self._resend,
+                    capture=captures(config.name) if captures is not None else None,
                 ),
                 polling=config.enabled,
             )

@@ -27,6 +27,7 @@ CORES = (
     "gatewayd.mapping.mapper",  # values → samples with quality
     "gatewayd.mapping.muting",  # which devices are muted
     "gatewayd.mapping.report",  # report by exception (deadband, heartbeat)
+    "gatewayd.mapping.capture",  # capture rules: ring, capture lifecycle, CSV rows
     "gatewayd.enos.messages",  # EnOS codec
     "gatewayd.enos.topics",
     "gatewayd.enos.sign",
