@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.config.models import Config, FileEventConfig
+from gatewayd.mapping.capture import capture_file_events
 
 SIDECAR_SUFFIX = ".json"
 #: Names writers use while a file is not complete; never taken for a payload or sidecar.
 UNFINISHED_SUFFIXES = (".part", ".tmp")
 ERROR_SUFFIX = ".error"
-#: EnOS' limit of one file part (enos-http-integration.md §3).
+#: EnOS' limit of one file part (integration/PROTOCOL.md §3.5).
 MAX_FILE_BYTES = 100 * 1024 * 1024
 
 _KEYS = frozenset({"device", "event", "file_param", "params", "time", "filename"})
@@ -43,11 +44,18 @@ class DeviceFileEvents:
 
 
 def catalogue(config: Config) -> dict[str, DeviceFileEvents]:
-    """Every configured device with the file events its model declares."""
+    """Every configured device with the file events its model declares: its `file_events`
+    and, implicitly, its capture rules' events (which the capture writer drops)."""
     found: dict[str, DeviceFileEvents] = {}
     for device in config.devices:
         model = config.models.get(device.model)
-        events = {f.event: f for f in model.file_events} if model is not None else {}
+        events: dict[str, FileEventConfig] = {}
+        if model is not None:
+            events = {f.event: f for f in model.file_events}
+            for implicit in capture_file_events(model):
+                # Built from validated rules: no second validation (rule params are not
+                # held to identifier names).
+                events.setdefault(implicit["event"], FileEventConfig.model_construct(**implicit))
         found[device.name] = DeviceFileEvents(device.product_key, device.device_key, events)
     return found
 

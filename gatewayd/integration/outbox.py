@@ -31,18 +31,17 @@ from gatewayd.integration.drops import (
     payload_name,
 )
 from gatewayd.integration.filestore import CommitRefused, FileEvent, FileStore, SourceId
+from gatewayd.mapping.capture import capture_dir
+
+__all__ = ["OutboxWatcher", "ScanResult", "capture_dir", "store_dir"]
 
 log = structlog.get_logger(__name__)
 
 SCAN_INTERVAL_S = 1.0
 REJECTED = "rejected"
-CAPTURES = "captures"
 FILE_EVENTS = "file-events"
 
 
-def capture_dir(config: Config) -> Path:
-    """Where the gateway's own capture writer drops files, in the outbox format."""
-    return config.spool.path.parent / CAPTURES
 
 
 def store_dir(config: Config) -> Path:

@@ -22,10 +22,27 @@ file_events:
 """
 
 
-def write_site(root: Path, address: str, *, max_bytes: str = "1GiB", extra: str = "") -> Path:
+#: A capture rule declares tripRecord's file event implicitly (no `file_events` entry).
+CAPTURE_MODEL = """\
+name: meter
+points:
+  - {measurepoint: voltage, table: holding, address: 0, type: uint16}
+  - {measurepoint: trip, table: coil, address: 0, type: bool}
+events:
+  - event: tripRecord
+    rule: bit_set
+    point: trip
+    params: {reason: 7}
+    capture: {points: [voltage], before: 2s, after: 1s, format: csv, param: capture}
+"""
+
+
+def write_site(
+    root: Path, address: str, *, max_bytes: str = "1GiB", extra: str = "", model: str = MODEL
+) -> Path:
     """gatewayd.yaml under `root`: meter-1 is the emulator's asset; outbox at root/outbox."""
     (root / "models").mkdir(parents=True, exist_ok=True)
-    (root / "models" / "meter.yaml").write_text(MODEL)
+    (root / "models" / "meter.yaml").write_text(model)
     (root / "outbox").mkdir(exist_ok=True)
     write_secret(root / "sa.secret", SECRET_KEY)
     config = root / "gatewayd.yaml"

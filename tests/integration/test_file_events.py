@@ -31,9 +31,19 @@ from gatewayd.integration.message import EventRecord, FileAttachment
 from gatewayd.integration.outbox import OutboxWatcher, capture_dir, store_dir
 from gatewayd.integration.replies import UploadOutcome
 from gatewayd.integration.sender import FileEventSender
+from gatewayd.mapping.capture import (
+    Append,
+    Begin,
+    DeviceCaptures,
+    Finish,
+    capture_specs,
+    point_intervals_ms,
+)
+from gatewayd.mapping.capture_store import CaptureStore
+from gatewayd.samples import Event
 from gatewayd.sim.emulator.http_cloud import HttpRequest, HttpResponse, IntegrationCloud
 from gatewayd.sim.emulator.http_server import IntegrationHttpServer
-from tests.integration.file_events_support import drop, write_site
+from tests.integration.file_events_support import CAPTURE_MODEL, MODEL, drop, write_site
 from tests.integration.integration_http_support import integration_spec
 from tests.support import async_wait_until, free_port
 
@@ -55,10 +65,15 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def pipeline(
-    tmp_path: Path, cloud: IntegrationCloud, address: str, max_bytes: str = "1GiB"
+    tmp_path: Path,
+    cloud: IntegrationCloud,
+    address: str,
+    max_bytes: str = "1GiB",
+    model: str = MODEL,
 ) -> AsyncIterator[Pipeline]:
     """The daemon's file event parts for a site whose integration.http is `address`."""
-    config = load_config(write_site(tmp_path, address, max_bytes=max_bytes), environ={})
+    site = write_site(tmp_path, address, max_bytes=max_bytes, model=model)
+    config = load_config(site, environ={})
     store = await open_store(config)
     capture_dir(config).mkdir(exist_ok=True)
     assert config.integration.http is not None
@@ -434,3 +449,44 @@ async def test_a_bad_drop_that_cannot_be_moved_warns_once_and_stays(
             "Permission denied",
         )
     ]
+
+
+async def test_a_capture_written_by_the_capture_writer_is_uploaded_with_its_event(
+    tmp_path: Path, cloud_server: IntegrationHttpServer
+) -> None:
+    """The contract with the capture rules: their pure core fires on tripRecord and their
+    writer publishes the drop in captures/; the watcher takes it (the rule declared the
+    file event, with measurepoint/value/reason) and the CSV arrives with the event."""
+    async with pipeline(tmp_path, cloud_server.cloud, cloud_server.url, model=CAPTURE_MODEL) as p:
+        model = p.config.models["meter"]
+        spec = capture_specs(model)["tripRecord"]
+        core = DeviceCaptures(
+            "meter-1", {spec.event: spec}, point_intervals_ms(p.config.devices[0], model)
+        )
+        writer = CaptureStore(capture_dir(p.config))
+        actions = core.observe({TIME_MS - 1000: {"voltage": 229}, TIME_MS: {"voltage": 230}})
+        event = Event("meter-1", "tripRecord", TIME_MS,
+                      {"measurepoint": "trip", "value": True, "reason": 7})  # fmt: skip
+        kept, begins = core.fire([event])
+        assert kept == []
+        actions += begins + core.observe({TIME_MS + 2000: {"voltage": 231}})
+        for action in actions:
+            if isinstance(action, Begin):
+                writer.begin(action)
+            elif isinstance(action, Append):
+                writer.append(action)
+            elif isinstance(action, Finish):
+                writer.finish(action)
+        assert any(name.endswith(".json") for name in os.listdir(capture_dir(p.config)))
+        await drain(p)
+        assert os.listdir(capture_dir(p.config)) == []
+        assert not (p.outbox / "rejected").exists()
+    (stored,) = cloud_server.cloud.files.values()
+    (sent,) = cloud_server.cloud.events
+    # The reading past `after` ends the capture without joining it.
+    assert stored.data == (
+        b"time,voltage\r\n2025-12-05T09:59:59.000Z,229\r\n2025-12-05T10:00:00.000Z,230\r\n"
+    )
+    assert sent.params == {"measurepoint": "trip", "value": True, "reason": 7,
+                           "capture": stored.uri}  # fmt: skip
+    assert (sent.time_ms, sent.realtime) == (TIME_MS, False)
