@@ -87,26 +87,31 @@ class FileEventSender:
         event = self.store.oldest()
         if event is None:
             return False
+        # In flight until its outcome is recorded: a commit needing room meanwhile must
+        # not take it for a cap victim (it would count a delivered event as dropped).
         self.store.in_flight = event.seq
         try:
             outcome = await self._attempt(event)
+            if isinstance(outcome, Accepted):
+                await asyncio.to_thread(self.store.delivered, event)
+            elif isinstance(outcome, Rejected):
+                await asyncio.to_thread(self.store.dead_letter, event, outcome.code, outcome.msg)
         finally:
             self.store.in_flight = None
         if isinstance(outcome, Accepted):
-            await asyncio.to_thread(self.store.delivered, event)
             self.stats.delivered += 1
             self._failures = 0
             self._episodes.ok("upload", "file event uploads recovered")
             log.info("file event delivered", device=event.device, event_id=event.event,
                      file=event.filename, bytes=event.length)  # fmt: skip
         elif isinstance(outcome, Rejected):
-            await asyncio.to_thread(self.store.dead_letter, event, outcome.code, outcome.msg)
             self.stats.dead_lettered += 1
             self._failures = 0
             log.warning("file event refused by EnOS: dead-lettered", device=event.device,
                         event_id=event.event, file=event.filename, code=outcome.code,
                         msg=outcome.msg)  # fmt: skip
         else:
+            # Not in flight while it waits: the cap may drop it, the oldest, as it should.
             self._failures += 1
             self.stats.retries += 1
             delay = self._backoff.delay(self._failures, self._rng)
