@@ -197,6 +197,7 @@ class Daemon:
             captures = group.create_task(self._captures().run(), name="captures")
             self._start_pollers(self.config)
             status = group.create_task(self._status_loop(spool), name="status")
+            files = self._start_file_events(group)
             watchdog = self._start_watchdog(group)
             self.notifier.ready()
             self.ready.set()
@@ -216,7 +217,7 @@ class Daemon:
             self._captures().stop()
             await asyncio.wait({captures})
             await self._captures().close()
-            for task in (status, uplink_task, watchdog):
+            for task in (status, uplink_task, watchdog, files):
                 if task is not None:
                     task.cancel()
 
@@ -230,6 +231,16 @@ class Daemon:
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 await self._apply_reload(spool)
+
+    def _start_file_events(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+        """File events (outbox, captures, uploads): only with integration.http, which loads
+        httpx; their own task, so an upload never holds back measurepoints."""
+        if self.config.integration.http is None:
+            return None
+        from gatewayd.integration.filetask import run_file_events  # noqa: PLC0415
+
+        files = run_file_events(self.config, self.clock, lambda: self.config)
+        return group.create_task(files, name="file-events")
 
     def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
         interval = self.notifier.watchdog_interval()
@@ -420,6 +431,8 @@ class Daemon:
         await spool.set_shapes(EnosQuality.from_config(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
+        if new.integration != old.integration:
+            log.warning("integration section changed: restart gatewayd to apply")
         self.notifier.ready()
         log.info("configuration reloaded", buses=len(self.pollers))
 

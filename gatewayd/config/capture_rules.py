@@ -14,7 +14,7 @@ from gatewayd.config.yamlload import YamlDocument
 
 __all__ = ["CAPTURE_MAX_FILE_BYTES", "CELL_BYTES", "capture_file_estimate", "check_captures"]
 
-#: EnOS takes files of at most 100 MB with an event (enos-http-integration.md §3).
+#: EnOS takes files of at most 100 MB with an event (integration/PROTOCOL.md §3.5).
 CAPTURE_MAX_FILE_BYTES = 100 * 1000 * 1000
 #: Bytes a CSV cell takes on average (a value with its comma), for the estimate.
 CELL_BYTES = 20

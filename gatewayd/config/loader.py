@@ -233,7 +233,7 @@ class _Load:
         return config.model_copy(
             update={
                 "gateway": gateway,
-                "integration": self._resolve_integration(doc, config.integration),
+                "integration": self._resolve_integration(doc, config, models),
                 "spool": config.spool.model_copy(
                     update={"path": self._abs_path(config.spool.path)}
                 ),
@@ -286,11 +286,14 @@ class _Load:
         return gateway.model_copy(update={**update, "broker": broker})
 
     def _resolve_integration(
-        self, doc: YamlDocument, integration: IntegrationConfig
+        self, doc: YamlDocument, config: Config, models: dict[str, DeviceModel]
     ) -> IntegrationConfig:
-        """`integration.http` with its secret key read and its CA file made absolute."""
+        """`integration.http` with its secret key read and its CA file made absolute;
+        the outbox made absolute; file events only with `integration.http`."""
+        integration = self._resolve_outbox(doc, config.integration)
         http = integration.http
         if http is None:
+            self._file_events_need_http(doc, config, models)
             return integration
         update: dict[str, Any] = {}
         found = self.secrets.get(("integration", "http", "secret_key_file"))
@@ -305,6 +308,50 @@ class _Load:
                     )
                 )
         return integration.model_copy(update={"http": http.model_copy(update=update)})
+
+    def _resolve_outbox(
+        self, doc: YamlDocument, integration: IntegrationConfig
+    ) -> IntegrationConfig:
+        if integration.outbox is None:
+            return integration
+        at: DataPath = ("integration", "outbox")
+        if integration.http is None:
+            self.issues.append(
+                doc.issue(
+                    at,
+                    "the outbox's files are uploaded over integration.http, "
+                    "which is not configured",
+                    "add an integration.http section (see README), or remove outbox",
+                )
+            )
+        outbox = self._abs_path(integration.outbox)
+        if not outbox.is_dir():
+            # Not created here: who may drop files into it (owner, group, mode) is the site's call.
+            self.issues.append(
+                doc.issue(
+                    at,
+                    f"directory '{integration.outbox}' does not exist",
+                    f"create it for the software that drops files, e.g. mkdir -m 0770 {outbox}",
+                )
+            )
+        return integration.model_copy(update={"outbox": outbox})
+
+    def _file_events_need_http(
+        self, doc: YamlDocument, config: Config, models: dict[str, DeviceModel]
+    ) -> None:
+        """A device whose model declares file events needs integration.http to upload them."""
+        for index, device in enumerate(config.devices):
+            model = models.get(device.model)
+            if model is not None and model.file_events:
+                self.issues.append(
+                    doc.issue(
+                        ("devices", index, "model"),
+                        f"model '{model.name}' declares file_events, which are uploaded over "
+                        "integration.http, which is not configured",
+                        "add an integration.http section (see README)",
+                    )
+                )
+                return
 
     def _read_secret_files(
         self, doc: YamlDocument, data: dict[str, Any]

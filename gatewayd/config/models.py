@@ -370,6 +370,28 @@ class ServiceConfig(Strict):
     outputs: list[str] = []
 
 
+FileParamType = Literal["int", "float", "bool", "string"]
+
+
+class FileEventConfig(Strict):
+    """An event of the model that may carry a file (an outbox drop or a capture).
+
+    `file_param` is the event parameter that gets the uploaded file (`local://...`);
+    `params` are the event's other parameters, with their types, which a drop must give.
+    The EnOS product model must declare `file_param` file-typed.
+    """
+
+    event: Identifier
+    file_param: Identifier
+    params: dict[Identifier, FileParamType] = {}
+
+    @model_validator(mode="after")
+    def _file_param_apart(self) -> FileEventConfig:
+        if self.file_param in self.params:
+            raise ValueError(f"'{self.file_param}' is the file_param; do not list it in params")
+        return self
+
+
 class DeviceModel(Strict):
     """A reusable device type (`models/<name>.yaml`)."""
 
@@ -384,6 +406,16 @@ class DeviceModel(Strict):
     services: list[ServiceConfig] = []
     attributes: list[AttributePointConfig] = []
     report: ReportConfig | None = None  # default report rule of the model's points
+    # Events that carry a file, uploaded over integration.http (outbox drops, captures).
+    file_events: list[FileEventConfig] = []
+
+    @model_validator(mode="after")
+    def _file_events_once(self) -> DeviceModel:
+        ids = [f.event for f in self.file_events]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"file_events declares {', '.join(twice)} more than once")
+        return self
 
 
 # ---------------------------------------------------------------------------- devices
@@ -508,9 +540,15 @@ def base_url_problem(value: str) -> str | None:
 
 
 class IntegrationConfig(Strict):
-    """EnOS message integration channels (only HTTP for now)."""
+    """EnOS message integration channels (only HTTP for now) and file events."""
 
     http: IntegrationHttpConfig | None = None
+    # A directory other software drops files into (NAME + NAME.json sidecar) for upload.
+    # It must exist (the gateway does not create it: its owner and mode are the site's).
+    outbox: Path | None = None
+    # Byte cap of the stored file events (payloads and records, dead letters included):
+    # beyond it the oldest are dropped and counted, like the spool's rows.
+    max_bytes: Annotated[Size, Field(ge=1 << 20)] = 1 << 30
 
 
 class LoggingConfig(Strict):

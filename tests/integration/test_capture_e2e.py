@@ -82,6 +82,30 @@ def sidecars(site: Site) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
 
+def published(site: Site) -> dict[str, tuple[dict[str, Any], Path]]:
+    """Complete drops by payload name: (sidecar, payload), still in captures/ or already
+    committed by the file-event watcher (which takes a drop within a second; its uploads
+    to the unreachable integration address keep it in the store)."""
+    found: dict[str, tuple[dict[str, Any], Path]] = {}
+    for sidecar in sidecars(site):
+        with contextlib.suppress(FileNotFoundError):  # taken by the watcher meanwhile
+            name = sidecar.name.removesuffix(".json")
+            found[name] = (json.loads(sidecar.read_text()), captures(site) / name)
+    store = site.config.spool.path.parent / "file-events" / "pending"
+    for record_path in sorted(store.glob("*/event.json")):
+        record = json.loads(record_path.read_text())
+        keys = ("device", "event", "file_param", "params", "filename")
+        sidecar = {**{k: record[k] for k in keys}, "time": record["time_ms"]}
+        found[record["filename"]] = (sidecar, record_path.parent / "payload")
+    return found
+
+
+def leftovers(site: Site, name: str) -> list[str]:
+    """What captures/ holds besides the drop `name` (nothing may be left running)."""
+    directory = captures(site)
+    return sorted(p.name for p in directory.iterdir() if p.name not in (name, name + ".json"))
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The file as a general-purpose parser (the stdlib's csv) reads it."""
     with path.open(newline="", encoding="utf-8") as file:
@@ -99,7 +123,7 @@ async def test_fired_capture_drops_the_rows_around_the_event(tmp_path: Path) -> 
     async with capture_site(tmp_path) as site, running(site):
         await async_wait_until(lambda: len(site.committed) >= 10, 20, "ten cycles")
         site.sim.set_value(1, "alarm", True)
-        await async_wait_until(lambda: sidecars(site), 30, "the capture's drop")
+        await async_wait_until(lambda: published(site), 30, "the capture's drop")
         # Later data reaches the cloud: the uplink runs, and had the event gone to the
         # spool it would have been delivered before these points.
         dropped_at = int(time.time() * 1000)
@@ -108,11 +132,10 @@ async def test_fired_capture_drops_the_rows_around_the_event(tmp_path: Path) -> 
             30,
             "values read after the drop in the cloud",
         )
-    (sidecar_path,) = sidecars(site)
-    sidecar = json.loads(sidecar_path.read_text())
+    ((name, (sidecar, payload)),) = published(site).items()
     fired = sidecar["time"]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(fired // 1000))
-    name = f"meter-1-alarmOn-{stamp}.csv"
+    assert name == f"meter-1-alarmOn-{stamp}.csv"
     assert sidecar == {
         "device": "meter-1",
         "event": "alarmOn",
@@ -121,7 +144,6 @@ async def test_fired_capture_drops_the_rows_around_the_event(tmp_path: Path) -> 
         "time": fired,
         "filename": name,
     }
-    assert sidecar_path.name == name + ".json"
     # The readings the daemon committed in the window, as the file must hold them.
     expected: dict[int, dict[str, str]] = {}
     for result in site.committed:
@@ -136,14 +158,14 @@ async def test_fired_capture_drops_the_rows_around_the_event(tmp_path: Path) -> 
                 cells[s.measurepoint] = repr(s.value) if isinstance(s.value, float) else str(
                     s.value
                 )
-    rows = read_csv(captures(site) / name)
+    rows = read_csv(payload)
     assert rows == [expected[ts] for ts in sorted(expected)]
     assert rows[0] == {"time": rows[0]["time"], "voltage": "230.5", "energy": "1000"}
     assert any(ts < fired for ts in expected)
     assert any(ts > fired for ts in expected)
     assert cloud_events(site, "alarmOn") == []
     assert [e for r in site.committed for e in r.events] == []
-    assert sorted(p.name for p in captures(site).iterdir()) == [name, name + ".json"]
+    assert leftovers(site, name) == []
 
 
 async def test_a_stop_during_after_completes_the_drop_as_it_is(tmp_path: Path) -> None:
@@ -157,12 +179,11 @@ async def test_a_stop_during_after_completes_the_drop_as_it_is(tmp_path: Path) -
                 await async_wait_until(
                     lambda: list(captures(site).glob("*.csv.part")), 30, "the running capture"
                 )
-                assert sidecars(site) == []
-        (sidecar_path,) = sidecars(site)
-        name = sidecar_path.name.removesuffix(".json")
-        rows = read_csv(captures(site) / name)
+                assert published(site) == {}
+        ((name, (_sidecar, payload)),) = published(site).items()
+        rows = read_csv(payload)
         assert rows
-        assert sorted(p.name for p in captures(site).iterdir()) == [name, name + ".json"]
+        assert leftovers(site, name) == []
         cut = [e for e in logs if e["event"] == "captures cut short: the daemon stops"]
         assert [(e["device"], e["count"], e["log_level"]) for e in cut] == [
             ("meter-1", 1, "warning")
@@ -206,7 +227,7 @@ async def test_kill_9_during_after_then_restart_completes_the_drop(tmp_path: Pat
             first.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(first.wait(), 30) == -signal.SIGKILL
         written = part.read_bytes()
-        assert sidecars(site) == []
+        assert published(site) == {}
         name = part.name.removesuffix(".part")
         assert (captures(site) / (name + ".json.part")).is_file()
 
@@ -214,7 +235,7 @@ async def test_kill_9_during_after_then_restart_completes_the_drop(tmp_path: Pat
         restarted_at = int(time.time() * 1000)
         second = await start_daemon(site, log)
         try:
-            await async_wait_until(lambda: sidecars(site), 30, "the completed drop")
+            await async_wait_until(lambda: published(site), 30, "the completed drop")
             await async_wait_until(
                 lambda: any(r.time > restarted_at for r in site.emulator.records.points),
                 60,
@@ -223,23 +244,22 @@ async def test_kill_9_during_after_then_restart_completes_the_drop(tmp_path: Pat
         finally:
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 30) == 0
-    (sidecar_path,) = sidecars(site)
-    assert sidecar_path.name == name + ".json"
-    sidecar = json.loads(sidecar_path.read_text())
+    ((published_name, (sidecar, payload)),) = published(site).items()
+    assert published_name == name
     assert (sidecar["device"], sidecar["event"], sidecar["file_param"]) == (
         "meter-1", "alarmOn", "record"
     )  # fmt: skip
     assert sidecar["params"] == {"measurepoint": "alarm", "value": True, "reason": 7}
-    assert (captures(site) / name).read_bytes() == written
-    rows = read_csv(captures(site) / name)
+    assert payload.read_bytes() == written
+    rows = read_csv(payload)
     assert len(rows) == written.count(b"\n") - 1
     times = [r["time"] for r in rows]
     assert times == sorted(times)
     assert times[0] < iso_time(sidecar["time"]) < times[-1]
     assert {r["voltage"] for r in rows} == {"230.5"}
-    assert sorted(p.name for p in captures(site).iterdir()) == [name, name + ".json"]
+    assert leftovers(site, name) == []
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     recovered = [e for e in entries if e["event"].startswith("capture completed after a restart")]
     assert [(e["file"], e["level"]) for e in recovered] == [(name, "warning")]
     assert cloud_events(site, "alarmOn") == []
-    assert os.stat(captures(site) / name).st_mode & 0o777 == 0o600
+    assert os.stat(payload).st_mode & 0o777 == 0o600
