@@ -34,10 +34,12 @@ from gatewayd.enos.connect_history import ConnectHistoryFile, channel_connects_f
 from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
+from gatewayd.mapping.captures import Captures, capture_dir
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
+from gatewayd.samples import Event
 from gatewayd.spool.worker import Spool
 from gatewayd.statusfile import StatusFile
 from gatewayd.systemd import Heartbeat, Notifier, WatchdogPinger
@@ -150,6 +152,8 @@ class Daemon:
         self._reload = asyncio.Event()
         self.spool: Spool | None = None
         self.uplink: Uplink | None = None
+        #: Capture rules: the devices' rings and running captures, and their file writer.
+        self.captures: Captures | None = None
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,7 +177,14 @@ class Daemon:
         register_secrets(self.config)
         shapes = EnosQuality.from_config(self.config)
         self.spool = await Spool.open(self.config.spool, shapes=shapes)
+        self.captures = Captures(
+            capture_dir(self.config),
+            self.config,
+            clock=self.clock,
+            on_unwritten=self._capture_unwritten,
+        )
         try:
+            await self.captures.recover()
             await self._run_pipeline(self.spool)
         finally:
             await self.spool.close()
@@ -186,8 +197,10 @@ class Daemon:
             uplink_task = group.create_task(self.uplink.run(), name="uplink")
             self.heartbeat.register("spool-writer", HEARTBEAT_SILENCE_S)
             writer = group.create_task(self._spool_writer(spool), name="spool-writer")
+            captures = group.create_task(self._captures().run(), name="captures")
             self._start_pollers(self.config)
             status = group.create_task(self._status_loop(spool), name="status")
+            files = self._start_file_events(group)
             watchdog = self._start_watchdog(group)
             self.notifier.ready()
             self.ready.set()
@@ -204,7 +217,10 @@ class Daemon:
             writer.cancel()
             await asyncio.wait({writer})  # never raises: a cancel of run() itself still ends it
             await self._flush_results(spool)
-            for task in (status, uplink_task, watchdog):
+            self._captures().stop()
+            await asyncio.wait({captures})
+            await self._captures().close()
+            for task in (status, uplink_task, watchdog, files):
                 if task is not None:
                     task.cancel()
 
@@ -218,6 +234,16 @@ class Daemon:
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 await self._apply_reload(spool)
+
+    def _start_file_events(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+        """File events (outbox, captures, uploads): only with integration.http, which loads
+        httpx; their own task, so an upload never holds back measurepoints."""
+        if self.config.integration.http is None:
+            return None
+        from gatewayd.integration.filetask import run_file_events  # noqa: PLC0415
+
+        files = run_file_events(self.config, self.clock, lambda: self.config)
+        return group.create_task(files, name="file-events")
 
     def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
         interval = self.notifier.watchdog_interval()
@@ -281,6 +307,7 @@ class Daemon:
                 heartbeat=beat,
                 muting=self.muting,
                 resend=self.resend,
+                captures=self._captures().hook,
             )
             # A bus task that crashes is restarted by the daemon, with the bus backoff.
             supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)
@@ -336,6 +363,17 @@ class Daemon:
             self.resend.all()
         self._losses = losses
 
+    def _captures(self) -> Captures:
+        assert self.captures is not None, "made when the spool opens"
+        return self.captures
+
+    async def _capture_unwritten(self, event: Event) -> None:
+        """A capture whose file could not be started: its event goes without the file."""
+        if self.spool is not None:
+            await self.spool.append([], [event], int(self.clock.time() * 1000))
+        if self.uplink is not None:
+            self.uplink.notify_new_data()
+
     async def _flush_results(self, spool: Spool) -> None:
         while not self.results.empty():
             await self._commit(spool, self.results.get_nowait())
@@ -380,6 +418,7 @@ class Daemon:
         self.config = new
         self._filtering = _reports_on_change(new)
         await self._stop_pollers()
+        self._captures().configure(new)
         self._start_pollers(new)
         if self.uplink is not None:
             registry = self.uplink.registry
@@ -399,6 +438,8 @@ class Daemon:
         await spool.set_shapes(EnosQuality.from_config(new))
         if new.gateway != old.gateway or new.spool != old.spool:
             log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
+        if new.integration != old.integration:
+            log.warning("integration section changed: restart gatewayd to apply")
         self.notifier.ready()
         log.info("configuration reloaded", buses=len(self.pollers))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from gatewayd.config.capture_rules import check_captures
 from gatewayd.config.errormap import validation_issues
 from gatewayd.config.errors import ConfigError, ConfigIssue, DataPath
 from gatewayd.config.model_rules import check_model
@@ -72,6 +73,8 @@ class _Load:
         # (section path, "device"/"product") → (absolute file, secret) for secret files
         self.secrets: dict[DataPath, tuple[Path, SecretStr]] = {}
         self.file_order: list[str] = [str(path)]
+        # model name → (its document, its path there): for checks needing the site too
+        self.model_at: dict[str, tuple[YamlDocument, DataPath]] = {}
 
     # ------------------------------------------------------------------ orchestration
 
@@ -181,6 +184,7 @@ class _Load:
             return None
         model: DeviceModel | None = self._validate(DeviceModel, raw, doc, prefix)
         self.issues += check_model(doc, prefix, raw)
+        self.model_at[name] = (doc, prefix)
         written = raw.get("name")
         if isinstance(written, str) and written != name:
             self.issues.append(
@@ -221,6 +225,9 @@ class _Load:
             if model is not None:
                 self._check_point_reports(doc, index, device, model)
                 self._check_historical_channel(doc, index, device, model, config)
+                self.issues += check_captures(
+                    *self.model_at[device.model], device, model, config.integration
+                )
             update: dict[str, Any] = {}
             found = self.secrets.get(("devices", index, "device_secret_file"))
             if found is not None:
@@ -229,7 +236,7 @@ class _Load:
         return config.model_copy(
             update={
                 "gateway": gateway,
-                "integration": self._resolve_integration(doc, config.integration),
+                "integration": self._resolve_integration(doc, config, models),
                 "spool": config.spool.model_copy(
                     update={"path": self._abs_path(config.spool.path)}
                 ),
@@ -316,13 +323,16 @@ class _Load:
         return broker.model_copy(update={"tls": _copy(tls, tls_update)})
 
     def _resolve_integration(
-        self, doc: YamlDocument, integration: IntegrationConfig
+        self, doc: YamlDocument, config: Config, models: dict[str, DeviceModel]
     ) -> IntegrationConfig:
         """`integration.http` with its secret key read and its CA file made absolute;
+        the outbox made absolute; file events only with `integration.http`;
         `integration.mqtt` with its product secrets read."""
+        integration = self._resolve_outbox(doc, config.integration)
         integration = self._resolve_integration_mqtt(doc, integration)
         http = integration.http
         if http is None:
+            self._file_events_need_http(doc, config, models)
             return integration
         update: dict[str, Any] = {}
         found = self.secrets.get(("integration", "http", "secret_key_file"))
@@ -359,6 +369,50 @@ class _Load:
         return integration.model_copy(
             update={"mqtt": mqtt.model_copy(update={"products": products})}
         )
+
+    def _resolve_outbox(
+        self, doc: YamlDocument, integration: IntegrationConfig
+    ) -> IntegrationConfig:
+        if integration.outbox is None:
+            return integration
+        at: DataPath = ("integration", "outbox")
+        if integration.http is None:
+            self.issues.append(
+                doc.issue(
+                    at,
+                    "the outbox's files are uploaded over integration.http, "
+                    "which is not configured",
+                    "add an integration.http section (see README), or remove outbox",
+                )
+            )
+        outbox = self._abs_path(integration.outbox)
+        if not outbox.is_dir():
+            # Not created here: who may drop files into it (owner, group, mode) is the site's call.
+            self.issues.append(
+                doc.issue(
+                    at,
+                    f"directory '{integration.outbox}' does not exist",
+                    f"create it for the software that drops files, e.g. mkdir -m 0770 {outbox}",
+                )
+            )
+        return integration.model_copy(update={"outbox": outbox})
+
+    def _file_events_need_http(
+        self, doc: YamlDocument, config: Config, models: dict[str, DeviceModel]
+    ) -> None:
+        """A device whose model declares file events needs integration.http to upload them."""
+        for index, device in enumerate(config.devices):
+            model = models.get(device.model)
+            if model is not None and model.file_events:
+                self.issues.append(
+                    doc.issue(
+                        ("devices", index, "model"),
+                        f"model '{model.name}' declares file_events, which are uploaded over "
+                        "integration.http, which is not configured",
+                        "add an integration.http section (see README)",
+                    )
+                )
+                return
 
     def _read_secret_files(
         self, doc: YamlDocument, data: dict[str, Any]

@@ -199,6 +199,44 @@ def _check_events(
             c.add(at, f"{rule.rule} needs a bool point; '{rule.point}' is {point.type.value}")
         if isinstance(rule, ThresholdRule) and not point.type.is_numeric:
             c.add(at, f"threshold needs a numeric point; '{rule.point}' is {point.type.value}")
+    _check_captures(c, raw, names)
+
+
+#: Event parameters the engine sets itself (`gatewayd.mapping.events`).
+_ENGINE_PARAMS = ("measurepoint", "value")
+
+
+def _check_captures(c: _Checker, raw: object, names: dict[str, int]) -> None:
+    """A capture names measurepoints of the model, once each; its file parameter is not
+    one the rule already fills; its event is fired by this rule alone (the capture is
+    found by the event's id)."""
+    rules = list(valid_items(raw, _EVENT_ADAPTER))
+    for index, rule in rules:
+        capture = rule.capture
+        if capture is None:
+            continue
+        at: DataPath = ("events", index, "capture")
+        first: dict[str, int] = {}
+        for p, name in enumerate(capture.points):
+            if name not in names:
+                c.add((*at, "points", p), f"unknown point '{name}'",
+                      hint_for(name, names, known="points"))  # fmt: skip
+            elif first.setdefault(name, p) != p:
+                c.add((*at, "points", p), f"point '{name}' is listed twice")
+        if capture.param in rule.params or capture.param in _ENGINE_PARAMS:
+            by = "the rule's params" if capture.param in rule.params else "the event rule"
+            c.add(
+                (*at, "param"),
+                f"parameter '{capture.param}' is filled by {by} already",
+                "name the parameter the cloud model declares for the file",
+            )
+        others = [i for i, other in rules if other.event == rule.event and i != index]
+        if others:
+            c.add(
+                at,
+                f"event '{rule.event}' is also fired by events[{others[0]}] "
+                f"(line {c.line_of(('events', others[0]))}); a captured event needs its own id",
+            )
 
 
 def _check_services(

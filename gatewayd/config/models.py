@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gatewayd.config.enums import REGISTER_COUNT, DataType, Order, Table, Timestamps
-from gatewayd.config.units import Duration, Size
+from gatewayd.config.units import Duration, Size, format_duration
 
 
 class Strict(BaseModel):
@@ -273,9 +273,33 @@ class AttributePointConfig(Strict):
     enum: dict[int, str] | None = None
 
     def as_point(self) -> PointConfig:
-        """The same registers as a point the Modbus reader can plan and decode."""
+        """The same registers as a point, for the Modbus reader and the mapping stage's decoder."""
         fields = self.model_dump(exclude={"attribute"})
         return PointConfig(measurepoint=self.attribute, **fields)
+
+
+#: The largest `before` / `after` of a capture: the ring holds `before` in memory.
+CAPTURE_MAX_WINDOW_S = 3600.0
+
+
+class CaptureConfig(Strict):
+    """What a device did around an event, as a file that goes with it (`param`): the
+    `points`' values from `before` the event fired until `after` it (CSV for now)."""
+
+    points: Annotated[list[str], Field(min_length=1)]
+    before: Duration
+    after: Duration
+    format: Literal["csv"] = "csv"
+    param: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+    @field_validator("before", "after")
+    @classmethod
+    def _bounded(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        if value > CAPTURE_MAX_WINDOW_S:
+            raise ValueError(f"{format_duration(value)} is longer than the 1h a capture may span")
+        return value
 
 
 class BitRule(Strict):
@@ -285,6 +309,7 @@ class BitRule(Strict):
     rule: Literal["bit_set", "bit_cleared"]
     point: str
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 class ThresholdRule(Strict):
@@ -297,6 +322,7 @@ class ThresholdRule(Strict):
     below: float | None = None
     hysteresis: Annotated[float, Field(ge=0)] = 0.0
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> ThresholdRule:
@@ -313,6 +339,7 @@ class InSetRule(Strict):
     point: str
     values: Annotated[list[int | float | str], Field(min_length=1)]
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 class ChangeRule(Strict):
@@ -322,6 +349,7 @@ class ChangeRule(Strict):
     rule: Literal["change"]
     point: str
     params: dict[str, str | int | float | bool] = {}
+    capture: CaptureConfig | None = None
 
 
 EventRule = Annotated[BitRule | ThresholdRule | InSetRule | ChangeRule, Field(discriminator="rule")]
@@ -349,6 +377,28 @@ class ServiceConfig(Strict):
     outputs: list[str] = []
 
 
+FileParamType = Literal["int", "float", "bool", "string"]
+
+
+class FileEventConfig(Strict):
+    """An event of the model that may carry a file (an outbox drop or a capture).
+
+    `file_param` is the event parameter that gets the uploaded file (`local://...`);
+    `params` are the event's other parameters, with their types, which a drop must give.
+    The EnOS product model must declare `file_param` file-typed.
+    """
+
+    event: Identifier
+    file_param: Identifier
+    params: dict[Identifier, FileParamType] = {}
+
+    @model_validator(mode="after")
+    def _file_param_apart(self) -> FileEventConfig:
+        if self.file_param in self.params:
+            raise ValueError(f"'{self.file_param}' is the file_param; do not list it in params")
+        return self
+
+
 class DeviceModel(Strict):
     """A reusable device type (`models/<name>.yaml`)."""
 
@@ -363,6 +413,16 @@ class DeviceModel(Strict):
     services: list[ServiceConfig] = []
     attributes: list[AttributePointConfig] = []
     report: ReportConfig | None = None  # default report rule of the model's points
+    # Events that carry a file, uploaded over integration.http (outbox drops, captures).
+    file_events: list[FileEventConfig] = []
+
+    @model_validator(mode="after")
+    def _file_events_once(self) -> DeviceModel:
+        ids = [f.event for f in self.file_events]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"file_events declares {', '.join(twice)} more than once")
+        return self
 
 
 # ---------------------------------------------------------------------------- devices
@@ -501,8 +561,9 @@ class IntegrationMqttConfig(Strict):
     """EnOS MQTT message integration (secure mode 4, one connection per product key).
 
     The broker defaults to the gateway's (`gateway.broker`); `broker` replaces it whole.
-    Topics use the SDK spelling `/sys/{productKey}/integration/...` (enos-protocol.md
-    §7.8: the docs' spelling without the leading slash is the other candidate).
+    Topics use the SDK spelling `/sys/{productKey}/integration/...` (PROTOCOL.md §7.8,
+    integration/PROTOCOL.md §6.2: the docs' spelling without the leading slash is the other
+    candidate).
     """
 
     products: Annotated[dict[Annotated[str, Field(min_length=1)], IntegrationProductConfig],
@@ -517,6 +578,12 @@ class IntegrationConfig(Strict):
 
     http: IntegrationHttpConfig | None = None
     mqtt: IntegrationMqttConfig | None = None
+    # A directory other software drops files into (NAME + NAME.json sidecar) for upload.
+    # It must exist (the gateway does not create it: its owner and mode are the site's).
+    outbox: Path | None = None
+    # Byte cap of the stored file events (payloads and records, dead letters included):
+    # beyond it the oldest are dropped and counted, like the spool's rows.
+    max_bytes: Annotated[Size, Field(ge=1 << 20)] = 1 << 30
 
 
 class LoggingConfig(Strict):

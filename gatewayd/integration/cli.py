@@ -1,4 +1,5 @@
-"""`gatewayd files get|delete CONFIG --device NAME URI`: stored EnOS files (seed 003).
+"""`gatewayd files get|delete CONFIG --device NAME URI`: stored EnOS files (seed 003);
+`gatewayd files dead-letters CONFIG`: file events EnOS refused for good.
 
 Uses the config's `integration.http` service account; the device names the asset (its
 product and device keys). `get` streams the file to `PATH.part` and renames it to PATH
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -59,6 +61,12 @@ def register(subparsers: Any) -> None:
     )
     get.set_defaults(func=run_get)
     delete.set_defaults(func=run_delete)
+    dead = actions.add_parser(
+        "dead-letters", help="file events EnOS refused for good, with its reply"
+    )
+    dead.add_argument("config", type=Path, metavar="CONFIG", help="path to gatewayd.yaml")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead.set_defaults(func=run_dead_letters)
 
 
 def _fail(message: str, status: int) -> int:
@@ -168,4 +176,30 @@ def run_delete(args: argparse.Namespace) -> int:
     except IntegrationError as exc:
         return _fail(str(exc), _status_of(exc))
     print(f"deleted {args.uri}")
+    return os.EX_OK
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    """List the file events kept aside after a permanent refusal (no network, no httpx)."""
+    from gatewayd.integration.filestore import read_counts, read_dead_letters  # noqa: PLC0415
+    from gatewayd.integration.outbox import store_dir  # noqa: PLC0415
+
+    config = load_or_report(args.config)
+    if config is None:
+        return os.EX_CONFIG
+    letters = read_dead_letters(store_dir(config))
+    for letter in letters:
+        event = letter.event
+        if args.json:
+            print(json.dumps({"seq": event.seq, "device": event.device, "event": event.event,
+                              "filename": event.filename, "time": event.time_ms,
+                              "md5": event.md5, "length": event.length, "code": letter.code,
+                              "msg": letter.msg}))  # fmt: skip
+        else:
+            print(f"{event.seq}\t{event.device}\t{event.event}\t{event.filename}\t"
+                  f"{letter.code}\t{letter.msg}")  # fmt: skip
+    pending, dropped = read_counts(store_dir(config))
+    print(f"{len(letters)} dead letter(s), {pending} pending, {dropped.events} dropped at "
+          f"integration.max_bytes ({dropped.bytes} bytes) in {store_dir(config)}",
+          file=sys.stderr)  # fmt: skip
     return os.EX_OK

@@ -3,6 +3,8 @@
 `IntegrationClient` gets and caches the APIM token (`token`), posts one event upload with
 its files as a streamed multipart body (`post_event`, a typed `UploadOutcome`), and
 downloads or deletes a stored file (`download`, `delete`, our own `IntegrationError`s).
+The calls are those of gatewayd/integration/PROTOCOL.md: the token §2, the upload §3.1,
+stored files §4.
 Every call that is refused for its token refreshes the token and is tried once more.
 httpx's exceptions never leave this module: transport failures and timeouts become
 `Retryable` outcomes or `IntegrationUnavailable`.

@@ -1,4 +1,7 @@
-"""The `enos-message` JSON of an upload (enos-http-integration.md §3), with its `files` map.
+"""The `enos-message` JSON of an upload, with its `files` map.
+
+The request, its `local://` file values and its limits: gatewayd/integration/PROTOCOL.md
+§3.3-3.5.
 
 Pure: attachments arrive already described (length, md5); building one from a file on
 disk is `stream.describe_file`'s job. A file-typed value is the string `local://<name>`,

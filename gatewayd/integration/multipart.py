@@ -4,6 +4,7 @@
 the attachments whose bytes the sender reads from disk in between. Because every file's
 length is known up front, so is the body's, and the request carries a plain
 `Content-Length` instead of chunked encoding (some gateways refuse chunked uploads).
+The parts EnOS expects: gatewayd/integration/PROTOCOL.md §3.2; why sized: §6.7.
 """
 
 from __future__ import annotations

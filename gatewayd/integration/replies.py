@@ -1,8 +1,9 @@
 """What an integration reply means: typed outcomes for uploads, errors for file calls.
 
-Pure. Success is `code` 200 or 0 (services differ; enos-http-integration.md §3). Transport
-errors, HTTP 5xx/429/408 and auth failures are worth retrying; any other code (a model
-mismatch such as 1204, a malformed request) is a permanent rejection of that request.
+Pure. Success is `code` 200 or 0 (services differ; gatewayd/integration/PROTOCOL.md
+§3.6, §6.1). Transport errors, HTTP 5xx/429/408 and auth failures are worth retrying; any
+other code (a model mismatch such as 1204, a malformed request) is a permanent rejection
+of that request. File calls: §4.3; an error envelope inside a 200 download: §6.5.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Reads happen in a worker thread (`asyncio.to_thread`) so a slow disk never stalls the
 event loop, and never hold more than one chunk of a file in memory. A file that changed
 between being described and being sent (other length or md5) aborts the upload with
-`FileChanged`: the body would contradict its own `files` map.
+`FileChanged`: the body would contradict its own `files` map
+(gatewayd/integration/PROTOCOL.md §3.4).
 """
 
 from __future__ import annotations

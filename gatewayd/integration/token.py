@@ -1,4 +1,7 @@
-"""APIM access tokens (enos-http-integration.md §2): the sha256 rule and when to refresh.
+"""APIM access tokens: the sha256 rule and when to refresh.
+
+The token service and its rules: gatewayd/integration/PROTOCOL.md §2 (the repeated
+request refusal, 1001: §6.6).
 
 Pure: the caller supplies the time. `TokenCache` answers "is the held token still good
 enough to use now?"; the HTTP seam asks the token service when it is not.

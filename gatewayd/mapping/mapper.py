@@ -1,7 +1,8 @@
 """Decoded point values → quality-tagged `Sample`s for one device (pure: no clock, no I/O).
 
-What the poller hands over, per device and cycle (indices are positions in the model's
-point list; times are Unix epoch milliseconds taken by the caller):
+What the mapping stage hands over, per device and cycle, once it has decoded the poller's
+responses (indices are positions in the model's point list; times are Unix epoch
+milliseconds taken by the caller):
 
 - `good(values_by_index, ts_ms)`: the values the codec decoded this cycle;
 - `good_block(indices, measurepoints, values, ts_ms, nonfinite)`: the same for one

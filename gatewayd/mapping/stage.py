@@ -1,13 +1,16 @@
 """The mapping stage: one device's reads → quality-tagged samples, blocks and events.
 
 The poller reads (and judges whether a read worked); this stage owns everything after:
-decoded values become `Sample`s / `SampleBlock`s with their quality (`DeviceMapper`), the
-device's event rules see the good values (`EventEngine`), and muting (`Muting`) decides
-whether any of it goes on to the spool. The poller hands over what it read, the stage
-returns what the spool stores; nothing flows back.
+the raw registers and bits of each good response are decoded, scaled and enum-mapped
+(`ResponseDecoder`, one compiled block decoder per request layout), the values become
+`Sample`s / `SampleBlock`s with their quality (`DeviceMapper`: NaN/±inf and points that do
+not decode are BAD), the device's event rules see the good values (`EventEngine`), and
+muting (`Muting`) decides whether any of it goes on to the spool. The poller hands over
+what it read (`read_responses`), the stage returns what the spool stores; nothing flows
+back.
 
-The stage takes the reads structurally (`GoodBlock`, `FailedRead`): it does not import the
-Modbus layer that produces them.
+The stage takes the reads structurally (`RawResponse`, `FailedRead`): it imports the
+Modbus layer's pure cores (register codec, point specs) but not the reader.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
+from gatewayd.config.enums import Order
 from gatewayd.config.models import (
     DeviceConfig,
     DeviceModel,
@@ -26,6 +30,7 @@ from gatewayd.config.models import (
     ReportConfig,
     ThresholdRule,
 )
+from gatewayd.mapping.decoding import Decoded, RawResponse, ResponseDecoder
 from gatewayd.mapping.events import EventEngine, RuleSpec
 from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.mapping.muting import Muting
@@ -33,6 +38,7 @@ from gatewayd.mapping.report import ALWAYS, ReportFilter, ReportSpec, Resend
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
 __all__ = [
+    "CaptureHook",
     "DeviceMapping",
     "DeviceOutput",
     "FailedRead",
@@ -43,7 +49,7 @@ __all__ = [
 
 
 class GoodBlock(Protocol):
-    """The good readings of one response (the poller's decoded block)."""
+    """The decoded values of one response (`decoding.DecodedBlock` fits)."""
 
     @property
     def indices(self) -> tuple[int, ...]: ...  # model indices, in request order
@@ -66,6 +72,20 @@ class FailedRead(Protocol):
     def index(self) -> int: ...
     @property
     def ts_ms(self) -> int: ...
+
+
+class CaptureHook(Protocol):
+    """A device's capture rules (`gatewayd.mapping.captures`): they see each poll's output
+    and keep the events they capture (those go with their file, not by event.post)."""
+
+    def take(
+        self,
+        samples: Sequence[Sample],
+        blocks: Sequence[SampleBlock],
+        events: list[Event],
+        *,
+        publishing: bool,
+    ) -> list[Event]: ...
 
 
 class DeviceOutput(NamedTuple):
@@ -170,12 +190,25 @@ class DeviceMapping:
         stamp_per_request: bool = False,
         reports: dict[str, ReportSpec] | None = None,
         resend: Resend | None = None,
+        orders: Sequence[tuple[Order, Order]] | None = None,
+        capture: CaptureHook | None = None,
     ) -> None:
         """`stamp_per_request`: the device stamps each response (`timestamps: request`);
         `reports`: measurepoint → report rule (`report_specs`; none: all `always`);
-        `resend`: the daemon's "send the next reading" signals."""
+        `resend`: the daemon's "send the next reading" signals; `orders`: each point's
+        (byte, word) order for decoding (`codec.point_orders`; none: the point's own,
+        else big-endian, the Modbus default); `capture`: the device's capture rules, if
+        it has any."""
+        self._capture = capture
         self.device = device
+        points = tuple(points)  # one tuple, shared by the mapper and the decoder
+        if orders is None:
+            orders = [
+                (p.byte_order or Order.BIG, p.word_order or Order.BIG) for p in points
+            ]
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
+        #: Raw responses → values, with a decoder compiled once per request layout.
+        self.decoder = ResponseDecoder(points, orders)
         self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
@@ -203,8 +236,24 @@ class DeviceMapping:
             return DeviceOutput([], [], [])
         return self._report(DeviceOutput(samples, [], []), due, now_ms)
 
+    def read_responses(
+        self, responses: Iterable[RawResponse], failed: Iterable[FailedRead]
+    ) -> DeviceOutput:
+        """One poll's good responses, raw, and failed points → samples, blocks and events.
+
+        The responses are decoded here; points whose registers do not decode (a BCD digit
+        over 9, say) are BAD like the points whose read failed.
+        """
+        decoded = Decoded([], [])
+        decode_into = self.decoder.decode_into
+        for response in responses:
+            decode_into(response, decoded)
+        if decoded.failed:
+            failed = [*failed, *decoded.failed]
+        return self.read(decoded.blocks, failed)
+
     def read(self, blocks: Sequence[GoodBlock], failed: Iterable[FailedRead]) -> DeviceOutput:
-        """One poll's good blocks and failed points → samples, blocks and events.
+        """One poll's decoded blocks and failed points → samples, blocks and events.
 
         The mapping state (last good values, rule states) follows every read, muted or not,
         so a device unmuted later neither misses nor repeats a transition.
@@ -249,6 +298,8 @@ class DeviceMapping:
             samples = sorted([*expanded, *samples], key=_sample_time)
             good_blocks = []
         events = self._fire(samples, good_blocks)
+        if self._capture is not None:  # before the report filter: captures see every reading
+            events = self._capture.take(samples, good_blocks, events, publishing=self.publishing)
         if not self.publishing:
             return DeviceOutput([], [], [])
         failed_indices = [i for indices in failed_by_ts.values() for i in indices]

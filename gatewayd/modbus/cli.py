@@ -5,8 +5,8 @@
 full cycle against the shortest poll period, with a warning when the bus cannot keep up.
 
 `read` polls one device for real through the same reader the daemon uses (planning, hole
-discovery, decoding) and prints every measurepoint with value, unit, quality and raw
-registers. Nothing is spooled or published.
+discovery) and the mapping stage's decoder, and prints every measurepoint with value, unit,
+quality and raw registers. Nothing is spooled or published.
 
 Exit status: 0 success; 64 unknown device or bad option; 78 invalid config; for `read`,
 1 when some points failed in the last poll and 69 (EX_UNAVAILABLE) when the bus could not
@@ -29,10 +29,11 @@ from gatewayd.clock import SystemClock
 from gatewayd.config.cli import load_or_report
 from gatewayd.config.models import BusConfig, Config, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.config.units import format_duration, parse_duration
+from gatewayd.mapping.decoding import Decoded, PointReading, ResponseDecoder
 from gatewayd.mapping.stage import report_specs
 from gatewayd.modbus.capacity import BusCapacity, DevicePlan, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable
-from gatewayd.modbus.reader import DeviceReader, PointReading, ReadOutcome
+from gatewayd.modbus.reader import DeviceReader, ReadOutcome
 from gatewayd.modbus.timing import resolve_gap_fill
 
 #: Some points failed: sysexits has no "partly" status, so the generic failure code.
@@ -288,6 +289,7 @@ async def _read(
 
     model = config.models[device.model]
     reader = DeviceReader(bus, device, model, gap_fill=resolve_gap_fill(bus))
+    decoder = ResponseDecoder(reader.points, reader.orders)
     clock = SystemClock()
     client = make_client(bus)
     try:
@@ -304,10 +306,11 @@ async def _read(
                 # Keep the polls on the interval grid like the daemon (no drift).
                 await clock.sleep(interval - clock.monotonic() % interval)
             outcome = await reader.read(client, everything, clock)
-            _print_poll(reader, outcome, n + 1, count, as_json=as_json)
+            decoded = decoder.decode(outcome.responses)
+            _print_poll(reader, outcome, decoded, n + 1, count, as_json=as_json)
             if not outcome.answered:
                 status = os.EX_UNAVAILABLE
-            elif outcome.failed:
+            elif outcome.failed or decoded.failed:
                 status = EX_PARTIAL
             else:
                 status = os.EX_OK
@@ -317,9 +320,16 @@ async def _read(
 
 
 def _print_poll(
-    reader: DeviceReader, outcome: ReadOutcome, n: int, count: int, *, as_json: bool
+    reader: DeviceReader,
+    outcome: ReadOutcome,
+    decoded: Decoded,
+    n: int,
+    count: int,
+    *,
+    as_json: bool,
 ) -> None:
-    readings = sorted([*outcome.good, *outcome.failed], key=lambda r: r.index)
+    failed = [PointReading(f.index, None, (), f.ts_ms, f.error) for f in outcome.failed]
+    readings = sorted([*decoded.good, *decoded.failed, *failed], key=lambda r: r.index)
     device = reader.device
     if as_json:
         print(

@@ -53,7 +53,7 @@ class DeviceHealth:
     _reads: deque[tuple[float, int]] = field(default_factory=deque)
 
     def count_points(self, now: float, points: int) -> None:
-        """Record `points` good readings at monotonic `now` for the rate figure."""
+        """Record `points` readings the device answered at monotonic `now` (the rate figure)."""
         self._reads.append((now, points))
         while self._reads and self._reads[0][0] < now - RATE_WINDOW:
             self._reads.popleft()

@@ -13,9 +13,10 @@ requests in that cycle, goes to BACKOFF (1 s → 5 min, jittered) and is retried
 tick after the backoff; the other devices keep their schedule. It logs one warning when it
 goes down and one info line when it recovers.
 
-The poller reads and judges the reads; each device's outcome goes to the mapping stage
-(`gatewayd.mapping.stage.DeviceMapping`: samples, quality, event rules, muting), whose
-output is what the cycle carries. Quality of what is emitted per due point:
+The poller reads and judges the reads; each device's outcome (the raw words of its good
+responses, its failed points) goes to the mapping stage (`mapping.stage.DeviceMapping`:
+decoding and scaling, samples, quality, event rules, muting), whose output is what the
+cycle carries. Quality of what is emitted per due point:
 - read fine → `GOOD` with the value, stamped with the device's cycle time (when its first
   request went out; the response's wall time with `timestamps: request`, see the reader);
 - read attempted and failed (timeout, exception, undecodable) → `BAD` carrying the last
@@ -43,12 +44,13 @@ from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.episodes import Episodes
+from gatewayd.mapping.decoding import ResponseDecoder
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
-from gatewayd.mapping.stage import DeviceMapping, report_specs
+from gatewayd.mapping.stage import CaptureHook, DeviceMapping, report_specs
 from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
-from gatewayd.modbus.errors import BusUnavailable
+from gatewayd.modbus.errors import BusUnavailable, ModbusError
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
 from gatewayd.modbus.probebudget import ProbeBudget
 from gatewayd.modbus.reader import DeviceReader, ReadOutcome
@@ -98,10 +100,20 @@ class CycleResult:
 class DeviceHandle:
     """What a priority operation may do with one device, on the bus task, between polls."""
 
-    def __init__(self, reader: DeviceReader, client: ModbusClient, clock: Clock) -> None:
+    def __init__(
+        self,
+        reader: DeviceReader,
+        client: ModbusClient,
+        clock: Clock,
+        decoder: ResponseDecoder | None = None,
+    ) -> None:
+        """`decoder`: the device's (its mapping stage's); by default one of its own."""
         self._reader = reader
         self._client = client
         self._clock = clock
+        self._decoder = (
+            decoder if decoder is not None else ResponseDecoder(reader.points, reader.orders)
+        )
 
     @property
     def device(self) -> DeviceConfig:
@@ -120,10 +132,13 @@ class DeviceHandle:
         `DeviceRejected`, `BusUnavailable`, `ModbusError` for an undecodable value).
         """
         indices = [self._reader.index_of(name) for name in measurepoints]
-        readings = await self._reader.read_indices(self._client, indices, self._clock)
-        return {
-            self._reader.points[i].measurepoint: _value(readings[i].value) for i in indices
-        }
+        responses = await self._reader.read_indices(self._client, indices, self._clock)
+        decoded = self._decoder.decode(responses)
+        if decoded.failed:
+            first = decoded.failed[0]
+            raise ModbusError(f"{self._reader.points[first.index].measurepoint}: {first.error}")
+        values = {reading.index: reading.value for reading in decoded.good}
+        return {self._reader.points[i].measurepoint: _value(values[i]) for i in indices}
 
     async def read_attributes(self) -> tuple[dict[str, Value], dict[str, str]]:
         """Read the model's register attributes now: (values, reason by attribute that failed).
@@ -140,8 +155,12 @@ class DeviceHandle:
             gap_fill=resolve_gap_fill(self._reader.bus),
         )
         outcome = await reader.read(self._client, range(len(points)), self._clock, probe=False)
-        values = {points[r.index].measurepoint: _value(r.value) for r in outcome.good}
-        errors = {points[r.index].measurepoint: r.error or "read failed" for r in outcome.failed}
+        decoded = ResponseDecoder(reader.points, reader.orders).decode(outcome.responses)
+        values = {points[r.index].measurepoint: _value(r.value) for r in decoded.good}
+        errors = {points[r.index].measurepoint: r.error for r in outcome.failed}
+        errors.update(
+            (points[r.index].measurepoint, r.error or "undecodable") for r in decoded.failed
+        )
         for point in points:
             if point.measurepoint not in values and point.measurepoint not in errors:
                 errors[point.measurepoint] = outcome.last_error or "not read"
@@ -158,7 +177,7 @@ class DeviceHandle:
 
 
 def _value(value: Value | None) -> Value:
-    if value is None:  # read_indices raises instead of returning failed readings
+    if value is None:  # good readings always hold a value
         raise AssertionError("a good reading without a value")
     return value
 
@@ -200,6 +219,7 @@ class BusPoller:
         on_cycle: Callable[[], None] | None = None,
         muting: Muting | None = None,
         resend: Resend | None = None,
+        captures: Callable[[str], CaptureHook | None] | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
@@ -207,7 +227,8 @@ class BusPoller:
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         `muting` is the daemon's table of muted devices (it outlives this poller);
-        `resend` its "send the next reading" signals for the report filter.
+        `resend` its "send the next reading" signals for the report filter; `captures`
+        gives a device's capture rules (the daemon's `Captures.hook`).
         """
         self.bus = bus
         self._results = results
@@ -264,6 +285,8 @@ class BusPoller:
                     stamp_per_request=reader.stamp_per_request,
                     reports=report_specs(config, model),
                     resend=self._resend,
+                    orders=reader.orders,
+                    capture=captures(config.name) if captures is not None else None,
                 ),
                 polling=config.enabled,
             )
@@ -458,7 +481,8 @@ class BusPoller:
             operation = self._ops.popleft()
             if operation.future.done():  # the caller gave up before we got to it
                 continue
-            handle = DeviceHandle(operation.device.reader, self._client, self._clock)
+            device = operation.device
+            handle = DeviceHandle(device.reader, self._client, self._clock, device.mapping.decoder)
             try:
                 if not self._client.connected:
                     await self._client.connect()
@@ -521,7 +545,7 @@ class BusPoller:
                 output = entry.mapping.not_read(points, round(self._clock.time() * 1000))
             else:
                 self._update_health(entry, outcome, now)
-                output = entry.mapping.read(outcome.blocks, outcome.failed)
+                output = entry.mapping.read_responses(outcome.responses, outcome.failed)
             samples.extend(output.samples)
             blocks.extend(output.blocks)
             events.extend(output.events)
@@ -582,4 +606,4 @@ class BusPoller:
             health.last_success_ms = round(self._clock.time() * 1000)
             if outcome.failed:
                 health.last_error = outcome.last_error
-        health.count_points(now, outcome.good_count)
+        health.count_points(now, outcome.answered_count)

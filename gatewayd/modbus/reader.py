@@ -1,10 +1,11 @@
-"""Reading one device: plan the due points, send the requests, decode, learn holes and limits.
+"""Reading one device: plan the due points, send the requests, learn holes and limits.
 
-`DeviceReader` is the I/O shell around the pure planner and codec for one device. It owns
-what the device taught us (unreadable registers, the largest read it accepts) and a cache of
-plans per set of due points, so a steady schedule costs one comparison per cycle. Each
-request gets a `BlockDecoder` compiled once, and each answer becomes one `DecodedBlock`
-(indices, values, one timestamp) rather than an object per point: the poll hot path. It is
+`DeviceReader` is the I/O shell around the pure planner for one device. It owns what the
+device taught us (unreadable registers, the largest read it accepts) and a cache of plans
+per set of due points, so a steady schedule costs one comparison per cycle. It judges each
+read (answered, refused, timed out, garbled) and hands the good answers on undecoded: one
+`RawResponse` (request, words, timestamp) per answer, which the mapping stage decodes
+(`gatewayd.mapping.decoding`). Writes encode here, with the same register codec. It is
 used by the bus poller (every cycle), by priority operations (`DeviceHandle`) and by
 `gatewayd read`. It never sleeps and never reads a clock except for timestamps.
 
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
@@ -33,7 +33,6 @@ from gatewayd.config.models import (
     Timestamps,
 )
 from gatewayd.modbus import codec
-from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
 from gatewayd.modbus.errors import (
     ILLEGAL_DATA_ADDRESS,
     BusUnavailable,
@@ -50,8 +49,6 @@ if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not neede
 
 log = structlog.get_logger()
 
-#: Distinct requests whose compiled decoder is kept (far above any real device's plan count).
-_DECODER_CACHE_SIZE = 1024
 #: Bound on probe rounds per poll: each round verifies or rules out every open gap, so the
 #: planner converges in a round or two, plus one round per step of a register-limit search
 #: (log2 of the refused length); the bound only guards against a planner bug.
@@ -70,50 +67,32 @@ class PointNotWritable(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class PointReading:
-    """One point's outcome in one poll: a value with its raw registers, or a failure."""
+class FailedPoint:
+    """A point whose read failed in one poll (timeout, exception, bus lost, unreadable)."""
 
     index: int  # position of the point in the model's `points`
-    value: Value | None  # None when the read failed
-    raw: tuple[int, ...]  # registers (or bits) as read; empty on failure
-    ts_ms: int  # the poll's time (`cycle`), or the response's / failed attempt's, Unix ms
-    error: str | None = None
+    ts_ms: int  # the poll's time (`cycle`), or the failed attempt's, Unix ms
+    error: str
 
 
-@dataclass(slots=True)  # not frozen: built per response, and frozen __init__ is slow
-class DecodedBlock:
-    """The good readings of one response: points (model indices) with their values.
+class RawResponse(NamedTuple):
+    """One good answer, as read: the request it answers, its words (or bits) and its time.
 
-    One block per answered request keeps the hot path free of per-point objects; `good`
-    of `ReadOutcome` expands blocks into `PointReading`s for callers that want those.
+    Built per response on the poll hot path: a tuple is made in C. The mapping stage
+    decodes it (`gatewayd.mapping.decoding`).
     """
 
-    indices: tuple[int, ...]  # model indices, in request (address) order
-    measurepoints: tuple[str, ...]  # the points' measurepoint ids, same order
-    values: list[Value]  # shared with later cycles while the registers stay the same: read-only
-    nonfinite: tuple[int, ...]  # positions in `values` holding NaN or ±inf
+    request: ReadRequest  # which points, which range: the stage's decoder cache key
+    words: list[int]  # registers, or 0/1 per bit
     ts_ms: int  # the poll's time (`cycle`) or the response's (`request`), Unix ms
-    words: Sequence[int]  # the response
-    spans: tuple[tuple[int, int], ...]  # (first, end) word of each point in `words`
-    ascending: bool  # `indices` strictly ascending (the mapper's sample order for free)
-
-    def readings(self) -> list[PointReading]:
-        """One `PointReading` per point, with its raw registers."""
-        words = self.words
-        return [
-            PointReading(index, value, tuple(words[begin:end]), self.ts_ms)
-            for index, value, (begin, end) in zip(
-                self.indices, self.values, self.spans, strict=True
-            )
-        ]
 
 
 @dataclass(slots=True)
 class ReadOutcome:
     """Everything one poll of one device produced."""
 
-    blocks: list[DecodedBlock] = field(default_factory=list)  # the good readings
-    failed: list[PointReading] = field(default_factory=list)
+    responses: list[RawResponse] = field(default_factory=list)  # the good answers
+    failed: list[FailedPoint] = field(default_factory=list)
     requests: int = 0  # requests put on the wire (retries included)
     failed_requests: int = 0
     #: The device stopped answering (a timeout after retries): the rest of the poll was skipped.
@@ -124,18 +103,13 @@ class ReadOutcome:
     answered: bool = False  # at least one request got an answer (data or exception)
 
     @property
-    def good(self) -> list[PointReading]:
-        """The good readings, one per point, in the order they were read."""
-        return [reading for block in self.blocks for reading in block.readings()]
-
-    @property
-    def good_count(self) -> int:
-        """How many points read fine (without building the readings)."""
-        return sum(len(block.indices) for block in self.blocks)
+    def answered_count(self) -> int:
+        """How many points the device answered for (their values are decoded later)."""
+        return sum(len(response.request.points) for response in self.responses)
 
 
 class DeviceReader:
-    """Plans, reads and decodes one device's points; remembers its holes and read limit."""
+    """Plans and reads one device's points; remembers its holes and read limit."""
 
     def __init__(
         self, bus: BusConfig, device: DeviceConfig, model: DeviceModel, *, gap_fill: int
@@ -148,7 +122,8 @@ class DeviceReader:
         timestamps = device.timestamps if device.timestamps is not None else model.timestamps
         self.stamp_per_request = timestamps is Timestamps.REQUEST
         self.retries = bus.retries
-        self._orders = [codec.point_orders(p, device, model) for p in self.points]
+        #: Each point's (byte, word) order: for writes here, for decoding in the mapping stage.
+        self.orders = tuple(codec.point_orders(p, device, model) for p in self.points)
         self._index_by_measurepoint = {p.measurepoint: i for i, p in enumerate(self.points)}
         self.planner = DeviceReadPlanner(
             self.points,
@@ -160,8 +135,6 @@ class DeviceReader:
         self._holes_seen = self.planner.holes
         self._unreadable: frozenset[int] = frozenset()
         self._logged_rejections: set[tuple[Table, int, int, int]] = set()
-        # Per request: its compiled decoder and its last response with what it decoded to.
-        self._decoders: dict[ReadRequest, _RequestDecoder] = {}
         self._log = log.bind(bus=bus.name, device=device.name, unit_id=device.unit_id)
 
     # ------------------------------------------------------------------ lookup
@@ -227,7 +200,7 @@ class DeviceReader:
         if unreadable:  # known holes: failed without a request, stamped like the rest
             ts_ms = stamps.start_ms if self.stamp_per_request else stamps.now()
             outcome.failed[:0] = [
-                PointReading(index, None, (), ts_ms, UNREADABLE) for index in unreadable
+                FailedPoint(index, ts_ms, UNREADABLE) for index in unreadable
             ]
         return outcome
 
@@ -284,7 +257,7 @@ class DeviceReader:
             outcome.answered = True
             if request.points:
                 self.planner.on_success(request)
-                self._decode_into(request, words, stamps.now(), outcome)
+                outcome.responses.append(RawResponse(request, words, stamps.now()))
             else:  # a probe (rare): it may restore a lowered limit
                 self._probe_answered(request)
         if probe:  # a poll cycle (not a command's read): lowered limits count healthy cycles
@@ -316,7 +289,7 @@ class DeviceReader:
             asked = set(due)
             for index in newly_unreadable:
                 if index in asked:
-                    outcome.failed.append(PointReading(index, None, (), stamps.now(), UNREADABLE))
+                    outcome.failed.append(FailedPoint(index, stamps.now(), UNREADABLE))
             return retry
         outcome.failed_requests += 1
         self._log_rejection_once(request, exc.code)
@@ -386,97 +359,12 @@ class DeviceReader:
                     raise
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _decode_into(
-        self, request: ReadRequest, words: list[int], ts_ms: int, outcome: ReadOutcome
-    ) -> None:
-        decoder = self._decoders.get(request)
-        if decoder is None:
-            decoder = self._compile(request)
-        # Registers that did not change decode to the values they gave last time: most plant
-        # values are steady between polls, and one list comparison costs next to nothing.
-        if decoder.last_words != words:
-            decoder.last_words = list(words)
-            decoder.last = decoder.block.decode(words)
-        decoded = decoder.last
-        assert decoded is not None
-        if not decoded.errors:
-            outcome.blocks.append(
-                DecodedBlock(
-                    decoder.indices,
-                    decoder.measurepoints,
-                    decoded.values,  # type: ignore[arg-type]  # no errors: no None in it
-                    decoded.nonfinite,
-                    ts_ms,
-                    words,
-                    decoder.block.spans,
-                    decoder.ascending,
-                )
-            )
-            return
-        self._decode_with_errors(decoder, decoded, words, ts_ms, outcome)
-
-    def _decode_with_errors(
-        self,
-        decoder: _RequestDecoder,
-        decoded: BlockValues,
-        words: list[int],
-        ts_ms: int,
-        outcome: ReadOutcome,
-    ) -> None:
-        """The rare path: some points did not decode; they fail, the others are good."""
-        spans = decoder.block.spans
-        errors = dict(decoded.errors)
-        for position, error in decoded.errors:
-            begin, end = spans[position]
-            outcome.failed.append(
-                PointReading(decoder.indices[position], None, tuple(words[begin:end]), ts_ms, error)
-            )
-        keep = [p for p in range(len(decoder.indices)) if p not in errors]
-        if not keep:
-            return
-        renumber = {p: n for n, p in enumerate(keep)}
-        indices = tuple(decoder.indices[p] for p in keep)
-        values: list[Value] = []
-        for p in keep:
-            value = decoded.values[p]
-            assert value is not None  # only failed positions hold None
-            values.append(value)
-        outcome.blocks.append(
-            DecodedBlock(
-                indices,
-                tuple(decoder.measurepoints[p] for p in keep),
-                values,
-                tuple(renumber[p] for p in decoded.nonfinite),
-                ts_ms,
-                words,
-                tuple(spans[p] for p in keep),
-                _ascending(indices),
-            )
-        )
-
-    def _compile(self, request: ReadRequest) -> _RequestDecoder:
-        """The decoder of `request`'s responses (compiled once, cached with the plan)."""
-        if len(self._decoders) >= _DECODER_CACHE_SIZE:
-            self._decoders.clear()  # plans are few and stable; this only bounds a pathology
-        decoder = _RequestDecoder(
-            BlockDecoder(
-                [self.points[i] for i in request.points],
-                [self._orders[i] for i in request.points],
-                start=request.start,
-                count=request.count,
-            ),
-            request.points,
-            tuple(self.points[i].measurepoint for i in request.points),
-        )
-        self._decoders[request] = decoder
-        return decoder
-
     def _fail_all(
         self, requests: Sequence[ReadRequest], outcome: ReadOutcome, ts_ms: int, error: str
     ) -> None:
         for request in requests:
             for index in request.points:
-                outcome.failed.append(PointReading(index, None, (), ts_ms, error))
+                outcome.failed.append(FailedPoint(index, ts_ms, error))
         outcome.last_error = error
 
     def _log_rejection_once(self, request: ReadRequest, code: int) -> None:
@@ -491,22 +379,21 @@ class DeviceReader:
 
     async def read_indices(
         self, client: ModbusClient, indices: Sequence[int], clock: Clock
-    ) -> dict[int, PointReading]:
-        """Read the given points now; raise the first failure instead of reporting it.
+    ) -> list[RawResponse]:
+        """Read the given points now: their responses, or the first failure raised.
 
-        No discovery probes: a command's read costs only its own requests.
+        No discovery probes: a command's read costs only its own requests. The caller
+        decodes the responses (`gatewayd.mapping.decoding.ResponseDecoder`).
         """
         outcome = await self.read(client, sorted(set(indices)), clock, probe=False)
         if outcome.failed:
             first = outcome.failed[0]
             if outcome.timed_out:
-                raise DeviceTimeout(first.error or "timeout")
+                raise DeviceTimeout(first.error)
             if outcome.bus_lost:
-                raise BusUnavailable(first.error or "bus unavailable")
-            raise ModbusError(
-                f"{self.points[first.index].measurepoint}: {first.error or 'read failed'}"
-            )
-        return {reading.index: reading for reading in outcome.good}
+                raise BusUnavailable(first.error)
+            raise ModbusError(f"{self.points[first.index].measurepoint}: {first.error}")
+        return outcome.responses
 
     async def write(self, client: ModbusClient, measurepoint: str, value: Value) -> None:
         """Encode and write one point (read-modify-write for a bit inside a register)."""
@@ -516,7 +403,7 @@ class DeviceReader:
             raise PointNotWritable(
                 f"{self.device.name}.{measurepoint} is not writable"
             )
-        byte_order, word_order = self._orders[index]
+        byte_order, word_order = self.orders[index]
         current: int | None = None
         if point.table is Table.HOLDING and point.bit is not None:
             (current,) = await self._retrying(
@@ -560,26 +447,6 @@ async def _write(
 ) -> list[int]:
     await client.write(unit, point.table, point.address, words, timeout=timeout, multiple=multiple)
     return words
-
-
-class _RequestDecoder:
-    """One request's compiled decoder, its points and its last response (a decode cache)."""
-
-    __slots__ = ("ascending", "block", "indices", "last", "last_words", "measurepoints")
-
-    def __init__(
-        self, block: BlockDecoder, indices: tuple[int, ...], measurepoints: tuple[str, ...]
-    ) -> None:
-        self.block = block
-        self.indices = indices
-        self.measurepoints = measurepoints
-        self.ascending = _ascending(indices)
-        self.last_words: list[int] | None = None
-        self.last: BlockValues | None = None
-
-
-def _ascending(indices: Sequence[int]) -> bool:
-    return all(a < b for a, b in pairwise(indices))
 
 
 def _describe(request: ReadRequest) -> str:

@@ -10,6 +10,8 @@ whole batch fail with 1204, and are listed by `gatewayd status`. A reload checks
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from gatewayd.config.errors import format_path
@@ -17,19 +19,27 @@ from gatewayd.config.models import Config
 from gatewayd.enos import messages
 from gatewayd.enos.ids import IdGenerator
 from gatewayd.enos.session import GatewaySession
-from gatewayd.uplink.asking import reply_data
+from gatewayd.uplink.asking import lookup_timeout, reply_data
 from gatewayd.uplink.modelcheck import CloudModel, Mismatch, check_model
-from gatewayd.uplink.subdevices import SubDeviceRegistry
+from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
 
 
 async def fetch_model(
-    session: GatewaySession, product_key: str, device_key: str, msg_id: str
+    session: GatewaySession,
+    product_key: str,
+    device_key: str,
+    msg_id: str,
+    *,
+    timeout: float | None = None,
 ) -> tuple[CloudModel | None, str]:
-    """(the product's cloud model, "") or (None, why not), asked on the device's topic."""
+    """(the product's cloud model, "") or (None, why not), asked on the device's topic.
+
+    `timeout`: how long to wait for the reply (None: the session's reply timeout).
+    """
     request = messages.tsl_template_get(product_key, device_key, id=msg_id)
-    data, why_not = await reply_data(session, request)
+    data, why_not = await reply_data(session, request, timeout=timeout)
     if why_not:
         return None, why_not
     model = CloudModel.parse(data)
@@ -57,14 +67,34 @@ class CloudModelCheck:
     async def run(
         self, session: GatewaySession, config: Config, registry: SubDeviceRegistry, ids: IdGenerator
     ) -> None:
-        """Fetch the models of products not checked yet, through a logged-in sub-device."""
+        """Fetch the models of products not checked yet, through a logged-in sub-device.
+
+        The products are asked at once, each given up after the lookup timeout, so a cloud
+        that does not answer holds the session's first data back by one lookup timeout,
+        not by one reply timeout per product.
+        """
+        asking: list[tuple[str, SubDevice]] = []
         for product_key in sorted({d.product_key for d in config.devices if d.enabled}):
             if product_key in self._models:
                 continue
             device = next((d for d in registry if d.product_key == product_key and d.online), None)
             if device is None:
                 continue  # tried again at the next session
-            model, why = await fetch_model(session, *device.keys, ids.next_id())
+            asking.append((product_key, device))
+        timeout = lookup_timeout(config.uplink.reply_timeout)
+        # A task group, not gather: a lost session cancels the other lookups too. Its
+        # cause goes on as the session raised it (BrokerUnavailable), not wrapped in a
+        # group: the uplink's reconnect loop tells a lost connection from a bug by type.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(fetch_model(session, *d.keys, ids.next_id(), timeout=timeout))
+                    for _, d in asking
+                ]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        for (product_key, _), task in zip(asking, tasks, strict=True):
+            model, why = task.result()
             if model is None:
                 if product_key not in self._failed:
                     self._failed.add(product_key)

@@ -3,8 +3,9 @@
 With `uplink.historical_events: integration`, an event that goes out as backlog (the rule
 of `resume.batch` for samples: older than the live cutoff, i.e. older than the live window
 or taken before its sub-device's login) is sent with `integration.event.post` (seeds
-001/002, enos-protocol.md §3.8) on the MQTT connection of its product (secure mode 4,
-username ``%channel%&{pk}``, signed with the product secret), not as `thing.event.post`:
+001/002, PROTOCOL.md §3.8, integration/PROTOCOL.md §5) on the MQTT connection of its
+product (secure mode 4, username ``%channel%&{pk}``, signed with the product secret), not
+as `thing.event.post`:
 EnOS stores it as history, so cloud alarms do not fire on it as if it were new. The
 sub-device need not be logged in, and the gateway session need not be up.
 
@@ -62,7 +63,7 @@ from gatewayd.uplink.subdevices import SubDeviceRegistry
 
 log = structlog.get_logger(__name__)
 
-#: EnOS refuses messages of 512 KiB or more (enos-protocol.md §5); keep a margin.
+#: EnOS refuses messages of 512 KiB or more (PROTOCOL.md §5); keep a margin.
 MAX_MESSAGE_BYTES = 512 * 1024 - 1024
 #: Events taken from the spool per round (sent in as many messages as the limits need).
 TAKE_EVENTS = 1000
@@ -138,7 +139,7 @@ def pack_events(
 
 
 def channel_endpoint(pk: str, secret: str, broker: BrokerConfig, timestamp: str) -> Endpoint:
-    """The mode-4 CONNECT of product `pk`'s integration channel (enos-protocol.md §1.2-1.5):
+    """The mode-4 CONNECT of product `pk`'s integration channel (PROTOCOL.md §1.2-1.5):
     clientId param = product key, username ``%channel%&{pk}``, signed with the product
     secret."""
     credentials = mqtt_credentials(

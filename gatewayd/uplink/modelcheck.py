@@ -188,6 +188,8 @@ def check_model(
                                   f"event '{rule.event}' is not in the cloud model"))  # fmt: skip
             continue
         sent = {"measurepoint", "value", *rule.params}
+        if rule.capture is not None:
+            sent.add(rule.capture.param)  # the capture's file goes in this parameter
         if event.params is not None and (extra := sorted(sent - event.params)):
             message = f"event '{rule.event}' sends parameters the cloud model lacks: "
             found.append(Mismatch(("events", i, "event"), message + ", ".join(extra)))

@@ -62,11 +62,14 @@ class TopoDiff:
 
 
 async def read_topology(
-    session: GatewaySession, gw_pk: str, gw_dk: str, msg_id: str
+    session: GatewaySession, gw_pk: str, gw_dk: str, msg_id: str, *, timeout: float | None = None
 ) -> tuple[set[Key] | None, str]:
-    """(sub-devices, "") from `thing.topo.get`, or (None, why it could not be read)."""
+    """(sub-devices, "") from `thing.topo.get`, or (None, why it could not be read).
+
+    `timeout`: how long to wait for the reply (None: the session's reply timeout).
+    """
     request = messages.topo_get(gw_pk, gw_dk, id=msg_id)
-    data, why_not = await reply_data(session, request)
+    data, why_not = await reply_data(session, request, timeout=timeout)
     if why_not:
         return None, why_not
     found = cloud_topology(data)

@@ -43,6 +43,7 @@ from gatewayd.enos.session import (
     tls_context,
 )
 from gatewayd.episodes import Episodes
+from gatewayd.uplink.asking import lookup_timeout
 from gatewayd.uplink.attributes import AttributeSource, AttributeSync
 from gatewayd.uplink.cloudmodel import CloudModelCheck
 from gatewayd.uplink.delivery import Delivery, DeliveryStats
@@ -446,7 +447,11 @@ class Uplink:
         """Read the cloud topology; add what is missing (`auto_topo`); report extras."""
         gateway = self._config.gateway
         found, why = await read_topology(
-            session, gateway.product_key, gateway.device_key, self._ids.next_id()
+            session,
+            gateway.product_key,
+            gateway.device_key,
+            self._ids.next_id(),
+            timeout=lookup_timeout(self._config.uplink.reply_timeout),
         )
         if found is None:
             self.topology.read_failed(why)

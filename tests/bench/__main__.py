@@ -8,8 +8,8 @@ more and longer repeats for release figures. Each benchmark's duration is printe
 ends, and all of them with the total at the end. Each benchmark is a module with an async
 `bench(report, quick)` that adds rows (figure, value, target, verdict) to one `Report`.
 The older single-purpose benchmarks (`python -m tests.bench.planner`,
-`config_load`, `poll_cpu`, `spool`, `line_emulator`) stay runnable on their own, and
-``python -m tests.bench NAME [ARGS...]`` still runs one of them by name, as before.
+`config_load`, `poll_cpu`, `stage_cpu`, `spool`, `line_emulator`) stay runnable on their
+own, and ``python -m tests.bench NAME [ARGS...]`` still runs one of them by name, as before.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ async def baseline(port: int, devices: int, cycles: int) -> None:
 
 async def poller(port: int, devices: int, cycles: int, *, decode: bool = True) -> None:
     """gatewayd's BusPoller, its CycleResults drained by a consumer like the spool writer."""
-    from gatewayd.modbus.blockdecode import BlockDecoder, BlockValues
+    from gatewayd.mapping.blockdecode import BlockDecoder, BlockValues
     from gatewayd.modbus.poller import BusPoller, CycleResult
 
     if not decode:  # diagnostic only: how much of the poller's CPU is value decoding

@@ -244,7 +244,7 @@ B1_DEVICES, B1_POINTS = 50, 100
 
 @dataclass
 class B1Block:
-    """One device's response, shaped as the poller hands it to the mapping stage."""
+    """One device's response as the stage's decoder makes it (a `DecodedBlock`'s shape)."""
 
     indices: tuple[int, ...]
     measurepoints: tuple[str, ...]

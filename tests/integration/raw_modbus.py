@@ -33,6 +33,10 @@ class RawHoldingDevice:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    def set_register(self, address: int, value: int) -> None:
+        """Change one register: later reads answer the new value."""
+        self._registers[address] = value
+
     async def __aenter__(self) -> RawHoldingDevice:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from gatewayd.sim.emulator.state import default_asset_id
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "gatewayd", "demo"]
 DEVICES = {"inverter-1", "plc-1", "meter-1", "meter-2"}
@@ -72,6 +74,41 @@ async def test_outage_fills_the_spool_then_drains_via_resume_losing_nothing(tmp_
     assert resumes == sorted(resumes)
     assert any(uplink.startswith("reconnecting") for uplink, _, _, _ in figures)
     assert "lost 0." in out
+    assert_inverter_registered_once_with_its_attributes(summary, out)
+
+
+#: inverter-1's attributes as the cloud must hold them: the registration's own (site), the
+#: SunSpec nameplate the gateway read from the simulator's registers, the static ones.
+INVERTER_ATTRIBUTES = {
+    "site": "North-2",
+    "manufacturer": "Gatewayd Sim",
+    "model_name": "SIM-INV-10K",
+    "firmware_version": "4.12.3",
+    "serial_number": "INV1-26-000481",
+    "rated_power_kw": 10,
+    "commissioned": "2026-11-30",
+}
+
+
+def assert_inverter_registered_once_with_its_attributes(summary: dict[str, Any], out: str) -> None:
+    """inverter-1 (register:, no secret) was registered once, whatever the outage did,
+    bound to the gateway, and the cloud holds exactly its attributes; the text says so."""
+    assert summary["register_requests"] == 1
+    registered = summary["registered"]["inverter-1"]
+    asset_id = default_asset_id(("invProductKey", "inverter01"))
+    assert registered == {
+        "product_key": "invProductKey",
+        "device_key": "inverter01",
+        "asset_id": asset_id,
+        "bound": True,
+        "attributes": INVERTER_ATTRIBUTES,
+    }
+    assert (
+        f"The gateway registered inverter-1 in the cloud as invProductKey/inverter01, asset id "
+        f"{asset_id}, bound to the gateway; the cloud holds its attributes commissioned="
+        "2026-11-30, firmware_version=4.12.3, manufacturer=Gatewayd Sim, model_name=SIM-INV-10K,"
+        " rated_power_kw=10, serial_number=INV1-26-000481, site=North-2."
+    ) in out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

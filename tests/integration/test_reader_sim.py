@@ -8,8 +8,9 @@ import pytest
 
 from gatewayd.clock import SystemClock
 from gatewayd.config.models import DeviceConfig, DeviceModel, Table
+from gatewayd.mapping.decoding import PointReading, ResponseDecoder
 from gatewayd.modbus.client import ModbusClient, make_client
-from gatewayd.modbus.reader import UNREADABLE, DeviceReader
+from gatewayd.modbus.reader import UNREADABLE, DeviceReader, ReadOutcome
 from gatewayd.sim.device import DeviceSimulator
 from tests.integration.modbus_fixtures import still_units, tcp_bus
 
@@ -46,6 +47,11 @@ async def client(sim: DeviceSimulator) -> AsyncIterator[ModbusClient]:
     await connected.close()
 
 
+def good(reader: DeviceReader, outcome: ReadOutcome) -> list[PointReading]:
+    """The outcome's good readings, decoded as the mapping stage decodes them."""
+    return ResponseDecoder(reader.points, reader.orders).decode(outcome.responses).good
+
+
 def fresh_reader(sim: DeviceSimulator) -> DeviceReader:
     """A reader that has learnt nothing yet about the device (no poll cycle ran)."""
     return DeviceReader(tcp_bus(sim.port, timeout="1s"), DEVICE, MODEL, gap_fill=4)
@@ -57,8 +63,8 @@ async def test_a_command_read_sends_only_its_own_requests(
     """read_indices (a command's read-back) sends its plan, no discovery probes: one
     request for p0 and p1, although the planner has gaps and a full plan still to check."""
     reader = fresh_reader(sim)
-    readings = await reader.read_indices(client, [0, 1], SystemClock())
-    assert {i: r.value for i, r in readings.items()} == {0: 0, 1: 1}
+    responses = await reader.read_indices(client, [0, 1], SystemClock())
+    assert [(r.request.start, r.request.count, r.words) for r in responses] == [(0, 2, [0, 1])]
     assert sim.stats(1).total_requests == 1
     assert reader.planner.probes() != []  # the discovery work is left to the poll cycle
 
@@ -74,8 +80,8 @@ async def test_a_hole_found_by_a_probe_fails_only_the_points_asked_for(
     outcome = await reader.read(client, [0, 1, 2], clock)
     assert sim.stats(1).exception_02 >= 1  # a probe met the hole
     assert reader.unreadable_measurepoints == ("p10",)
-    assert [(r.index, r.value) for r in outcome.good] == [(0, 0), (1, 1), (2, 2)]
+    assert [(r.index, r.value) for r in good(reader, outcome)] == [(0, 0), (1, 1), (2, 2)]
     assert outcome.failed == []
     everything = await reader.read(client, range(len(ADDRESSES)), clock)
     assert [(r.index, r.error) for r in everything.failed] == [(6, UNREADABLE)]
-    assert [r.value for r in everything.good] == [0, 1, 2, 5, 6, 9, 11]
+    assert [r.value for r in good(reader, everything)] == [0, 1, 2, 5, 6, 9, 11]

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd.config.models import DataType, Order, PointConfig, Table
+from gatewayd.mapping.blockdecode import BlockDecoder, shortest_float32s
 from gatewayd.modbus import codec
-from gatewayd.modbus.blockdecode import BlockDecoder, shortest_float32s
 
 BIG, LITTLE = Order.BIG, Order.LITTLE
 ORDERS = [(b, w) for b in (BIG, LITTLE) for w in (BIG, LITTLE)]
@@ -287,7 +287,7 @@ def test_zeros_keep_a_block_on_the_seven_digits_path(monkeypatch: Any) -> None:
 
     The literal 6-9 digit path is replaced by one that fails, so taking it shows.
     """
-    from gatewayd.modbus import blockdecode
+    from gatewayd.mapping import blockdecode
 
     def no_literal_path(values: list[float]) -> list[float]:
         raise AssertionError(f"mixed path taken for {values}")

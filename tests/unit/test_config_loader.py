@@ -155,7 +155,8 @@ def test_model_file_errors_name_the_model_file(
         load_config(Path("site/gatewayd.yaml"), environ={})
     assert caught.value.lines() == [
         "site/models/meter.yaml:4:1: colour: unknown key (known keys: attributes, byte_order, "
-        "description, events, name, points, report, services, timestamps, word_order)",
+        "description, events, file_events, name, points, report, services, timestamps, "
+        "word_order)",
         "1 error",
     ]
 

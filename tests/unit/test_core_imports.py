@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CORES = (
     "gatewayd.modbus.codec",  # register codec
     "gatewayd.modbus.planner",  # read planner
-    "gatewayd.modbus.blockdecode",  # block decoder
+    "gatewayd.mapping.blockdecode",  # block decoder
+    "gatewayd.mapping.decoding",  # raw responses → values (the stage's decoder cache)
     "gatewayd.backoff",  # the one backoff policy
     "gatewayd.modbus.backoff",  # device and bus backoff settings
     "gatewayd.modbus.probebudget",  # bus time share of dead-device probes
@@ -27,6 +28,7 @@ CORES = (
     "gatewayd.mapping.mapper",  # values → samples with quality
     "gatewayd.mapping.muting",  # which devices are muted
     "gatewayd.mapping.report",  # report by exception (deadband, heartbeat)
+    "gatewayd.mapping.capture",  # capture rules: ring, capture lifecycle, CSV rows
     "gatewayd.enos.messages",  # EnOS codec
     "gatewayd.enos.topics",
     "gatewayd.enos.sign",

@@ -7,9 +7,11 @@ place) and `render_line` (a pipe or log: one plain line per refresh).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gatewayd.samples import Value
+from gatewayd.sim.demo.registered import RegisteredDevice
 from gatewayd.sim.demo.tally import Accounting, OutageTimeline
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "Snapshot",
     "format_value",
     "render_line",
+    "render_registered",
     "render_summary",
     "render_table",
 ]
@@ -55,6 +58,7 @@ class Snapshot:
     outage: str = ""  # the outage's phase in words, empty without --outage
     warnings: int = 0
     last_warning: str = ""
+    registered: tuple[RegisteredDevice, ...] = ()  # devices the gateway registers itself
 
 
 def format_value(value: Value) -> str:
@@ -85,6 +89,23 @@ def _values_text(values: tuple[tuple[str, Value], ...], room: int) -> str:
         parts.append(part)
         used += len(part) + 1
     return " ".join(parts)
+
+
+def _attributes_text(device: RegisteredDevice) -> str:
+    return ", ".join(f"{name}={format_value(value)}" for name, value in device.attributes)
+
+
+def render_registered(device: RegisteredDevice) -> str:
+    """One sentence: a `register:` device as the cloud holds it (or that it does not yet)."""
+    keys = f"{device.product_key}/{device.device_key}"
+    if device.asset_id is None:
+        return f"{device.name} ({keys}) is not registered in the cloud yet."
+    text = f"The gateway registered {device.name} in the cloud as {keys}"
+    text += f", asset id {device.asset_id}"
+    text += ", bound to the gateway" if device.bound else ", not bound to the gateway yet"
+    if not device.attributes:
+        return text + "; the cloud holds no attributes for it yet."
+    return text + f"; the cloud holds its attributes {_attributes_text(device)}."
 
 
 def render_table(snapshot: Snapshot, width: int = 100) -> str:
@@ -120,6 +141,12 @@ def render_table(snapshot: Snapshot, width: int = 100) -> str:
         f"spool   backlog {snapshot.backlog_rows} rows · dead letters {snapshot.dead_letters}",
         f"uplink  {snapshot.uplink}" + (f" · {snapshot.outage}" if snapshot.outage else ""),
     ]
+    for new in snapshot.registered:
+        state = f"registered, asset {new.asset_id}" if new.asset_id else "not registered yet"
+        lines.append(
+            f"device  {new.name} {state} · {len(new.attributes)} attributes in the cloud"
+            + (f": {_attributes_text(new)}" if new.attributes else "")
+        )
     if snapshot.warnings:
         lines.append(f"log     {snapshot.warnings} warnings, last: {snapshot.last_warning}")
     return "\n".join(_fit(line, width) for line in lines) + "\n"
@@ -168,8 +195,10 @@ def render_summary(
     meter_link: str,
     dead_letters: int,
     outage: OutageTimeline | None,
+    registered: Sequence[RegisteredDevice] = (),
 ) -> str:
-    """The closing paragraph: what was delivered, live and backfilled, and what was lost."""
+    """The closing paragraph: what was delivered, live and backfilled, and what was lost;
+    then a sentence per device the gateway registered, with its attributes in the cloud."""
     text = (
         f"Ran {elapsed_s:.0f}s with {devices} devices (meters {meter_link}). "
         f"The cloud received {accounting.live} points live (post) and "
@@ -184,4 +213,7 @@ def render_summary(
     )
     if accounting.in_spool:
         text += f" ({accounting.in_spool} rows kept in the spool for the next start)"
-    return text + "."
+    text += "."
+    for device in registered:
+        text += " " + render_registered(device)
+    return text

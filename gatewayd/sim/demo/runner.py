@@ -30,6 +30,8 @@ from gatewayd.app import Daemon, StatusReport
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, LogFormat, LogLevel
 from gatewayd.logging import configure_logging
+from gatewayd.sim.demo.nameplate import write_nameplates
+from gatewayd.sim.demo.registered import registered_devices
 from gatewayd.sim.demo.render import (
     CLEAR_HOME,
     DeviceRow,
@@ -92,6 +94,7 @@ class WarningCounter(logging.Handler):
 class _Watch:
     """The running parts the refresh loop looks at."""
 
+    config: Config
     daemon: Daemon
     daemon_task: asyncio.Task[int]
     emulator: EnosEmulator
@@ -180,6 +183,9 @@ class DemoRunner:
                 config, METER_BUS, serial_port=socat.b if socat else None
             )
             await stack.enter_async_context(meters)
+            # Before the daemon starts: its first attribute pass reads the nameplates.
+            write_nameplates(plant, config, PLANT_BUS)
+            write_nameplates(meters, config, METER_BUS)
             # Leaving the stack stops simulators, then the emulator, then socat.
             status = await self._run_daemon(site, config, emulator, meter_link)
         self._finish()
@@ -219,7 +225,7 @@ class DemoRunner:
                 if timeline is not None
                 else None
             )
-            watch = _Watch(daemon, daemon_task, emulator, tally, timeline, links)
+            watch = _Watch(config, daemon, daemon_task, emulator, tally, timeline, links)
             last = await self._show_until_stop(watch)
             if outage is not None:
                 outage.cancel()
@@ -230,6 +236,7 @@ class DemoRunner:
         spool_samples, spool_events = await self._left_in_spool(config)
         tally.absorb(emulator.records, self.now())
         accounting = account(ledger, tally, spool_samples=spool_samples, spool_events=spool_events)
+        registered = registered_devices(config, emulator.state)
         self.summary = {
             "elapsed_s": round(self.now(), 1),
             "meter_link": meter_link,
@@ -242,6 +249,8 @@ class DemoRunner:
             "outage": asdict(timeline) if timeline is not None else None,
             "daemon_exit": status,
             "log_warnings": self._warnings.count,
+            "registered": {d.name: d.to_json() for d in registered},
+            "register_requests": emulator.stats.requests_by_method["thing.device.register"],
         }
         self._summary_text = render_summary(
             accounting,
@@ -250,6 +259,7 @@ class DemoRunner:
             meter_link=meter_link,
             dead_letters=self.summary["dead_letters"],
             outage=timeline,
+            registered=registered,
         )
         return 0 if status == 0 and accounting.lost == 0 else 1
 
@@ -310,6 +320,7 @@ class DemoRunner:
             outage=timeline.describe(now) if timeline is not None else "",
             warnings=self._warnings.count,
             last_warning=self._warnings.last[-1] if self._warnings.last else "",
+            registered=registered_devices(watch.config, watch.emulator.state),
         )
 
     def _show(self, snapshot: Snapshot) -> None:

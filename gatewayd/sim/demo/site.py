@@ -5,6 +5,10 @@ endpoint, two SDM630 meters on an RS-485 line) with demo-friendly settings: loop
 chosen at start, fast polls, and a short `live_window` so that what was held back during
 an outage visibly travels as backfill (`resume`) rather than as late live data.
 
+The inverter is new to the cloud: it has a `register:` block and no secret, so the gateway
+registers it (`thing.device.register`) before binding and logging it in, and sends its
+nameplate (read from the SunSpec common model) and static attributes.
+
 The models are read from package data (`gatewayd/sim/demo/models`), never from the
 repository, so `gatewayd demo` works from an installed wheel.
 """
@@ -22,6 +26,7 @@ import yaml
 __all__ = [
     "DEMO_DEVICES",
     "MODEL_FILES",
+    "REGISTERED",
     "DemoDevice",
     "SiteFiles",
     "free_port",
@@ -57,6 +62,15 @@ DEMO_DEVICES: tuple[DemoDevice, ...] = (
     DemoDevice("meter-1", METER_BUS, 1, "sdm630", "meterProductKey", "meter01", "2s"),
     DemoDevice("meter-2", METER_BUS, 2, "sdm630", "meterProductKey", "meter02", "2s"),
 )
+
+#: What the gateway registers in the cloud itself (device name → its `register:` block),
+#: and the static attributes it sends for them next to the nameplate read from registers.
+REGISTERED: dict[str, dict[str, Any]] = {
+    "inverter-1": {"name": "Inverter 1", "timezone": "+01:00", "attributes": {"site": "North-2"}},
+}
+STATIC_ATTRIBUTES: dict[str, dict[str, Any]] = {
+    "inverter-1": {"rated_power_kw": 10, "commissioned": "2026-11-30"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +142,28 @@ def site_document(
             },
             meters,
         ],
-        "devices": [
-            {
-                "name": d.name,
-                "bus": d.bus,
-                "unit_id": d.unit_id,
-                "model": d.model,
-                "product_key": d.product_key,
-                "device_key": d.device_key,
-                "device_secret": f"demo-{d.device_key}-secret",
-                "poll_interval": d.poll_interval,
-            }
-            for d in DEMO_DEVICES
-        ],
+        "devices": [_device_entry(d) for d in DEMO_DEVICES],
     }
+
+
+def _device_entry(device: DemoDevice) -> dict[str, Any]:
+    """One device of the site: a secret, or a `register:` block for the gateway to use."""
+    entry: dict[str, Any] = {
+        "name": device.name,
+        "bus": device.bus,
+        "unit_id": device.unit_id,
+        "model": device.model,
+        "product_key": device.product_key,
+        "device_key": device.device_key,
+        "poll_interval": device.poll_interval,
+    }
+    if device.name in REGISTERED:
+        entry["register"] = REGISTERED[device.name]
+    else:
+        entry["device_secret"] = f"demo-{device.device_key}-secret"
+    if device.name in STATIC_ATTRIBUTES:
+        entry["attributes"] = STATIC_ATTRIBUTES[device.name]
+    return entry
 
 
 def write_site(root: Path, *, meter_serial: str | None = None) -> SiteFiles:

@@ -183,7 +183,8 @@ class EmulatorConfig(_Strict):
         used with it. A point's EnOS type follows its Modbus type, its scale/offset (a
         scaled integer arrives as a double) and its enum map (codes and labels). Events
         accept the params gatewayd's event engine sends (see `events_of`). Attributes are
-        the models' register attributes and the devices' static ones.
+        the models' register attributes, the devices' static ones and those a `register:`
+        block gives the device at registration.
         """
         gw = cfg.gateway
         gw_secret = _secret(gw.device_secret, gw.device_secret_file)
@@ -226,6 +227,8 @@ class EmulatorConfig(_Strict):
             attributes = merged_attributes.setdefault(device.product_key, set())
             attributes.update(a.attribute for a in model.attributes)
             attributes.update(device.attributes)
+            if device.registration is not None:
+                attributes.update(device.registration.attributes)
             merged_services.setdefault(device.product_key, set()).update(
                 s.id for s in model.services
             )

@@ -1,8 +1,9 @@
 """The HTTP side of the emulated EnOS cloud: APIM tokens, event uploads with files, files.
 
-Written from enos-http-integration.md and seeds 000/003, not from gatewayd's client: it
-parses upload bodies with the stdlib's general-purpose MIME parser (`email`), checks the
-sha256 token rule itself, and so can catch the client's mistakes instead of sharing them.
+Written from the protocol (summarised in gatewayd/integration/PROTOCOL.md §2-§4) and
+seeds 000/003, not from gatewayd's client: it parses upload bodies with the stdlib's
+general-purpose MIME parser (`email`), checks the sha256 token rule itself, and so can
+catch the client's mistakes instead of sharing them.
 
 `IntegrationCloud.handle(request)` is pure apart from the clock and its own lock-guarded
 state; `http_server.IntegrationHttpServer` serves it on a loopback port. Fault injection

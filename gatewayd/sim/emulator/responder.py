@@ -591,6 +591,10 @@ class Responder:
         for entry in params:
             key = (str(entry["productKey"]), str(entry["deviceKey"]))
             device = Device(key[0], key[1], None, True, default_asset_id(key))
+            # The registration's own attributes are the device's first ones (§3.4).
+            attributes = entry.get("deviceAttributes")
+            if isinstance(attributes, dict):
+                device.attributes.update(attributes)
             self.state.devices[key] = device
             secret = self.state.activate(key)
             results.append(

@@ -2,10 +2,10 @@
 
 `codec.decode` turns one point's registers into its value; decoding a 125-register response
 that way costs a Python call, a byte join and a struct call per point, which dominated the
-poller's CPU. A `BlockDecoder` is compiled once per read request (the reader caches it with
-the plan) and decodes a whole response with one ``struct.pack`` of the words and one
-precompiled ``struct.Struct.unpack`` per *lane* (points that do not overlap), then
-post-processes only the points that need it:
+poll path's CPU. A `BlockDecoder` is compiled once per request layout (the mapping stage's
+`decoding.ResponseDecoder` caches it) and decodes a whole response with one ``struct.pack``
+of the words and one precompiled ``struct.Struct.unpack`` per *lane* (points that do not
+overlap), then post-processes only the points that need it:
 
 - float32: the shortest decimal that is still the same float32, as `codec.decode` gives,
   computed for all float32 points of the response together (`shortest_float32s`);
