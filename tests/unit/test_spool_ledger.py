@@ -148,6 +148,20 @@ def test_a_device_no_longer_excluded_starts_its_mode_over() -> None:
     assert _take(ledger, table, 5) == [1, 3]
 
 
+def test_release_all_keeps_the_events_another_sender_holds() -> None:
+    """A new gateway session returns what the last one left in flight, but not the events
+    an integration channel is still sending: a take skips them, and the channel's own ack
+    or release still applies to them."""
+    ledger, table = DeliveryLedger(), _table(6)
+    assert _take(ledger, table, 6, kind=Kind.EVENTS) == [1, 2, 3, 4, 5, 6]
+    assert ledger.release_all(keep_events=[2, 5, 99]) == 4
+    assert ledger.in_flight_ids(Kind.EVENTS) == [2, 5]
+    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [1, 3, 4, 6]
+    assert ledger.owned(Kind.EVENTS, [5, 2]) == [5, 2]
+    assert ledger.release(Kind.EVENTS, [5]) == 1
+    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [5]
+
+
 def test_unsettled_rows_stay_in_flight_and_go_with_the_next_ack() -> None:
     """Delivered rows whose delete failed are neither sent again nor forgotten."""
     ledger, table = DeliveryLedger(), _table(5)
