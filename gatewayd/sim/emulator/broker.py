@@ -11,8 +11,8 @@ amqtt 0.12.1 gives almost everything the emulator needs through its plugin API:
   cloud publish to one connection regardless of its subscriptions (downstream commands);
   `handler.handle_connection_closed()` drops a connection.
 
-Three gaps. First, a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS needs
-4 (bad user name or password) too. The least invasive workaround: the auth plugin stores the
+Three gaps. First, a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS
+needs 4 (bad user name or password) too. The least invasive workaround: the auth plugin stores the
 wanted code in `session.attributes`, and `EnosBroker` swaps the fresh (still unattached)
 protocol handler amqtt creates per CONNECT for a subclass whose CONNACK honours it. That
 override touches one private method of a pinned amqtt (`_initialize_client_session`) and
