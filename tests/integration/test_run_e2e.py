@@ -99,9 +99,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             EmulatorConfig.from_gateway_config(config), port=config.gateway.broker.port
         )
         await emulator.start()
+        site = Site(path, config, sim, emulator)
         try:
-            yield Site(path, config, sim, emulator)
+            yield site
         finally:
+            # An outage test replaces the cloud: stop the one running now (stop is idempotent).
+            await site.emulator.stop()
             await emulator.stop()
 
 

@@ -92,9 +92,6 @@ def live_points_after(site: Site, received_at_ms: int) -> int:
     return sum(1 for r in site.emulator.values(channel="post") if r.received_at > received_at_ms)
 
 
-# amqtt (the emulator's broker) now and then stops delivering to the gateway after a
-# duplicate PUBACK ("PUBACK waiter ... already done") under full-suite load: a harness fault.
-@pytest.mark.flaky(reruns=1)
 async def test_mode3_activates_once_then_uses_the_persisted_secret(mode3_site: Site) -> None:
     """Mode 3 once: secret persisted (0600, exact) and acked; reconnect and restart use mode 2."""
     site = mode3_site

@@ -14,7 +14,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
-import pytest
 import structlog
 import yaml
 
@@ -185,9 +184,6 @@ async def test_refused_sub_device_rows_are_not_resent_in_a_tight_loop(site: Site
     assert site.emulator.stats.replies_by_code[1212] <= 3
 
 
-# amqtt (the emulator's broker) now and then stops delivering to the gateway after a
-# duplicate PUBACK ("PUBACK waiter ... already done") under full-suite load: a harness fault.
-@pytest.mark.flaky(reruns=1)
 async def test_refused_sub_device_does_not_block_the_others_backlog(site: Site) -> None:
     """After an outage, meter1's backlog arrives although meter2 is disabled in the cloud."""
     site.emulator.state.set_enabled(METER2, False)

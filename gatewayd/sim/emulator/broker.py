@@ -11,14 +11,24 @@ amqtt 0.12.1 gives almost everything the emulator needs through its plugin API:
   cloud publish to one connection regardless of its subscriptions (downstream commands);
   `handler.handle_connection_closed()` drops a connection.
 
-Two gaps. First, a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS needs
-4 (bad user name or password) too. The least invasive workaround: the auth plugin stores the
+Three gaps. First, a failed `authenticate` always yields CONNACK 5 (`NOT_AUTHORIZED`), and EnOS
+needs 4 (bad user name or password) too. The least invasive workaround: the auth plugin stores the
 wanted code in `session.attributes`, and `EnosBroker` swaps the fresh (still unattached)
 protocol handler amqtt creates per CONNECT for a subclass whose CONNACK honours it. That
 override touches one private method of a pinned amqtt (`_initialize_client_session`) and
 copies none of its logic. Second, `on_broker_client_connected` fires before the
 connection's handler has started, and starting re-sends QoS-1 messages in flight: the same
 subclass exposes `started`, and the emulator publishes only after it is set.
+
+Third, stopping a connection (a client's DISCONNECT or lost socket, `handle_connection_closed`,
+a take-over, `Broker.shutdown`) can hang for good on Python 3.11. amqtt's `stop()` cancels the
+handler's reader task once and waits for it to end, but the reader waits for each packet with
+`asyncio.wait_for`, which on 3.11 swallows a cancellation that lands just after the packet
+arrived (the inner read is done, the reader not yet resumed): the reader reads on, `stop()`
+waits forever, the socket stays open and nothing more reaches the client, while the broker
+goes on reading from it. A client that keeps publishing (the daemon under load) hits that
+window now and then. `EnosHandler` reads through `_EndableReader`, which reports end of
+stream once `stop()` has begun, so a reader that missed its cancellation ends at its next read.
 
 Known amqtt behaviour kept as is: a CONNECT reusing the MQTT clientId of a live connection
 takes that connection over *before* authentication, so even a refused CONNECT drops it.
@@ -58,9 +68,30 @@ class BrokerHooks(Protocol):
         """A client published; must not block (queue it)."""
 
 
+class _EndableReader(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type hints mypy reads
+    """Reads from a connection until `end()`; from then on every read is end of stream."""
+
+    def __init__(self, inner: ReaderAdapter) -> None:
+        self._inner = inner
+        self._ended = False
+
+    def end(self) -> None:
+        self._ended = True
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._ended:
+            return b""  # the adapter's end of stream: amqtt's reader loop then stops
+        data: bytes = await self._inner.read(n)
+        return data
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+
 class EnosHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships no type hints mypy reads
     """A broker protocol handler whose refusing CONNACK carries the code the auth chose,
-    and which tells when it has started (see `started`)."""
+    which tells when it has started (see `started`) and which always stops (see the module
+    docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,10 +99,22 @@ class EnosHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
         #: that, and its start() re-sends every QoS-1 message already in flight: a publish
         #: made in between would reach the client twice. Publishers wait for this.
         self.started = asyncio.Event()
+        self._input: _EndableReader | None = None
+
+    def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        self._input = _EndableReader(reader)
+        super().attach(session, self._input, writer)
 
     async def start(self) -> None:
         await super().start()
         self.started.set()
+
+    async def stop(self) -> None:
+        # Before amqtt cancels the reader: should wait_for swallow that cancellation, the
+        # reader's next read sees end of stream and the reader ends anyway.
+        if self._input is not None:
+            self._input.end()
+        await super().stop()
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
         if authorize or self.session is None:
