@@ -168,7 +168,7 @@ class DemoRunner:
                     logging.getLogger().removeHandler(self._warnings)
         finally:
             if self.options.keep:
-                self._say(f"Site, spool and log kept in {root}")
+                self._say(f"Site, spool, log and the files the cloud stored kept in {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
 
