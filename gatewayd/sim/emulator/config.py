@@ -24,7 +24,9 @@ Shape of `emulator.yaml` (every section forbids unknown keys, like gatewayd's ow
       accounts: {ak-gateway: sk-9f2c}
 
 `EmulatorConfig.from_gateway_config(cfg)` derives the same from a gatewayd `Config` and its
-device models, so the demo and end-to-end tests need no second file.
+device models, so the demo and end-to-end tests need no second file: `integration` from
+its `integration.http` (OU and service account), file-typed params from capture rules and
+`file_events`.
 """
 
 from __future__ import annotations
