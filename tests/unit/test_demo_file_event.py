@@ -163,9 +163,13 @@ def test_table_line_and_summary_show_the_file_event(tmp_path: Path) -> None:
     events = stored_file_events(config, _cloud_holding(md5))
     table = render_table(snapshot(file_events=events), width=140).splitlines()
     assert (
-        f"file    inverter_fault of inverter-1: inverter-1-inverter_fault-20261205T100000Z.csv"
-        f" · {len(CSV)} B · md5 {md5[:8]}… verified · realtime no"
+        f"file    inverter_fault of inverter-1 · {len(CSV)} B · md5 {md5[:8]} verified · "
+        "realtime no · inverter-1-inverter_fault-20261205T100000Z.csv"
     ) in table
+    narrow = render_table(snapshot(file_events=events), width=80).splitlines()
+    assert f"file    inverter_fault of inverter-1 · {len(CSV)} B · md5 {md5[:8]} verified · " in (
+        next(line for line in narrow if line.startswith("file"))
+    )
     assert "file    no file event in the cloud yet" in render_table(snapshot()).splitlines()
     assert " dead=1 files=1 | " in render_line(snapshot(file_events=events))
     accounting = Accounting(live=1, backfilled=0, events=0, duplicates=0, offered_samples=1,

@@ -112,10 +112,11 @@ def render_registered(device: RegisteredDevice) -> str:
 
 
 def _file_event_line(event: StoredFileEvent) -> str:
-    md5 = f"md5 {event.md5[:8]}… " + ("verified" if event.md5_verified else "NOT as declared")
+    # The file name last: it is the longest and repeats device and event (cut if need be).
+    md5 = f"md5 {event.md5[:8]} " + ("verified" if event.md5_verified else "NOT as declared")
     return (
-        f"file    {event.event} of {event.device}: {event.filename} · {event.size} B · {md5}"
-        f" · realtime {'yes' if event.realtime else 'no'}"
+        f"file    {event.event} of {event.device} · {event.size} B · {md5}"
+        f" · realtime {'yes' if event.realtime else 'no'} · {event.filename}"
     )
 
 
