@@ -116,7 +116,7 @@ async def _serve(config: EmulatorConfig, args: argparse.Namespace) -> int:
         print(f"gatewayd emulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return os.EX_UNAVAILABLE
     print(f"gatewayd emulate: listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
-    http = _start_http(config, args)
+    http = _start_http(config, args, emu)
     if isinstance(http, int):
         await emu.stop()
         return http
@@ -136,7 +136,7 @@ async def _serve(config: EmulatorConfig, args: argparse.Namespace) -> int:
 
 
 def _start_http(
-    config: EmulatorConfig, args: argparse.Namespace
+    config: EmulatorConfig, args: argparse.Namespace, emu: EnosEmulator
 ) -> IntegrationHttpServer | int | None:
     """The HTTP integration channel when `--http-port` asks for it; an exit status on failure."""
     if args.http_port is None:
@@ -153,7 +153,9 @@ def _start_http(
         print(f"gatewayd emulate: --http-port: {exc}", file=sys.stderr)
         return os.EX_CONFIG
     try:
-        server = IntegrationHttpServer(IntegrationCloud(spec), args.http_port, host=args.host)
+        server = IntegrationHttpServer(
+            IntegrationCloud(spec, state=emu.state), args.http_port, host=args.host
+        )
     except OSError as exc:
         print(
             f"gatewayd emulate: cannot listen on {args.host}:{args.http_port}: {exc.strerror}",

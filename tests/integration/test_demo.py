@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import hashlib
+import io
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gatewayd.sim.demo.site import CAPTURE, TRIP
 from gatewayd.sim.emulator.state import default_asset_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,16 +32,18 @@ pytestmark = pytest.mark.timeout(90)
 
 
 async def run_demo(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run the demo with its scratch directory under `cwd` (TMPDIR): `--keep` keeps it there."""
     process = await asyncio.create_subprocess_exec(
-        *DEMO, *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+        *DEMO, *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(cwd)},
+    )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
 
 def summary_of(out: str) -> dict[str, Any]:
-    last = out.strip().splitlines()[-1]
+    last = next(line for line in reversed(out.strip().splitlines()) if line.startswith("{"))
     summary: dict[str, Any] = json.loads(last)
     return summary
 
@@ -43,7 +51,8 @@ def summary_of(out: str) -> dict[str, Any]:
 async def test_outage_fills_the_spool_then_drains_via_resume_losing_nothing(tmp_path: Path) -> None:
     """A 3 s uplink cut: backlog grows, resume drains it to 0, every device arrives, none lost."""
     code, out, err = await run_demo(
-        "--duration", "14s", "--outage-after", "2s", "--outage", "3s", "--json", cwd=tmp_path
+        "--duration", "14s", "--outage-after", "2s", "--outage", "3s", "--json", "--keep",
+        cwd=tmp_path,
     )  # fmt: skip
     assert code == 0, out + err
     assert "Traceback" not in out + err
@@ -75,6 +84,38 @@ async def test_outage_fills_the_spool_then_drains_via_resume_losing_nothing(tmp_
     assert any(uplink.startswith("reconnecting") for uplink, _, _, _ in figures)
     assert "lost 0." in out
     assert_inverter_registered_once_with_its_attributes(summary, out)
+    assert_one_file_event_stored(summary, out, tmp_path)
+
+
+def assert_one_file_event_stored(summary: dict[str, Any], out: str, tmp: Path) -> None:
+    """The inverter tripped once: the cloud stored exactly one file event, its CSV (as the
+    demo saved it from the cloud into its kept scratch directory) has the md5 the summary
+    gives, the capture's header and rows before and after the event; the text says so."""
+    (root,) = tmp.glob("gatewayd-demo-*")
+    assert f"kept in {root}" in out
+    (event,) = summary["file_events"]
+    assert summary["file_events_left"] == 0
+    assert (event["event"], event["device"], event["param"]) == (TRIP.event, TRIP.device, "record")
+    fired = datetime.fromtimestamp(event["time_ms"] / 1000, UTC)
+    assert event["filename"] == f"{TRIP.device}-{TRIP.event}-{fired:%Y%m%dT%H%M%SZ}.csv"
+    stored = (root / "cloud-files" / event["filename"]).read_bytes()
+    assert event["size"] == len(stored)
+    assert event["md5"] == hashlib.md5(stored, usedforsecurity=False).hexdigest()
+    assert event["md5_verified"] is True
+    asset_id = default_asset_id(("invProductKey", "inverter01"))
+    assert event["uri"] == f"enos-connect://o-demo/{asset_id}/1.csv"
+    rows = list(csv.reader(io.StringIO(stored.decode())))
+    assert rows[0] == ["time", *CAPTURE["points"]]
+    times = [datetime.fromisoformat(row[0].replace("Z", "+00:00")) for row in rows[1:]]
+    assert times == sorted(times)
+    assert any(t < fired for t in times), (fired, times)
+    assert any(t > fired for t in times), (fired, times)
+    assert all(len(row) == 1 + len(CAPTURE["points"]) and all(row[1:]) for row in rows[1:])
+    assert (
+        f"The cloud stored the file event {TRIP.event} of {TRIP.device} with "
+        f"record={event['filename']} ({len(stored)} bytes, md5 {event['md5']}, the md5 the "
+        "upload declared), sent "
+    ) in out
 
 
 #: inverter-1's attributes as the cloud must hold them: the registration's own (site), the

@@ -74,7 +74,7 @@ def test_plain_line_has_every_figure_and_no_ansi() -> None:
     assert "\n" not in line
     assert "\x1b" not in line
     assert line.startswith("[0:01:15] uplink=reconnecting_in_4s backlog=42 post=2000 ")
-    assert "resume=130 events=3 dead=1 |" in line
+    assert "resume=130 events=3 dead=1 files=0 |" in line
     assert "inverter-1=30.0/s,1500pts,3ev meter-1=10.5/s,630pts,0ev" in line
     assert line.endswith("[CLOUD DOWN 5s (back in 25s)]")
 

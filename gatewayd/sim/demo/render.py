@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gatewayd.samples import Value
+from gatewayd.sim.demo.files import StoredFileEvent
 from gatewayd.sim.demo.registered import RegisteredDevice
 from gatewayd.sim.demo.tally import Accounting, OutageTimeline
 
@@ -19,6 +20,7 @@ __all__ = [
     "DeviceRow",
     "Snapshot",
     "format_value",
+    "render_file_event",
     "render_line",
     "render_registered",
     "render_summary",
@@ -59,6 +61,7 @@ class Snapshot:
     warnings: int = 0
     last_warning: str = ""
     registered: tuple[RegisteredDevice, ...] = ()  # devices the gateway registers itself
+    file_events: tuple[StoredFileEvent, ...] = ()  # stored by the cloud's HTTP side
 
 
 def format_value(value: Value) -> str:
@@ -108,6 +111,26 @@ def render_registered(device: RegisteredDevice) -> str:
     return text + f"; the cloud holds its attributes {_attributes_text(device)}."
 
 
+def _file_event_line(event: StoredFileEvent) -> str:
+    # The file name last: it is the longest and repeats device and event (cut if need be).
+    md5 = f"md5 {event.md5[:8]} " + ("verified" if event.md5_verified else "NOT as declared")
+    return (
+        f"file    {event.event} of {event.device} · {event.size} B · {md5}"
+        f" · realtime {'yes' if event.realtime else 'no'} · {event.filename}"
+    )
+
+
+def render_file_event(event: StoredFileEvent) -> str:
+    """One sentence: a file event as the cloud stored it."""
+    md5 = "the md5 the upload declared" if event.md5_verified else "NOT the md5 the upload declared"
+    sent = "in real time" if event.realtime else "as backlog (isRealtimeIntegration false)"
+    return (
+        f"The cloud stored the file event {event.event} of {event.device} with "
+        f"{event.param}={event.filename} ({event.size} bytes, md5 {event.md5}, {md5}), "
+        f"sent {sent}."
+    )
+
+
 def render_table(snapshot: Snapshot, width: int = 100) -> str:
     """The live table for a terminal: header, one row per device, a status footer.
 
@@ -147,6 +170,9 @@ def render_table(snapshot: Snapshot, width: int = 100) -> str:
             f"device  {new.name} {state} · {len(new.attributes)} attributes in the cloud"
             + (f": {_attributes_text(new)}" if new.attributes else "")
         )
+    lines += [_file_event_line(event) for event in snapshot.file_events] or [
+        "file    no file event in the cloud yet"
+    ]
     if snapshot.warnings:
         lines.append(f"log     {snapshot.warnings} warnings, last: {snapshot.last_warning}")
     return "\n".join(_fit(line, width) for line in lines) + "\n"
@@ -161,7 +187,8 @@ def render_line(snapshot: Snapshot) -> str:
     return (
         f"[{_clock(snapshot.elapsed_s)}] uplink={snapshot.uplink.replace(' ', '_')} "
         f"backlog={snapshot.backlog_rows} post={snapshot.post} resume={snapshot.resume} "
-        f"events={snapshot.events} dead={snapshot.dead_letters} | {devices}{outage}"
+        f"events={snapshot.events} dead={snapshot.dead_letters} "
+        f"files={len(snapshot.file_events)} | {devices}{outage}"
     )
 
 
@@ -196,9 +223,12 @@ def render_summary(
     dead_letters: int,
     outage: OutageTimeline | None,
     registered: Sequence[RegisteredDevice] = (),
+    file_events: Sequence[StoredFileEvent] = (),
+    file_events_left: int = 0,
 ) -> str:
     """The closing paragraph: what was delivered, live and backfilled, and what was lost;
-    then a sentence per device the gateway registered, with its attributes in the cloud."""
+    then a sentence per device the gateway registered, with its attributes in the cloud,
+    and one per file event the cloud stored (and how many the daemon still holds)."""
     text = (
         f"Ran {elapsed_s:.0f}s with {devices} devices (meters {meter_link}). "
         f"The cloud received {accounting.live} points live (post) and "
@@ -216,4 +246,11 @@ def render_summary(
     text += "."
     for device in registered:
         text += " " + render_registered(device)
+    for event in file_events:
+        text += " " + render_file_event(event)
+    if file_events_left:
+        text += (
+            f" {file_events_left} file event(s) were not uploaded before the stop "
+            "(the daemon sends them at its next start)."
+        )
     return text

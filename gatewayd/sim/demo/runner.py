@@ -1,10 +1,13 @@
 """Runs the demo: simulated plant, EnOS emulator and the real daemon in one asyncio process.
 
-Start order: socat pty pair (when socat exists) → EnOS emulator → device simulators → the
-daemon (`gatewayd.app.Daemon`, in-process). Then, once a second, the runner reads what the
-cloud received and what the daemon reports, and prints a table (or a line). With an outage
-planned, a task stops the emulator for that long and starts it again: the daemon sees a
-real broker loss, backs off, keeps committing to its spool, reconnects and backfills.
+Start order: socat pty pair (when socat exists) → EnOS emulator (MQTT, and its HTTP
+integration side on a thread) → device simulators → the daemon (`gatewayd.app.Daemon`,
+in-process). Then, once a second, the runner reads what the cloud received and what the
+daemon reports, and prints a table (or a line). With an outage planned, a task stops the
+emulator's MQTT side for that long and starts it again: the daemon sees a real broker
+loss, backs off, keeps committing to its spool, reconnects and backfills. A few seconds
+after the daemon is ready the inverter trips once (`site.TRIP`): its captured event goes
+with a CSV file over the HTTP integration, and the table shows it once the cloud has it.
 
 Stop (SIGINT, SIGTERM, or `--duration` elapsed): polling pauses, the backlog gets a few
 seconds to reach the cloud, then the daemon stops (it commits what it holds), then the
@@ -30,6 +33,11 @@ from gatewayd.app import Daemon, StatusReport
 from gatewayd.config.loader import load_config
 from gatewayd.config.models import Config, LogFormat, LogLevel
 from gatewayd.logging import configure_logging
+from gatewayd.sim.demo.files import (
+    file_events_left,
+    save_stored_files,
+    stored_file_events,
+)
 from gatewayd.sim.demo.nameplate import write_nameplates
 from gatewayd.sim.demo.registered import registered_devices
 from gatewayd.sim.demo.render import (
@@ -41,7 +49,7 @@ from gatewayd.sim.demo.render import (
     render_table,
 )
 from gatewayd.sim.demo.serial import SocatPair, socat_path
-from gatewayd.sim.demo.site import METER_BUS, PLANT_BUS, SiteFiles, write_site
+from gatewayd.sim.demo.site import METER_BUS, PLANT_BUS, TRIP, SiteFiles, write_site
 from gatewayd.sim.demo.tally import (
     CloudTally,
     Ledger,
@@ -49,8 +57,11 @@ from gatewayd.sim.demo.tally import (
     ReconnectCountdown,
     account,
 )
+from gatewayd.sim.demo.trip import hold_normal, trip_once
 from gatewayd.sim.device import DeviceSimulator
 from gatewayd.sim.emulator import EmulatorConfig, EnosEmulator
+from gatewayd.sim.emulator.http_cloud import IntegrationCloud, IntegrationSpec
+from gatewayd.sim.emulator.http_server import IntegrationHttpServer
 from gatewayd.spool.worker import Spool
 from gatewayd.systemd import Notifier
 
@@ -60,6 +71,8 @@ __all__ = ["DemoOptions", "DemoRunner"]
 DRAIN_TIMEOUT_S = 5.0
 _DRAIN_CHECK_S = 0.1
 _DAEMON_START_TIMEOUT_S = 30.0
+#: Where the files the cloud stored are written at the end (kept with `--keep`).
+CLOUD_FILES = "cloud-files"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +111,7 @@ class _Watch:
     daemon: Daemon
     daemon_task: asyncio.Task[int]
     emulator: EnosEmulator
+    cloud: IntegrationCloud
     tally: CloudTally
     timeline: OutageTimeline | None
     links: dict[str, str]
@@ -154,7 +168,7 @@ class DemoRunner:
                     logging.getLogger().removeHandler(self._warnings)
         finally:
             if self.options.keep:
-                self._say(f"Site, spool and log kept in {root}")
+                self._say(f"Site, spool, log and the files the cloud stored kept in {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
 
@@ -174,11 +188,21 @@ class DemoRunner:
             site = write_site(root, meter_serial=socat.a if socat else None)
             self._say(f"gatewayd demo: site in {root}, meters {meter_link}; starting ...")
             config = load_config(site.config_path)
-            emulator = EnosEmulator(EmulatorConfig.from_gateway_config(config), port=site.mqtt_port)
+            cloud_config = EmulatorConfig.from_gateway_config(config)
+            emulator = EnosEmulator(cloud_config, port=site.mqtt_port)
             await emulator.start()
             stack.push_async_callback(emulator.stop)  # a no-op while an outage has it down
+            # The HTTP side knows the devices the gateway registers over MQTT (the inverter).
+            cloud = IntegrationCloud(
+                IntegrationSpec.from_emulator_config(cloud_config), state=emulator.state
+            )
+            http = IntegrationHttpServer(cloud, port=site.http_port)
+            http.start()
+            stack.callback(http.stop)
+            stack.callback(save_stored_files, cloud, root / CLOUD_FILES)
             plant = DeviceSimulator.from_config(config, PLANT_BUS)
             await stack.enter_async_context(plant)
+            hold_normal(plant, config, TRIP)
             meters = DeviceSimulator.from_config(
                 config, METER_BUS, serial_port=socat.b if socat else None
             )
@@ -187,12 +211,21 @@ class DemoRunner:
             write_nameplates(plant, config, PLANT_BUS)
             write_nameplates(meters, config, METER_BUS)
             # Leaving the stack stops simulators, then the emulator, then socat.
-            status = await self._run_daemon(site, config, emulator, meter_link)
+            status = await self._run_daemon(
+                site, config, emulator=emulator, cloud=cloud, plant=plant, meter_link=meter_link
+            )
         self._finish()
         return status
 
     async def _run_daemon(
-        self, site: SiteFiles, config: Config, emulator: EnosEmulator, meter_link: str
+        self,
+        site: SiteFiles,
+        config: Config,
+        *,
+        emulator: EnosEmulator,
+        cloud: IntegrationCloud,
+        plant: DeviceSimulator,
+        meter_link: str,
     ) -> int:
         ledger = Ledger({d.name: d.device_key for d in config.devices})
         tally = CloudTally(((d.name, d.device_key) for d in config.devices), started=self.now())
@@ -220,20 +253,24 @@ class DemoRunner:
             # The daemon installed its own SIGINT/SIGTERM handlers: the demo must own them,
             # so that the daemon is stopped last-in-first-out with everything else.
             self._install_signals()
+            trip = group.create_task(trip_once(plant, config, TRIP), name="trip")
             outage = (
                 group.create_task(self._cut_uplink(emulator, timeline), name="outage")
                 if timeline is not None
                 else None
             )
-            watch = _Watch(config, daemon, daemon_task, emulator, tally, timeline, links)
+            watch = _Watch(config, daemon, daemon_task, emulator, cloud, tally, timeline, links)
             last = await self._show_until_stop(watch)
+            trip.cancel()
             if outage is not None:
                 outage.cancel()
             if not daemon_task.done():
-                await self._drain(daemon, last)
+                await self._drain(daemon, config)
                 daemon.request_stop()
             status = await daemon_task
         spool_samples, spool_events = await self._left_in_spool(config)
+        file_events = stored_file_events(config, cloud)
+        files_left = await asyncio.to_thread(file_events_left, config)
         tally.absorb(emulator.records, self.now())
         accounting = account(ledger, tally, spool_samples=spool_samples, spool_events=spool_events)
         registered = registered_devices(config, emulator.state)
@@ -251,6 +288,8 @@ class DemoRunner:
             "log_warnings": self._warnings.count,
             "registered": {d.name: d.to_json() for d in registered},
             "register_requests": emulator.stats.requests_by_method["thing.device.register"],
+            "file_events": [event.to_json() for event in file_events],
+            "file_events_left": files_left,
         }
         self._summary_text = render_summary(
             accounting,
@@ -260,6 +299,8 @@ class DemoRunner:
             dead_letters=self.summary["dead_letters"],
             outage=timeline,
             registered=registered,
+            file_events=file_events,
+            file_events_left=files_left,
         )
         return 0 if status == 0 and accounting.lost == 0 else 1
 
@@ -321,6 +362,7 @@ class DemoRunner:
             warnings=self._warnings.count,
             last_warning=self._warnings.last[-1] if self._warnings.last else "",
             registered=registered_devices(watch.config, watch.emulator.state),
+            file_events=stored_file_events(watch.config, watch.cloud),
         )
 
     def _show(self, snapshot: Snapshot) -> None:
@@ -345,8 +387,10 @@ class DemoRunner:
 
     # ------------------------------------------------------------------ stopping
 
-    async def _drain(self, daemon: Daemon, last: StatusReport | None) -> None:
-        """Pause polling and give the backlog a few seconds to reach the cloud."""
+    async def _drain(self, daemon: Daemon, config: Config) -> None:
+        """Pause polling and give the backlog a few seconds to reach the cloud: spooled
+        rows, and file events committed or dropped by a finished capture (a capture still
+        running is not waited for: with polling paused it would end only by its grace)."""
         for poller in list(daemon.pollers.values()):
             for name in poller.devices:
                 poller.set_polling(name, False)
@@ -358,7 +402,12 @@ class DemoRunner:
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while loop.time() < deadline and not self._hurry.is_set():
             counts = await spool.counts()
-            if daemon.results.empty() and counts.samples + counts.events == 0:
+            spooled = counts.samples + counts.events
+            if (
+                daemon.results.empty()
+                and spooled == 0
+                and await asyncio.to_thread(file_events_left, config) == 0
+            ):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), _DRAIN_CHECK_S)

@@ -24,7 +24,9 @@ Shape of `emulator.yaml` (every section forbids unknown keys, like gatewayd's ow
       accounts: {ak-gateway: sk-9f2c}
 
 `EmulatorConfig.from_gateway_config(cfg)` derives the same from a gatewayd `Config` and its
-device models, so the demo and end-to-end tests need no second file.
+device models, so the demo and end-to-end tests need no second file: `integration` from
+its `integration.http` (OU and service account), file-typed params from capture rules and
+`file_events`.
 """
 
 from __future__ import annotations
@@ -238,7 +240,8 @@ class EmulatorConfig(_Strict):
             for event_id, spec in events_of(model).items():
                 known = events.get(event_id)
                 params = set(spec.params or ()) | set(known.params or () if known else ())
-                events[event_id] = EventSpec(params=sorted(params))
+                files = set(spec.files) | set(known.files if known else ())
+                events[event_id] = EventSpec(params=sorted(params), files=sorted(files))
             if secret is None:
                 continue  # `register:`: the gateway registers it in this cloud
             devices.append(
@@ -274,22 +277,46 @@ class EmulatorConfig(_Strict):
             )
         return cls(
             options=options or OptionsSpec(),
+            integration=integration_of(cfg),
             models=models,
             products=list(products.values()),
             devices=devices,
         )
 
 
+def integration_of(cfg: Config) -> IntegrationHttpSpec | None:
+    """The HTTP side of a gatewayd config's cloud: its OU and its one service account."""
+    http = cfg.integration.http
+    if http is None:
+        return None
+    secret = _secret(http.secret_key, http.secret_key_file)
+    if secret is None:
+        raise ValueError("integration.http: needs secret_key or secret_key_file")
+    return IntegrationHttpSpec(org_id=http.org_id, accounts={http.access_key: secret})
+
+
 def events_of(model: DeviceModel) -> dict[str, EventSpec]:
     """The EnOS events a gatewayd device model fires, with the params gatewayd sends.
 
     gatewayd's event engine sends ``measurepoint`` and ``value`` plus the rule's own
-    `params`; several rules may fire the same event id (e.g. one per phase).
+    `params`; several rules may fire the same event id (e.g. one per phase). A capture's
+    `param` and a `file_events` entry's `file_param` are file-typed (the HTTP integration
+    uploads them as files); a `file_events` entry's other params are its declared ones.
     """
     params: dict[str, set[str]] = {}
+    files: dict[str, set[str]] = {}
     for rule in model.events:
         params.setdefault(rule.event, {"measurepoint", "value"}).update(rule.params)
-    return {event: EventSpec(params=sorted(names)) for event, names in params.items()}
+        if rule.capture is not None:
+            params[rule.event].add(rule.capture.param)
+            files.setdefault(rule.event, set()).add(rule.capture.param)
+    for declared in model.file_events:
+        params.setdefault(declared.event, set()).update({declared.file_param, *declared.params})
+        files.setdefault(declared.event, set()).add(declared.file_param)
+    return {
+        event: EventSpec(params=sorted(names), files=sorted(files.get(event, ())))
+        for event, names in params.items()
+    }
 
 
 def measurepoints_of(model: DeviceModel) -> dict[str, MeasurepointSpec]:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from gatewayd.sim.emulator.config import EmulatorConfig, ThingModel
-from gatewayd.sim.emulator.state import default_asset_id
+from gatewayd.sim.emulator.state import CloudState, default_asset_id
 
 TOKEN_PATH = "/apim-token-service/v2.0/token/get"  # noqa: S105 (a URL path)
 INTEGRATION_PATH = "/connect-service/v2.1/integration"
@@ -67,24 +67,29 @@ class IntegrationSpec:
     accounts: dict[str, str]
     assets: tuple[Asset, ...]
     token_lifetime: float = 7200.0
+    #: product key → its events' file-typed params: for devices registered later.
+    product_events: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
     def from_emulator_config(cls, config: EmulatorConfig) -> IntegrationSpec:
         """The HTTP side of an `emulator.yaml`: its `integration` section and every device."""
         if config.integration is None:
             raise ValueError("the emulator config has no 'integration' section")
-        products = {p.product_key: p for p in config.products}
+        product_events: dict[str, dict[str, frozenset[str]]] = {}
+        for product in config.products:
+            model = config.models[product.model] if product.model else ThingModel()
+            product_events[product.product_key] = {
+                eid: frozenset(spec.files) for eid, spec in model.events.items()
+            }
         assets = []
         for device in config.devices:
-            model_name = products[device.product_key].model
-            model = config.models[model_name] if model_name else ThingModel()
             key = (device.product_key, device.device_key)
             assets.append(
                 Asset(
                     device.product_key,
                     device.device_key,
                     device.asset_id or default_asset_id(key),
-                    {eid: frozenset(spec.files) for eid, spec in model.events.items()},
+                    product_events[device.product_key],
                 )
             )
         return cls(
@@ -92,6 +97,7 @@ class IntegrationSpec:
             dict(config.integration.accounts),
             tuple(assets),
             config.integration.token_lifetime,
+            product_events,
         )
 
 
@@ -124,6 +130,7 @@ class StoredFile:
     feature_id: str
     original_filename: str
     data: bytes
+    md5: str | None = None  # as the upload's `files` map declared it (checked against data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +190,17 @@ class _Reject(Exception):
 class IntegrationCloud:
     """Tokens, uploads, stored files and counters of the emulated integration channel."""
 
-    def __init__(self, spec: IntegrationSpec, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        spec: IntegrationSpec,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        state: CloudState | None = None,
+    ):
+        """`state`: the MQTT side's devices, so that a device a gateway registered there
+        (`thing.device.register`) is an asset here too, with its product's file params."""
         self.spec = spec
+        self._state = state
         self.faults = HttpFaults()
         self._clock = clock
         self._lock = threading.Lock()
@@ -317,6 +333,7 @@ class IntegrationCloud:
                     entry["featureId"],
                     str(entry.get("originalFilename") or uuid.uuid4().hex + ext),
                     parts[name],
+                    entry.get("md5"),
                 )
                 stored_uris[name] = uri
             for asset, time_ms, event_id, params in events:
@@ -329,12 +346,32 @@ class IntegrationCloud:
 
     def _asset_of(self, entry: dict[str, Any]) -> Asset:
         if "assetId" in entry:
-            asset = self._by_id.get(entry["assetId"])
+            asset = self._by_id.get(entry["assetId"]) or self._registered(asset_id=entry["assetId"])
         else:
-            asset = self._by_keys.get((str(entry.get("productKey")), str(entry.get("deviceKey"))))
+            keys = (str(entry.get("productKey")), str(entry.get("deviceKey")))
+            asset = self._by_keys.get(keys) or self._registered(keys=keys)
         if asset is None:
             raise _Reject(200, CODE_DEVICE_NOT_FOUND, f"asset not found: {entry}")
         return asset
+
+    def _registered(
+        self, *, keys: tuple[str, str] | None = None, asset_id: object = None
+    ) -> Asset | None:
+        """A device the MQTT side knows but the spec does not (registered since the start).
+
+        Runs on a server thread while the event loop may change the state: one dict
+        lookup, or one copy of its values, each atomic under the GIL."""
+        if self._state is None:
+            return None
+        if keys is not None:
+            device = self._state.device(keys)
+        else:
+            device = next((d for d in list(self._state.devices.values())
+                           if d.asset_id == asset_id), None)  # fmt: skip
+        if device is None:
+            return None
+        events = self.spec.product_events.get(device.product_key, {})
+        return Asset(device.product_key, device.device_key, device.asset_id, events)
 
     def _check_file_entry(self, name: str, entry: object, data: bytes) -> None:
         if not isinstance(entry, dict) or not isinstance(entry.get("featureId"), str):
