@@ -100,6 +100,12 @@ class FileEvent:
     size: int = 0
 
     @property
+    def ready_ms(self) -> int:
+        """When the drop was complete: its sidecar is written last (a capture's once its
+        `after` has passed); the commit time for the gateway's own events."""
+        return self.source.mtime_ns // 1_000_000 if self.source else self.committed_ms
+
+    @property
     def asset(self) -> AssetRef:
         return AssetRef(product_key=self.product_key, device_key=self.device_key)
 

@@ -8,7 +8,9 @@ the shared backoff, one warning per episode and one "recovered" line. It runs as
 task, so a slow or failing upload never holds back measurepoints.
 
 An event goes as backlog (`isRealtimeIntegration: false`) by the measurepoints' rule:
-when it is older than `uplink.live_window` at the moment it is sent.
+when, at the moment it is sent, more than `uplink.live_window` has passed since it was
+complete (the later of its event time and its drop's sidecar, which a capture writes once
+its `after` has passed).
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ class FileEventSender:
     async def _attempt(self, event: FileEvent) -> UploadOutcome:
         """One upload; a payload that cannot be sent as committed is a permanent refusal."""
         now_ms = self._clock.time() * 1000
-        realtime = now_ms - event.time_ms <= self._live_window_ms
+        # Age from when the drop was complete, not from the event: a capture's file is
+        # only ready `after` seconds past its event and is still live news then.
+        realtime = now_ms - max(event.time_ms, event.ready_ms) <= self._live_window_ms
         try:
             return await self._post(
                 event.record(), event.attachment(self.store.payload(event)), realtime

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from gatewayd.clock import SystemClock
 from gatewayd.integration.drops import parse_sidecar
-from gatewayd.integration.filestore import FileStore
+from gatewayd.integration.filestore import FileStore, SourceId
 from gatewayd.integration.message import EventRecord, FileAttachment
-from gatewayd.integration.replies import Accepted, UploadOutcome
+from gatewayd.integration.replies import Accepted, Retryable, UploadOutcome
 from gatewayd.integration.sender import FileEventSender
 from tests.unit.test_file_drops import DEVICES, GOOD
 
@@ -48,3 +48,43 @@ async def test_an_accepted_event_is_not_counted_as_dropped_while_it_is_being_rem
     assert await sender.send_one()
     assert store.dropped.events == 0
     assert [e.filename for e in store.pending()] == ["second.bin"]
+
+
+async def test_a_capture_completed_just_now_goes_realtime_and_an_old_drop_as_backlog(
+    tmp_path: Path,
+) -> None:
+    """Realtime is judged from when the drop was complete (its sidecar), not from the event:
+    a capture whose `after` outlasts the live window is still live news when it is sent,
+    and the same drop sent a window later goes as backlog."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    store = FileStore.open(tmp_path / "store", 64 * MIB, wall_ms=lambda: 0)
+    (outbox / "trip.csv").write_bytes(b"time,p\n")
+    sidecar_path = outbox / "trip.csv.json"
+    sidecar_path.write_text(json.dumps({k: v for k, v in GOOD.items() if k != "filename"}))
+    drop = parse_sidecar(sidecar_path.read_bytes(), DEVICES)
+    ready_s = sidecar_path.stat().st_mtime
+    event_ms = int((ready_s - 60) * 1000)  # the event fired a minute before the file was done
+    store.commit(drop, outbox / "trip.csv", time_ms=event_ms, source=SourceId.of(sidecar_path))
+    flags: list[bool] = []
+
+    async def refuse(record: EventRecord, file: FileAttachment, realtime: bool) -> UploadOutcome:
+        flags.append(realtime)
+        return Retryable("cloud away")
+
+    clock = _FixedClock(ready_s + 1)
+    sender = FileEventSender(store, refuse, clock=clock, live_window=30.0)
+    await sender._attempt(store.pending()[0])
+    clock.now = ready_s + 31
+    await sender._attempt(store.pending()[0])
+    assert flags == [True, False]
+
+
+class _FixedClock(SystemClock):
+    """Wall time stands where the test puts it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
