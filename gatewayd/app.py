@@ -100,6 +100,10 @@ class StatusReport:
     last_error: str = ""
     #: Per device: measurepoints its product's cloud model lacks (not sent).
     withheld: dict[str, list[str]] = field(default_factory=dict)
+    #: The integration channels' counters (`historical_events: integration`), else None.
+    historical_events: dict[str, int] | None = None
+    #: File events: pending, dead letters, dropped, delivered, retries (with integration.http).
+    file_events: dict[str, int] | None = None
 
     def line(self) -> str:
         return (
@@ -154,6 +158,8 @@ class Daemon:
         self.uplink: Uplink | None = None
         #: Capture rules: the devices' rings and running captures, and their file writer.
         self.captures: Captures | None = None
+        #: The file events' counts for the status file (None until their task runs).
+        self._file_events_status: Callable[[], dict[str, int] | None] = lambda: None
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -240,9 +246,14 @@ class Daemon:
         httpx; their own task, so an upload never holds back measurepoints."""
         if self.config.integration.http is None:
             return None
-        from gatewayd.integration.filetask import run_file_events  # noqa: PLC0415
+        from gatewayd.integration.filetask import (  # noqa: PLC0415
+            FileEventsView,
+            run_file_events,
+        )
 
-        files = run_file_events(self.config, self.clock, lambda: self.config)
+        view = FileEventsView()
+        self._file_events_status = view.snapshot
+        files = run_file_events(self.config, self.clock, lambda: self.config, view)
         return group.create_task(files, name="file-events")
 
     def _start_watchdog(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
@@ -480,6 +491,8 @@ class Daemon:
                 for name, points in (uplink.model_check.withheld if uplink else {}).items()
                 if points
             },
+            historical_events=_channel_counts(uplink),
+            file_events=self._file_events_status(),
         )
 
     async def _status_loop(self, spool: Spool) -> None:
@@ -490,6 +503,21 @@ class Daemon:
             # Write errors are logged once per episode (StatusFile), never raised.
             await asyncio.to_thread(status_file.write, json.dumps(asdict(report), default=str))
             await self.clock.sleep(STATUS_INTERVAL_S)
+
+
+def _channel_counts(uplink: Uplink | None) -> dict[str, int] | None:
+    """The integration channels' counters for the status file (None: not in use)."""
+    if uplink is None or uplink.historical is None:
+        return None
+    stats = uplink.historical.stats
+    return {
+        "events": stats.events,
+        "messages": stats.messages,
+        "dead_lettered": stats.dead_lettered,
+        "timeouts": stats.timeouts,
+        "connects": stats.connects,
+        "refused_connects": stats.refused_connects,
+    }
 
 
 def _reports_on_change(config: Config) -> bool:

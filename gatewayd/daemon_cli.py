@@ -103,6 +103,20 @@ def run_status(args: argparse.Namespace) -> int:
     )
     if report.get("last_error"):
         print(f"  last uplink error: {report['last_error']}")
+    # A status file of an older gatewayd has neither key; None: the feature is not in use.
+    if channel := report.get("historical_events"):
+        print(
+            f"  historical events (integration channel): {channel['events']} delivered in "
+            f"{channel['messages']} messages, {channel['dead_lettered']} dead letters, "
+            f"{channel['timeouts']} timeouts; {channel['connects']} connects "
+            f"({channel['refused_connects']} refused)"
+        )
+    if files := report.get("file_events"):
+        print(
+            f"  file events: {files['pending']} waiting, {files['dead_letters']} dead letters, "
+            f"{files['dropped']} dropped; {files['delivered']} delivered, "
+            f"{files['retries']} retries"
+        )
     for device in report["devices"]:
         error = f"  ({device['last_error']})" if device.get("last_error") else ""
         # A status file of an older gatewayd has no report-filter counts.

@@ -225,6 +225,11 @@ class FileStore:
         with self._lock:
             return list(self._pending.values())
 
+    def dead_count(self) -> int:
+        """How many dead letters are kept (without reading their replies)."""
+        with self._lock:
+            return len(self._dead)
+
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter with its reply, oldest first."""
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -25,6 +26,26 @@ from gatewayd.integration.sender import FileEventSender
 log = structlog.get_logger(__name__)
 
 REOPEN_S = 60.0
+
+
+@dataclass
+class FileEventsView:
+    """What `gatewayd status` shows of file events; filled in once the store is open."""
+
+    store: FileStore | None = None
+    sender: FileEventSender | None = None
+
+    def snapshot(self) -> dict[str, int] | None:
+        """Counts for the status file, or None before the store is open."""
+        if self.store is None or self.sender is None:
+            return None
+        return {
+            "pending": len(self.store.pending()),
+            "dead_letters": self.store.dead_count(),
+            "dropped": self.store.dropped.events,
+            "delivered": self.sender.stats.delivered,
+            "retries": self.sender.stats.retries,
+        }
 
 
 def _wall_ms() -> int:
@@ -43,24 +64,30 @@ async def open_store(config: Config) -> FileStore:
 
 
 async def run_file_events(
-    config: Config, clock: Clock, current: Callable[[], Config] | None = None
+    config: Config,
+    clock: Clock,
+    current: Callable[[], Config] | None = None,
+    view: FileEventsView | None = None,
 ) -> None:
     """Run the watcher and the sender until cancelled; a crash is logged and restarted,
     never passed on to the daemon (measurepoints must keep flowing).
 
     `current()` is the configuration in force (after a reload): drops are checked against
     its devices and models. The store, outbox and account stay those of `config`.
+    `view`, when given, is pointed at the store and the sender for `gatewayd status`.
     """
     while True:
         try:
-            await _run(config, clock, current or (lambda: config))
+            await _run(config, clock, current or (lambda: config), view or FileEventsView())
         except Exception as exc:
             log.error("file events task crashed; restarting", error=repr(exc),
                       retry_s=REOPEN_S, exc_info=exc)  # fmt: skip
         await clock.sleep(REOPEN_S)
 
 
-async def _run(config: Config, clock: Clock, current: Callable[[], Config]) -> None:
+async def _run(
+    config: Config, clock: Clock, current: Callable[[], Config], view: FileEventsView
+) -> None:
     http = config.integration.http
     assert http is not None
     while True:
@@ -84,6 +111,7 @@ async def _run(config: Config, clock: Clock, current: Callable[[], Config]) -> N
             return await client.post_event([record], [file], realtime=realtime)
 
         sender = FileEventSender(store, post, clock=clock, live_window=config.uplink.live_window)
+        view.store, view.sender = store, sender
         directories = [capture_dir(config)]
         if config.integration.outbox is not None:
             directories.insert(0, config.integration.outbox)

@@ -96,6 +96,11 @@ async def test_the_daemon_delivers_a_drop_and_lists_a_dead_letter(tmp_path: Path
                 "one delivered, one refused",
             )
             await async_wait_until(lambda: pending_entries(tmp_path) == [], 30, "store empty")
+            # The status file is rewritten every few seconds: wait for one with both outcomes.
+            expected = "  file events: 0 waiting, 1 dead letters, 0 dropped; 1 delivered, 0 retries"
+            await async_wait_until(
+                lambda: expected in status_text(config), 60, "status shows the file events"
+            )
         finally:
             assert await daemon.stop() == 0
     listing = await asyncio.to_thread(
@@ -117,6 +122,15 @@ async def test_the_daemon_delivers_a_drop_and_lists_a_dead_letter(tmp_path: Path
     assert os.listdir(tmp_path / "outbox") == []
     delivered = [e for e in daemon.log_lines() if e.get("event") == "file event delivered"]
     assert [e["file"] for e in delivered] == ["trip.csv"]
+
+
+def status_text(config: Path) -> str:
+    """What `gatewayd status CONFIG` prints now."""
+    run = subprocess.run(
+        [sys.executable, "-m", "gatewayd", "status", str(config)],
+        capture_output=True, timeout=60, check=False, text=True,
+    )  # fmt: skip
+    return run.stdout
 
 
 def kill_on_upload(cloud: IntegrationCloud, victim: Callable[[], int | None]) -> None:

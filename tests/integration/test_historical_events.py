@@ -604,6 +604,13 @@ async def test_the_daemon_imports_alarms_of_an_outage_as_history(tmp_path: Path)
             await async_wait_until(
                 lambda: len(emulator.records.events) == 5, 60, "the outage's alarms"
             )
+            assert daemon.spool is not None
+            report = await daemon.report(daemon.spool)
+            channel = report.historical_events
+            assert channel is not None
+            assert (channel["events"], channel["dead_lettered"]) == (4, 0)
+            assert channel["connects"] >= 1
+            assert report.file_events is None  # no integration.http here
         finally:
             daemon.request_stop()
             assert await asyncio.wait_for(task, 20) == 0
