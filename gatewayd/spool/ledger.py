@@ -161,17 +161,23 @@ class DeliveryLedger:
             self._rewind(kind, released)
         return len(released)
 
-    def release_all(self, keep_events: Collection[int] = ()) -> int:
+    def release_all(self, keep_backlog_events: bool = False) -> int:
         """Every row in flight goes back to the pool, except unsettled ones (delivered,
-        only waiting for their delete) and the events in `keep_events` (another sender
-        still owns them: the historical-event channel outlives a gateway session);
-        returns how many went back."""
+        only waiting for their delete) and, with `keep_backlog_events`, the events taken
+        by backlog takes (the historical-event channel's, which outlives a gateway
+        session); returns how many went back.
+
+        Kept by how they were taken, not by a list of ids from the caller: a take queued
+        just before this call is in flight here, though its taker has not heard of it yet.
+        """
         count = 0
         for kind in Kind:
             in_flight = self._in_flight[kind]
             kept = {row_id: in_flight[row_id] for row_id in self._unsettled[kind]}
-            if kind is Kind.EVENTS:
-                kept.update({i: in_flight[i] for i in keep_events if i in in_flight})
+            if kind is Kind.EVENTS and keep_backlog_events:
+                kept.update(
+                    {i: mode for i, mode in in_flight.items() if mode is TakeMode.BACKLOG}
+                )
             count += len(in_flight) - len(kept)
             self._in_flight[kind] = kept
         unsettled = self._unsettled[Kind.SAMPLES]

@@ -313,14 +313,14 @@ class SpoolStore:
         """Rollback: rows not delivered go back to the pool (oldest first again)."""
         return self._ledger.release(kind, ids)
 
-    def release_all(self, keep_events: Collection[int] = ()) -> int:
+    def release_all(self, keep_backlog_events: bool = False) -> int:
         """Every row in flight goes back to the pool (e.g. the connection was lost).
 
         Unsettled rows (delivered, delete failed on a full disk) stay in flight: they are
-        not sent again, only deleted by the next ack. So do the events in `keep_events`
-        (still out on another channel).
+        not sent again, only deleted by the next ack. So do, with `keep_backlog_events`,
+        events taken by backlog takes (still out on the integration channel).
         """
-        return self._ledger.release_all(keep_events)
+        return self._ledger.release_all(keep_backlog_events)
 
     def dead_letter(
         self, kind: Kind, ids: Iterable[int], code: int, message: str, now_ms: int

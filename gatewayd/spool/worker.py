@@ -171,9 +171,9 @@ class Spool:
         """Rollback: rows go back to the pool; see `SpoolStore.release`."""
         return await self._call(self._store.release, kind, ids)
 
-    async def release_all(self, keep_events: Collection[int] = ()) -> int:
-        """Every row in flight goes back to the pool, but `keep_events`."""
-        return await self._call(self._store.release_all, frozenset(keep_events))
+    async def release_all(self, keep_backlog_events: bool = False) -> int:
+        """Every row in flight goes back to the pool; see `SpoolStore.release_all`."""
+        return await self._call(self._store.release_all, keep_backlog_events)
 
     async def dead_letter(
         self, kind: Kind, ids: Sequence[int], code: int, message: str, now_ms: int

@@ -383,9 +383,10 @@ class Uplink:
         # what it was sending when it ends, but that release is itself an await that a
         # second cancellation (the session's task group tearing down) can cut short, and
         # rows left in flight would never be sent again before a restart.
-        # (Not the events an integration channel is sending: it outlives this session.)
-        keep = () if self.historical is None else frozenset(self.historical.in_flight)
-        if released := await self._spool.release_all(keep_events=keep):
+        # Not the events an integration channel is sending (it outlives this session): the
+        # spool knows them by their backlog takes, even one queued just before this call.
+        keep = self.historical is not None
+        if released := await self._spool.release_all(keep_backlog_events=keep):
             log.info("rows left in flight by the last session returned to the spool", rows=released)
         delivery = Delivery(
             self._config,

@@ -676,3 +676,25 @@ async def test_the_channels_connects_keep_the_budget_across_a_restart(tmp_path: 
         await emulator.stop()
     assert emulator.stats.refused_connects == 4
     assert len(ConnectHistoryFile(window).load()) == 4
+
+
+async def test_a_session_start_keeps_the_events_a_channel_take_queued_just_before(
+    tmp_path: Path,
+) -> None:
+    """The race that sent a whole backlog twice under load: the channel's take is queued on
+    the spool's worker, then a new gateway session's `release_all` runs before the channel
+    has heard which events it took. The spool keeps them by how they were taken, so none
+    goes back to the pool to be taken and sent a second time."""
+    config = load_config(write_config(tmp_path, free_port()))
+    old = now_ms() - HOUR_MS
+    async with await Spool.open(config.spool) as spool:
+        await spool.append([], [alarm("meter-1", old + i, i) for i in range(6)])
+        channel_take = asyncio.ensure_future(spool.take_events(4, older_than_ms=now_ms()))
+        session_start = asyncio.ensure_future(spool.release_all(keep_backlog_events=True))
+        taken, released = await channel_take, await session_start
+        assert [e.params["value"] for e in taken] == [0, 1, 2, 3]
+        assert released == 0
+        again = await spool.take_events(10, older_than_ms=now_ms())
+        assert [e.params["value"] for e in again] == [4, 5]
+        # Without a channel (historical_events: thing) a session start returns them all.
+        assert await spool.release_all() == 6

@@ -153,13 +153,16 @@ def test_release_all_keeps_the_events_another_sender_holds() -> None:
     an integration channel is still sending: a take skips them, and the channel's own ack
     or release still applies to them."""
     ledger, table = DeliveryLedger(), _table(6)
-    assert _take(ledger, table, 6, kind=Kind.EVENTS) == [1, 2, 3, 4, 5, 6]
-    assert ledger.release_all(keep_events=[2, 5, 99]) == 4
-    assert ledger.in_flight_ids(Kind.EVENTS) == [2, 5]
-    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [1, 3, 4, 6]
-    assert ledger.owned(Kind.EVENTS, [5, 2]) == [5, 2]
-    assert ledger.release(Kind.EVENTS, [5]) == 1
-    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [5]
+    assert _take(ledger, table, 2, kind=Kind.EVENTS, newer_than_ms=0) == [1, 2]
+    assert _take(ledger, table, 2, kind=Kind.EVENTS, older_than_ms=10**9) == [3, 4]
+    assert _take(ledger, table, 2, kind=Kind.EVENTS) == [5, 6]
+    assert ledger.release_all(keep_backlog_events=True) == 4
+    assert ledger.in_flight_ids(Kind.EVENTS) == [3, 4]
+    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [1, 2, 5, 6]
+    assert ledger.owned(Kind.EVENTS, [4, 3]) == [4, 3]
+    assert ledger.release(Kind.EVENTS, [4]) == 1
+    assert _take(ledger, table, 10, kind=Kind.EVENTS) == [4]
+    assert ledger.release_all() == 6  # without the channel, every event goes back
 
 
 def test_unsettled_rows_stay_in_flight_and_go_with_the_next_ack() -> None:
