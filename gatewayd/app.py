@@ -36,6 +36,7 @@ from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
+from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.spool.worker import Spool
@@ -258,6 +259,8 @@ class Daemon:
         return self._commands(self)
 
     def _start_pollers(self, config: Config) -> None:
+        # Each model's tables are compiled once and shared by its devices on every bus.
+        layouts = Layouts()
         for bus in config.buses:
             devices = [d for d in config.devices if d.bus == bus.name]
             if not devices:
@@ -274,6 +277,7 @@ class Daemon:
                 heartbeat=beat,
                 muting=self.muting,
                 resend=self.resend,
+                layouts=layouts,
             )
             # A bus task that crashes is restarted by the daemon, with the bus backoff.
             supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)

@@ -13,7 +13,7 @@ Modbus layer that produces them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
@@ -170,10 +170,13 @@ class DeviceMapping:
         stamp_per_request: bool = False,
         reports: dict[str, ReportSpec] | None = None,
         resend: Resend | None = None,
+        unqualified: Mapping[int, str] | None = None,
     ) -> None:
         """`stamp_per_request`: the device stamps each response (`timestamps: request`);
         `reports`: measurepoint → report rule (`report_specs`; none: all `always`);
-        `resend`: the daemon's "send the next reading" signals."""
+        `resend`: the daemon's "send the next reading" signals; `unqualified`: index →
+        measurepoint of the points without the quality field, when the caller has it
+        already (shared by the devices of a model: `ModelLayout.unqualified`)."""
         self.device = device
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
         self.events = EventEngine(compile_rules(rules), device=device)
@@ -184,9 +187,11 @@ class DeviceMapping:
         self._resend_seen = self._resend.generation
         # Points without the quality field send nothing when a read fails: their next
         # good reading must go whatever its value (the cloud cannot tell they were away).
-        self._silent_on_failure = {
-            i: p.measurepoint for i, p in enumerate(self.mapper.points) if not p.quality
-        }
+        self._silent_on_failure: Mapping[int, str] = (
+            unqualified
+            if unqualified is not None
+            else {i: p.measurepoint for i, p in enumerate(self.mapper.points) if not p.quality}
+        )
         self.throughput = Throughput()
 
     @property

@@ -422,7 +422,10 @@ class DeviceReadPlanner:
         max_registers: int,
         max_bits: int = MAX_BITS,
         gap_fill: int,
+        plans: PlanCache | None = None,
     ) -> None:
+        """`plans`: a plan cache of the same points and gap fill, shared with other devices
+        of the model (its key holds the holes and limits, so sharing is exact)."""
         self.points = tuple(points)
         self.max_registers = min(MAX_REGISTERS, max_registers)
         self.max_bits = min(MAX_BITS, max_bits)
@@ -449,7 +452,11 @@ class DeviceReadPlanner:
         self._retry_due = False
         self._retry_probes: set[ReadRequest] = set()
         self.gap_fill = gap_fill
-        self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        if plans is None:
+            plans = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        elif plans.gap_fill != gap_fill or plans.points != self.points:
+            raise ValueError("a shared plan cache must have the planner's points and gap fill")
+        self._cache = plans
         self._last_plan: _LastPlan | None = None
         self._widest_registers = max(
             (p.register_count for p in self.points if not p.table.is_bit), default=1

@@ -50,6 +50,7 @@ from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
+from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.probebudget import ProbeBudget
 from gatewayd.modbus.reader import DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
@@ -200,6 +201,7 @@ class BusPoller:
         on_cycle: Callable[[], None] | None = None,
         muting: Muting | None = None,
         resend: Resend | None = None,
+        layouts: Layouts | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
@@ -207,7 +209,8 @@ class BusPoller:
         `heartbeat_interval` seconds while the loop is healthy (wire it to the watchdog);
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         `muting` is the daemon's table of muted devices (it outlives this poller);
-        `resend` its "send the next reading" signals for the report filter.
+        `resend` its "send the next reading" signals for the report filter; `layouts`
+        the compiled model tables its devices share (the daemon's, shared by every bus).
         """
         self.bus = bus
         self._results = results
@@ -239,14 +242,16 @@ class BusPoller:
         self._unavailable = "port unavailable" if isinstance(bus, SerialBus) else "bus unavailable"
 
         own = [d for d in devices if d.bus == bus.name]
-        self.capacity: BusCapacity = bus_capacity(bus, own, models)
+        layouts = layouts if layouts is not None else Layouts()
+        self.capacity: BusCapacity = bus_capacity(bus, own, models, layouts)
         gap_fill = resolve_gap_fill(bus)
         now = self._clock.monotonic()
         wall_offset = self._clock.time() - now
         self._devices: dict[str, _Device] = {}
         for config in own:
             model = models[config.model]
-            reader = DeviceReader(bus, config, model, gap_fill=gap_fill)
+            layout = layouts.of(model, config, gap_fill=gap_fill)
+            reader = DeviceReader(bus, config, model, gap_fill=gap_fill, layout=layout)
             self._devices[config.name] = _Device(
                 reader=reader,
                 schedule=DeviceSchedule(
@@ -257,13 +262,14 @@ class BusPoller:
                 health=DeviceHealth(config.name, bus.name, config.unit_id),
                 mapping=DeviceMapping(
                     config.name,
-                    model.points,
+                    layout.points,
                     model.events,
                     self._muting,
                     default_interval=config.poll_interval,
                     stamp_per_request=reader.stamp_per_request,
                     reports=report_specs(config, model),
                     resend=self._resend,
+                    unqualified=layout.unqualified,
                 ),
                 polling=config.enabled,
             )

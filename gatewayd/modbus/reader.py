@@ -42,6 +42,7 @@ from gatewayd.modbus.errors import (
     DeviceTimeout,
     ModbusError,
 )
+from gatewayd.modbus.layout import ModelLayout
 from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
 from gatewayd.samples import Value
 
@@ -138,23 +139,35 @@ class DeviceReader:
     """Plans, reads and decodes one device's points; remembers its holes and read limit."""
 
     def __init__(
-        self, bus: BusConfig, device: DeviceConfig, model: DeviceModel, *, gap_fill: int
+        self,
+        bus: BusConfig,
+        device: DeviceConfig,
+        model: DeviceModel,
+        *,
+        gap_fill: int,
+        layout: ModelLayout | None = None,
     ) -> None:
+        """`layout`: the model's tables shared with the other devices of the model
+        (`Layouts.of`); without it the reader compiles its own."""
         self.bus = bus
         self.device = device
         self.model = model
-        self.points: tuple[PointConfig, ...] = tuple(model.points)
+        if layout is None:
+            layout = ModelLayout.compile(model, device, gap_fill=gap_fill)
+        self.layout = layout
+        self.points: tuple[PointConfig, ...] = layout.points
         self.timeout = device.timeout if device.timeout is not None else bus.timeout
         timestamps = device.timestamps if device.timestamps is not None else model.timestamps
         self.stamp_per_request = timestamps is Timestamps.REQUEST
         self.retries = bus.retries
-        self._orders = [codec.point_orders(p, device, model) for p in self.points]
-        self._index_by_measurepoint = {p.measurepoint: i for i, p in enumerate(self.points)}
+        self._orders = layout.orders
+        self._index_by_measurepoint = layout.index_by_measurepoint
         self.planner = DeviceReadPlanner(
             self.points,
             max_registers=min(device.max_registers or bus.max_registers, bus.max_registers),
             max_bits=bus.max_bits,
             gap_fill=gap_fill,
+            plans=layout.plans,
         )
         # Unreadable points, recomputed only when the planner learns a new hole.
         self._holes_seen = self.planner.holes
@@ -458,16 +471,8 @@ class DeviceReader:
         """The decoder of `request`'s responses (compiled once, cached with the plan)."""
         if len(self._decoders) >= _DECODER_CACHE_SIZE:
             self._decoders.clear()  # plans are few and stable; this only bounds a pathology
-        decoder = _RequestDecoder(
-            BlockDecoder(
-                [self.points[i] for i in request.points],
-                [self._orders[i] for i in request.points],
-                start=request.start,
-                count=request.count,
-            ),
-            request.points,
-            tuple(self.points[i].measurepoint for i in request.points),
-        )
+        compiled = self.layout.compiled(request)  # shared by the devices of the model
+        decoder = _RequestDecoder(compiled.decoder, request.points, compiled.measurepoints)
         self._decoders[request] = decoder
         return decoder
 
@@ -483,9 +488,7 @@ class DeviceReader:
         key = (request.table, request.start, request.count, code)
         if key not in self._logged_rejections:
             self._logged_rejections.add(key)
-            self._log.warning(
-                "device rejected read", request=_describe(request), code=code
-            )
+            self._log.warning("device rejected read", request=_describe(request), code=code)
 
     # ------------------------------------------------------------------ handle helpers
 
@@ -513,9 +516,7 @@ class DeviceReader:
         index = self.index_of(measurepoint)
         point = self.points[index]
         if not point.writable or point.table in (Table.DISCRETE, Table.INPUT):
-            raise PointNotWritable(
-                f"{self.device.name}.{measurepoint} is not writable"
-            )
+            raise PointNotWritable(f"{self.device.name}.{measurepoint} is not writable")
         byte_order, word_order = self._orders[index]
         current: int | None = None
         if point.table is Table.HOLDING and point.bit is not None:

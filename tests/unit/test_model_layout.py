@@ -1,0 +1,134 @@
+"""The devices of one model share its compiled tables (modbus/layout.py), and a device
+more costs a few KiB, not a copy of every model-derived table."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import Sequence
+
+from gatewayd.clock import VirtualClock
+from gatewayd.config.models import (
+    DeviceConfig,
+    DeviceModel,
+    PointConfig,
+    Table,
+    TcpBus,
+)
+from gatewayd.modbus.fake import FakeBus
+from gatewayd.modbus.layout import Layouts
+from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
+from gatewayd.modbus.poller import BusPoller, CycleResult
+from gatewayd.modbus.timing import resolve_gap_fill
+from tests.unit.test_poller import dev, make_bus, make_model, pt
+
+
+def float_model(name: str, points: int) -> DeviceModel:
+    """`points` contiguous float32 points, without the quality field (B2's model)."""
+    return make_model(name, [pt(f"p{i}", 2 * i, "float32") for i in range(points)])
+
+
+def poller(devices: Sequence[DeviceConfig], models: dict[str, DeviceModel]) -> BusPoller:
+    """A poller over a fake bus (never run: construction is what is looked at)."""
+    clock = VirtualClock(monotonic=1000.0, wall=1_700_000_000.0)
+    results: asyncio.Queue[CycleResult] = asyncio.Queue()
+    return BusPoller(make_bus(), devices, models, results, client=FakeBus(clock), clock=clock)
+
+
+def test_devices_of_one_model_share_the_same_compiled_objects() -> None:
+    """Two devices of a model get one layout: points, orders, index, plan cache, the
+    points without quality and each request's decoder are the same objects (`is`); a
+    device with its own byte order or another model gets its own."""
+    model = make_model("m", [pt("a", 0, quality=True), pt("b", 1), pt("c", 10, "float32")])
+    other = make_model("n", [pt("a", 0), pt("b", 1)])
+    devices = [dev("d1", 1), dev("d2", 2), dev("d3", 3, byte_order="little"),
+               dev("d4", 4, model_name="n")]  # fmt: skip
+    bus_poller = poller(devices, {"m": model, "n": other})
+    d1, d2, d3, d4 = (bus_poller._devices[d.name] for d in devices)
+    r1, r2 = d1.reader, d2.reader
+    assert r1.layout is r2.layout
+    assert r1.points is r2.points is d1.mapping.mapper.points is d2.mapping.mapper.points
+    assert r1._orders is r2._orders
+    assert r1._index_by_measurepoint is r2._index_by_measurepoint
+    assert r1.planner._cache is r2.planner._cache
+    assert d1.mapping._silent_on_failure is d2.mapping._silent_on_failure
+    assert dict(d1.mapping._silent_on_failure) == {1: "b", 2: "c"}
+    first = r1.planner.plan()
+    assert first == r2.planner.plan()
+    for request in first:
+        assert r1._compile(request).block is r2._compile(request).block
+        assert r1._compile(request).measurepoints is r2._compile(request).measurepoints
+    assert d1.schedule._groups[0].points is d2.schedule._groups[0].points
+    # What each device learns stays its own.
+    assert r1.planner is not r2.planner
+    assert d1.mapping.mapper is not d2.mapping.mapper
+    # Another byte order, another model: other tables.
+    assert d3.reader.layout is not r1.layout
+    assert d3.reader._orders != r1._orders
+    assert d4.reader.layout is not r1.layout
+    assert d4.reader.points == tuple(other.points)
+
+
+def test_one_layout_per_model_order_and_gap_fill() -> None:
+    """`Layouts.of` compiles once per (model, byte/word order override, gap fill)."""
+    model = float_model("m", 4)
+    layouts = Layouts()
+    plain, little = dev("d1", 1), dev("d2", 2, byte_order="little")
+    assert layouts.of(model, plain, gap_fill=4) is layouts.of(model, dev("d9", 9), gap_fill=4)
+    assert layouts.of(model, little, gap_fill=4) is not layouts.of(model, plain, gap_fill=4)
+    assert layouts.of(model, plain, gap_fill=0) is not layouts.of(model, plain, gap_fill=4)
+    assert len(layouts) == 3
+
+
+def test_a_shared_plan_cache_of_other_points_is_refused() -> None:
+    """A plan cache compiled for other points (or another gap fill) cannot be handed to a
+    planner: its plans would name the wrong registers."""
+    layout = Layouts().of(float_model("m", 4), dev("d1", 1), gap_fill=4)
+    other = float_model("n", 5).points
+    for points, gap_fill in ((other, 4), (layout.points, 0)):
+        try:
+            DeviceReadPlanner(points, max_registers=125, gap_fill=gap_fill, plans=layout.plans)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted a plan cache for {len(points)} points, fill {gap_fill}")
+
+
+def _allocated(build: object) -> int:
+    """Bytes still allocated after calling `build` (its result kept alive)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        kept = build()  # type: ignore[operator]
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    del kept
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+
+
+def test_a_device_more_of_a_1000_point_model_costs_a_few_kib() -> None:
+    """20 more devices of a 1000-point model cost < 16 KiB each in the poller (before the
+    shared layouts: about 200 KiB each, an index dict, an order tuple, a plan and a
+    silent-points dict per point per device)."""
+    models = {"m": float_model("m", 1000)}
+    small = _allocated(lambda: poller([dev(f"d{u}", u) for u in range(1, 11)], models))
+    large = _allocated(lambda: poller([dev(f"d{u}", u) for u in range(1, 31)], models))
+    per_device = (large - small) / 20
+    assert per_device < 16 * 1024, f"{per_device / 1024:.1f} KiB per device"
+
+
+def test_answered_registers_of_a_device_cost_bytes_not_an_int_each() -> None:
+    """A planner that had 2000 registers answered (16 reads of 125) holds them in a few
+    hundred bytes (a set of the addresses held about 130 KiB)."""
+    bus: TcpBus = make_bus()
+    points: list[PointConfig] = float_model("m", 1000).points
+    planner = DeviceReadPlanner(points, max_registers=125, gap_fill=resolve_gap_fill(bus))
+
+    def answer_all() -> None:
+        for start in range(0, 2000, 125):
+            planner.on_success(ReadRequest(Table.HOLDING, start, 125, (start // 2,)))
+
+    assert _allocated(answer_all) < 8 * 1024
