@@ -184,7 +184,7 @@ async def run_child(config: Path, seconds: float, top: int, trace: bool) -> dict
     return result
 
 
-def show(name: str, plain: dict[str, Any], traced: dict[str, Any]) -> None:
+def show(name: str, plain: dict[str, Any], traced: dict[str, Any] | None) -> None:
     """Print one site's figures."""
     print(f"\n=== {name}: RSS by stage (untraced run), MiB")
     previous = None
@@ -193,6 +193,8 @@ def show(name: str, plain: dict[str, Any], traced: dict[str, Any]) -> None:
         print(f"  {stage:24s} {mib:7.1f}{delta}")
         previous = mib
     print(f"  modules imported: {plain['modules']}")
+    if traced is None:
+        return
     print(f"--- traced run: {traced['traced_mib']:.1f} MiB of live Python allocations")
     for label, (mib, count) in traced["walks"].items():
         print(f"  {label:40s} {mib:7.2f} MiB in {count} objects")
@@ -202,14 +204,16 @@ def show(name: str, plain: dict[str, Any], traced: dict[str, Any]) -> None:
             print(f"  {mib:7.2f} {count:9d}  {where}")
 
 
-async def main_async(sites: list[str], seconds: float, top: int) -> dict[str, Any]:
+async def main_async(
+    sites: list[str], seconds: float, top: int, rss_only: bool = False
+) -> dict[str, Any]:
     """Profile each site; print and return the figures."""
     results: dict[str, Any] = {}
     for name in sites:
         started = time.monotonic()
         async with site_config(name) as config:
             plain = await run_child(config, seconds, top, trace=False)
-            traced = await run_child(config, seconds, top, trace=True)
+            traced = None if rss_only else await run_child(config, seconds, top, trace=True)
         show(name, plain, traced)
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
         results[name] = {"plain": plain, "traced": traced}
@@ -221,6 +225,7 @@ def main() -> None:
     parser.add_argument("--site", default="idle,b1,b2", help=f"comma-separated: {list(SITES)}")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--rss-only", action="store_true", help="skip the traced run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -233,7 +238,7 @@ def main() -> None:
     unknown = [s for s in sites if s not in SITES]
     if unknown:
         parser.error(f"unknown site(s) {unknown}; known: {list(SITES)}")
-    results = asyncio.run(main_async(sites, args.seconds, args.top))
+    results = asyncio.run(main_async(sites, args.seconds, args.top, args.rss_only))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
 
