@@ -14,7 +14,8 @@ hidden as on a box: tests/bench/box.py) runs in a child process twice:
 
 Sites: `idle` is the example config (config/gatewayd.yaml: its devices are absent, the
 buses retry); `b1` is B1's (50 devices x 100 float32 @ 1 s); `b2` a B2-size config at a
-fixed rate (200 devices x 1000 float32 @ 5 s: 200 k configured points, 40 k points/s). The
+fixed rate (200 devices x 1000 float32 @ 5 s: 200 k configured points, 40 k points/s);
+`b2-200k` the same at 1 s (B2's 200 k points/s step: best run untraced, `--rss-only`). The
 devices of b1/b2 are `fast_responder` processes, the cloud the EnOS emulator in this
 process. tracemalloc slows the traced run: its figures attribute memory, the untraced
 run's RSS is the one to quote.
@@ -43,6 +44,7 @@ SITES: dict[str, tuple[int, int, str] | None] = {
     "idle": None,
     "b1": (50, 100, "1s"),
     "b2": (200, 1000, "5s"),
+    "b2-200k": (200, 1000, "1s"),
 }
 
 
