@@ -84,11 +84,14 @@ class DeviceSchedule:
 
         Ticks missed because `now` is late are skipped, not replayed.
         """
-        due: list[int] = []
+        groups: list[tuple[int, ...]] = []
         for group in self._groups:
             if group.due <= now + TICK_TOLERANCE:
-                due.extend(group.points)
+                groups.append(group.points)
                 after_now = math.floor((now - group.phase) / group.interval + TICK_TOLERANCE) + 1
                 group.index = max(group.index + 1, after_now)
-        due.sort()
-        return tuple(due)
+        if len(groups) == 1:
+            # The common case (one interval due): the group's own tuple, ascending already
+            # and shared by the devices of the model, not a sorted copy per device and tick.
+            return groups[0]
+        return tuple(sorted(index for points in groups for index in points))

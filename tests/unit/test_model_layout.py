@@ -60,6 +60,8 @@ def test_devices_of_one_model_share_the_same_compiled_objects() -> None:
         assert r1._compile(request).block is r2._compile(request).block
         assert r1._compile(request).measurepoints is r2._compile(request).measurepoints
     assert d1.schedule._groups[0].points is d2.schedule._groups[0].points
+    tick = d1.schedule.next_due()
+    assert d1.schedule.take_due(tick) is d2.schedule.take_due(tick)  # no copy per tick
     # What each device learns stays its own.
     assert r1.planner is not r2.planner
     assert d1.mapping.mapper is not d2.mapping.mapper
