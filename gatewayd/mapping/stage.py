@@ -22,12 +22,11 @@ from gatewayd.config.models import (
     DeviceModel,
     EventRule,
     InSetRule,
-    PointConfig,
     ReportConfig,
     ThresholdRule,
 )
 from gatewayd.mapping.events import EventEngine, RuleSpec
-from gatewayd.mapping.mapper import DeviceMapper
+from gatewayd.mapping.mapper import DeviceMapper, MappedPoint
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import ALWAYS, ReportFilter, ReportSpec, Resend
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
@@ -162,7 +161,7 @@ class DeviceMapping:
     def __init__(
         self,
         device: str,
-        points: Sequence[PointConfig],
+        points: Sequence[MappedPoint],
         rules: Iterable[EventRule],
         muting: Muting,
         *,

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gatewayd.config.enums import Order
-from gatewayd.config.models import DeviceModel, PointConfig
+from gatewayd.config.models import DeviceModel
 from gatewayd.modbus import codec
 from gatewayd.modbus.blockdecode import BlockDecoder
 from gatewayd.modbus.planner import PlanCache, ReadRequest
+from gatewayd.modbus.points import Point, compile_point
 from gatewayd.modbus.specs import DeviceOrders
 
 #: Compiled decoders kept per layout (far above any real model's distinct requests).
@@ -47,7 +48,7 @@ class ModelLayout:
     """One model's points and everything derived from them alone; shared by its devices."""
 
     model: DeviceModel
-    points: tuple[PointConfig, ...]
+    points: tuple[Point, ...]  # frozen specs compiled from the model's config points
     measurepoints: tuple[str, ...]
     #: (byte_order, word_order) of each point: point > device override > model.
     orders: tuple[tuple[Order, Order], ...]
@@ -60,7 +61,7 @@ class ModelLayout:
     @classmethod
     def compile(cls, model: DeviceModel, device: DeviceOrders, *, gap_fill: int) -> ModelLayout:
         """The layout of `model` for devices with `device`'s order overrides."""
-        points = tuple(model.points)
+        points = tuple(compile_point(p) for p in model.points)
         return cls(
             model=model,
             points=points,

@@ -28,7 +28,6 @@ from gatewayd.config.models import (
     BusConfig,
     DeviceConfig,
     DeviceModel,
-    PointConfig,
     Table,
     Timestamps,
 )
@@ -44,6 +43,7 @@ from gatewayd.modbus.errors import (
 )
 from gatewayd.modbus.layout import ModelLayout
 from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
+from gatewayd.modbus.points import Point
 from gatewayd.samples import Value
 
 if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not needed here
@@ -155,7 +155,7 @@ class DeviceReader:
         if layout is None:
             layout = ModelLayout.compile(model, device, gap_fill=gap_fill)
         self.layout = layout
-        self.points: tuple[PointConfig, ...] = layout.points
+        self.points: tuple[Point, ...] = layout.points
         self.timeout = device.timeout if device.timeout is not None else bus.timeout
         timestamps = device.timestamps if device.timestamps is not None else model.timestamps
         self.stamp_per_request = timestamps is Timestamps.REQUEST
@@ -554,7 +554,7 @@ async def _write(
     client: ModbusClient,
     *,
     unit: int,
-    point: PointConfig,
+    point: Point,
     words: list[int],
     timeout: float,
     multiple: bool,

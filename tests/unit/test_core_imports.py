@@ -20,6 +20,8 @@ CORES = (
     "gatewayd.modbus.codec",  # register codec
     "gatewayd.modbus.planner",  # read planner
     "gatewayd.modbus.blockdecode",  # block decoder
+    "gatewayd.modbus.points",  # the frozen point specs compiled from the config
+    "gatewayd.modbus.addressruns",  # the planner's answered registers
     "gatewayd.backoff",  # the one backoff policy
     "gatewayd.modbus.backoff",  # device and bus backoff settings
     "gatewayd.modbus.probebudget",  # bus time share of dead-device probes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import tracemalloc
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from gatewayd.mapping.mapper import DeviceMapper
 from gatewayd.modbus.fake import FakeBus
 from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
+from gatewayd.modbus.points import Point, compile_point
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.timing import resolve_gap_fill
 from tests.unit.test_poller import dev, make_bus, make_model, pt
@@ -50,6 +52,7 @@ def test_devices_of_one_model_share_the_same_compiled_objects() -> None:
     r1, r2 = d1.reader, d2.reader
     assert r1.layout is r2.layout
     assert r1.points is r2.points is d1.mapping.mapper.points is d2.mapping.mapper.points
+    assert all(isinstance(p, Point) for p in r1.points)  # compiled specs, not pydantic
     assert r1._orders is r2._orders
     assert r1._index_by_measurepoint is r2._index_by_measurepoint
     assert r1.planner._cache is r2.planner._cache
@@ -70,7 +73,30 @@ def test_devices_of_one_model_share_the_same_compiled_objects() -> None:
     assert d3.reader.layout is not r1.layout
     assert d3.reader._orders != r1._orders
     assert d4.reader.layout is not r1.layout
-    assert d4.reader.points == tuple(other.points)
+    assert [p.measurepoint for p in d4.reader.points] == ["a", "b"]
+
+
+def test_a_compiled_point_is_its_config_point_frozen() -> None:
+    """Every field of the frozen spec equals the config point's; it has no instance dict
+    and refuses assignment; its measurepoint is interned."""
+    config = pt("energy_total", 40, "uint32", byte_order="little", word_order="little",
+                scale=0.1, offset=-1.0, unit="kWh", poll_interval="5s", writable=True,
+                min=0, max=1e6, quality=True)  # fmt: skip
+    flag = pt("state", 3, "uint16", enum={0: "off", 1: "on"})
+    for source in (config, flag, pt("alarm", 4, "bool", bit=7), pt("name", 5, "string", count=4)):
+        point = compile_point(source)
+        for name in Point.__dataclass_fields__:
+            assert getattr(point, name) == getattr(source, name), name
+        assert not hasattr(point, "__dict__")
+        try:
+            point.address = 0  # type: ignore[misc]
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("a compiled point took an assignment")
+    assert compile_point(config).poll_interval == 5.0
+    assert compile_point(flag).enum == {0: "off", 1: "on"}
+    assert compile_point(config).measurepoint is sys.intern("energy_total")
 
 
 def test_one_layout_per_model_order_and_gap_fill() -> None:
