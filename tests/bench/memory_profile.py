@@ -71,6 +71,8 @@ def deep_size(root: object) -> tuple[int, int]:
         size += sys.getsizeof(obj)
         count += 1
         todo.extend(gc.get_referents(obj))
+        if isinstance(obj, dict):  # gc does not visit a dict's keys when all are str
+            todo.extend(obj.keys())
     return size, count
 
 
