@@ -7,6 +7,7 @@ import asyncio
 import gc
 import sys
 import tracemalloc
+from array import array
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -131,8 +132,8 @@ def test_devices_of_one_model_decode_their_own_words_with_the_shared_decoders() 
             expected = {"d1": [7, -1, 1.5], "d2": [9, 2, 2.5]}[name]
             assert (block.measurepoints, block.values) == (("a", "b", "c"), expected), cycle
     assert d1.decoder._decoders[request].compiled is d2.decoder._decoders[request].compiled
-    assert d1.decoder._decoders[request].last_words == words["d1"]
-    assert d2.decoder._decoders[request].last_words == words["d2"]
+    assert d1.decoder._decoders[request].last_words == array("H", words["d1"])
+    assert d2.decoder._decoders[request].last_words == array("H", words["d2"])
 
 
 def test_pollers_of_two_buses_share_the_daemons_layouts_and_decoders() -> None:
@@ -242,9 +243,10 @@ def test_a_device_more_of_a_1000_point_model_costs_a_few_kib() -> None:
 
 
 def test_a_decoding_device_more_of_a_1000_point_model_costs_no_decoder_copy() -> None:
-    """After one decoded cycle (16 responses of 125 registers), 20 more devices of a
+    """After one decoded cycle (2000 registers in 17 responses), 20 more devices of a
     1000-point model cost < 128 KiB each: their last words and values, not a compiled
-    decoder each (72 KiB measured; 238 KiB when each device compiled its own)."""
+    decoder each (61 KiB measured, 72 with the words kept as ints; 238 KiB when each
+    device compiled its own)."""
     models = {"m": float_model("m", 1000)}
 
     def polled(count: int) -> BusPoller:
@@ -257,6 +259,32 @@ def test_a_decoding_device_more_of_a_1000_point_model_costs_no_decoder_copy() ->
     large = _allocated(lambda: polled(30))
     per_device = (large - small) / 20
     assert per_device < 128 * 1024, f"{per_device / 1024:.1f} KiB per device"
+
+
+def test_a_devices_decode_cache_keeps_its_words_at_two_bytes_each() -> None:
+    """A cycle of 2000 registers (17 responses; values over 255, so each an int object of
+    its own) leaves a device's decoder holding < 64 KiB more: its 1000 values and the words
+    at 2 bytes each (a list of the ints held about 104 KiB); a cycle with the same words
+    decodes nothing again and gives the same values."""
+    model = float_model("m", 1000)
+    layout = Layouts().of(model, dev("d1", 1), gap_fill=4)
+    requests = DeviceReadPlanner(layout.points, max_registers=125, gap_fill=4).plan()
+    assert sum(r.count for r in requests) == 2000
+    decoder = ResponseDecoder(layout.points, layout.orders)
+
+    def answers(high: int = 0x4000) -> list[Response]:
+        """Fresh ints above the small-int cache: what a cache of them keeps alive."""
+        return [Response(r, [high + i % 7 for i in range(r.count)], TS_MS) for r in requests]
+
+    decoder.decode(answers(0x3000))  # compiles the decoders (the model's, not measured)
+    assert _allocated(lambda: decoder.decode(answers()) and None) < 64 * 1024
+    lasts = [entry.last for entry in decoder._decoders.values()]
+    again = decoder.decode(answers())
+    assert all(
+        entry.last is last for entry, last in zip(decoder._decoders.values(), lasts, strict=True)
+    )  # the same words: the values of last time, not decoded again
+    values = [v for block in again.blocks for v in block.values]
+    assert (len(values), values[0], values[1]) == (1000, 2.0039065, 2.035157)  # 0x4000_4001, …
 
 
 def test_answered_registers_of_a_device_cost_bytes_not_an_int_each() -> None:
