@@ -35,8 +35,10 @@ from gatewayd.enos.messages import CommandKind
 from gatewayd.enos.reconnect import ReconnectPolicy
 from gatewayd.logging import register_secret
 from gatewayd.mapping.captures import Captures, capture_dir
+from gatewayd.mapping.decoding import SharedDecoders
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
+from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
 from gatewayd.samples import Event
@@ -302,6 +304,9 @@ class Daemon:
         return self._commands(self)
 
     def _start_pollers(self, config: Config) -> None:
+        # Each model's tables are compiled once and shared by its devices on every bus.
+        layouts = Layouts()
+        decoders = SharedDecoders()  # and their compiled decoders, on the mapping side
         for bus in config.buses:
             devices = [d for d in config.devices if d.bus == bus.name]
             if not devices:
@@ -319,6 +324,8 @@ class Daemon:
                 muting=self.muting,
                 resend=self.resend,
                 captures=self._captures().hook,
+                layouts=layouts,
+                decoders=decoders,
             )
             # A bus task that crashes is restarted by the daemon, with the bus backoff.
             supervisor = BusSupervisor(poller, self.clock, heartbeat=beat)

@@ -16,7 +16,7 @@ Modbus layer's pure cores (register codec, point specs) but not the reader.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
@@ -26,15 +26,15 @@ from gatewayd.config.models import (
     DeviceModel,
     EventRule,
     InSetRule,
-    PointConfig,
     ReportConfig,
     ThresholdRule,
 )
-from gatewayd.mapping.decoding import Decoded, RawResponse, ResponseDecoder
+from gatewayd.mapping.decoding import Decoded, ModelDecoders, RawResponse, ResponseDecoder
 from gatewayd.mapping.events import EventEngine, RuleSpec
-from gatewayd.mapping.mapper import DeviceMapper
+from gatewayd.mapping.mapper import DeviceMapper, MappedPoint
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import ALWAYS, ReportFilter, ReportSpec, Resend
+from gatewayd.modbus.specs import PointSpec
 from gatewayd.samples import Event, Quality, Sample, SampleBlock, Value
 
 __all__ = [
@@ -43,9 +43,15 @@ __all__ = [
     "DeviceOutput",
     "FailedRead",
     "GoodBlock",
+    "StagePoint",
     "compile_rules",
     "report_specs",
 ]
+
+
+class StagePoint(PointSpec, MappedPoint, Protocol):
+    """What the stage reads of a point: the decoder's spec and the mapper's fields (the
+    compiled `modbus.points.Point` and the config's `PointConfig` both fit)."""
 
 
 class GoodBlock(Protocol):
@@ -182,7 +188,7 @@ class DeviceMapping:
     def __init__(
         self,
         device: str,
-        points: Sequence[PointConfig],
+        points: Sequence[StagePoint],
         rules: Iterable[EventRule],
         muting: Muting,
         *,
@@ -192,23 +198,30 @@ class DeviceMapping:
         resend: Resend | None = None,
         orders: Sequence[tuple[Order, Order]] | None = None,
         capture: CaptureHook | None = None,
+        unqualified: Mapping[int, str] | None = None,
+        decoders: ModelDecoders | None = None,
     ) -> None:
         """`stamp_per_request`: the device stamps each response (`timestamps: request`);
         `reports`: measurepoint → report rule (`report_specs`; none: all `always`);
         `resend`: the daemon's "send the next reading" signals; `orders`: each point's
         (byte, word) order for decoding (`codec.point_orders`; none: the point's own,
         else big-endian, the Modbus default); `capture`: the device's capture rules, if
-        it has any."""
+        it has any; `unqualified`: index → measurepoint of the points without the quality
+        field, when the caller has it already (shared by the devices of a model:
+        `ModelLayout.unqualified`); `decoders`: the model's compiled decoders, shared by
+        its devices (`SharedDecoders.of`; none: this device compiles its own)."""
         self._capture = capture
         self.device = device
         points = tuple(points)  # one tuple, shared by the mapper and the decoder
         if orders is None:
-            orders = [
-                (p.byte_order or Order.BIG, p.word_order or Order.BIG) for p in points
-            ]
+            orders = (
+                decoders.orders
+                if decoders is not None
+                else [(p.byte_order or Order.BIG, p.word_order or Order.BIG) for p in points]
+            )
         self.mapper = DeviceMapper(device, points, default_interval=default_interval)
         #: Raw responses → values, with a decoder compiled once per request layout.
-        self.decoder = ResponseDecoder(points, orders)
+        self.decoder = ResponseDecoder(points, orders, shared=decoders)
         self.events = EventEngine(compile_rules(rules), device=device)
         self._muting = muting
         self._stamp_per_request = stamp_per_request
@@ -217,9 +230,11 @@ class DeviceMapping:
         self._resend_seen = self._resend.generation
         # Points without the quality field send nothing when a read fails: their next
         # good reading must go whatever its value (the cloud cannot tell they were away).
-        self._silent_on_failure = {
-            i: p.measurepoint for i, p in enumerate(self.mapper.points) if not p.quality
-        }
+        self._silent_on_failure: Mapping[int, str] = (
+            unqualified
+            if unqualified is not None
+            else {i: p.measurepoint for i, p in enumerate(self.mapper.points) if not p.quality}
+        )
         self.throughput = Throughput()
 
     @property

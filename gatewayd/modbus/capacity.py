@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel
+from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
 from gatewayd.modbus.timing import bus_cycle_time, resolve_gap_fill
 
@@ -71,19 +72,25 @@ class BusCapacity:
             )
 
 
-def device_plan(bus: BusConfig, device: DeviceConfig, model: DeviceModel) -> DevicePlan:
-    """The full read plan of one device (every point, as a cold start would read it)."""
+def device_plan(
+    bus: BusConfig, device: DeviceConfig, model: DeviceModel, layouts: Layouts | None = None
+) -> DevicePlan:
+    """The full read plan of one device (every point, as a cold start would read it);
+    with `layouts`, its plan and measurepoints are the ones its model's devices share."""
+    gap_fill = resolve_gap_fill(bus)
+    layout = (layouts if layouts is not None else Layouts()).of(model, device, gap_fill=gap_fill)
     planner = DeviceReadPlanner(
-        model.points,
+        layout.points,
         max_registers=min(device.max_registers or bus.max_registers, bus.max_registers),
         max_bits=bus.max_bits,
-        gap_fill=resolve_gap_fill(bus),
+        gap_fill=gap_fill,
+        plans=layout.plans,
     )
     requests = tuple(planner.plan())
     intervals = [p.poll_interval or device.poll_interval for p in model.points]
     return DevicePlan(
         device=device.name,
-        points=tuple(p.measurepoint for p in model.points),
+        points=layout.measurepoints,
         requests=requests,
         wire_time=bus_cycle_time(bus, requests),
         shortest_interval=min(intervals, default=device.poll_interval),
@@ -91,11 +98,15 @@ def device_plan(bus: BusConfig, device: DeviceConfig, model: DeviceModel) -> Dev
 
 
 def bus_capacity(
-    bus: BusConfig, devices: Sequence[DeviceConfig], models: Mapping[str, DeviceModel]
+    bus: BusConfig,
+    devices: Sequence[DeviceConfig],
+    models: Mapping[str, DeviceModel],
+    layouts: Layouts | None = None,
 ) -> BusCapacity:
     """Capacity of `bus` for the enabled `devices` on it (others are ignored)."""
+    layouts = layouts if layouts is not None else Layouts()
     plans = tuple(
-        device_plan(bus, d, models[d.model])
+        device_plan(bus, d, models[d.model], layouts)
         for d in devices
         if d.bus == bus.name and d.enabled
     )

@@ -80,6 +80,7 @@ from typing import NamedTuple
 # `PointConfig` here is structural (`specs.PointSpec`): the config's points or plain
 # specs; the name is kept so the planner's signatures did not change.
 from gatewayd.config.enums import Table
+from gatewayd.modbus.addressruns import AddressRuns
 from gatewayd.modbus.specs import PointSpec as PointConfig
 
 __all__ = [
@@ -389,33 +390,11 @@ def _piece(table: Table, slots: list[tuple[int, int, list[int]]]) -> ReadRequest
     return ReadRequest(table, start, end - start, indices)
 
 
-def _unverified_runs(table: Table, start: int, end: int, verified: set[int]) -> list[ReadRequest]:
+def _unverified_runs(
+    table: Table, start: int, end: int, verified: AddressRuns
+) -> list[ReadRequest]:
     """Probe requests for the maximal runs of [start, end) not in `verified`."""
-    runs: list[ReadRequest] = []
-    run_start: int | None = None
-    for address in range(start, end + 1):
-        unknown = address < end and address not in verified
-        if unknown and run_start is None:
-            run_start = address
-        elif not unknown and run_start is not None:
-            runs.append(ReadRequest(table, run_start, address - run_start, ()))
-            run_start = None
-    return runs
-
-
-def _readable_run_start(verified: set[int], length: int) -> int | None:
-    """Start of the first run of `length` consecutive addresses in `verified`, if any."""
-    run_start = run_length = 0
-    previous: int | None = None
-    for address in sorted(verified):
-        if previous is not None and address == previous + 1:
-            run_length += 1
-        else:
-            run_start, run_length = address, 1
-        if run_length >= length:
-            return run_start
-        previous = address
-    return None
+    return [ReadRequest(table, a, b - a, ()) for a, b in verified.gaps(start, end)]
 
 
 def lowered_limit(current: int, failed_count: int, widest: int) -> int:
@@ -443,14 +422,17 @@ class DeviceReadPlanner:
         max_registers: int,
         max_bits: int = MAX_BITS,
         gap_fill: int,
+        plans: PlanCache | None = None,
     ) -> None:
+        """`plans`: a plan cache of the same points and gap fill, shared with other devices
+        of the model (its key holds the holes and limits, so sharing is exact)."""
         self.points = tuple(points)
         self.max_registers = min(MAX_REGISTERS, max_registers)
         self.max_bits = min(MAX_BITS, max_bits)
         self.holes: frozenset[Hole] = frozenset()
         # Ranges read successfully, and the addresses they cover (for `probes`).
         self._verified_requests: set[tuple[Table, int, int]] = set()
-        self._verified: dict[Table, set[int]] = {}
+        self._verified: dict[Table, AddressRuns] = {}
         self._quiet_for: tuple[frozenset[Hole], int, int] | None = None  # probes() == []
         # The exact register limit of a device that refuses long reads is searched for
         # between the longest read it answered and the shortest it refused (`_limit_probe`).
@@ -470,7 +452,11 @@ class DeviceReadPlanner:
         self._retry_due = False
         self._retry_probes: set[ReadRequest] = set()
         self.gap_fill = gap_fill
-        self._cache = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        if plans is None:
+            plans = PlanCache(self.points, max_bits=self.max_bits, gap_fill=gap_fill)
+        elif plans.gap_fill != gap_fill or plans.points != self.points:
+            raise ValueError("a shared plan cache must have the planner's points and gap fill")
+        self._cache = plans
         self._last_plan: _LastPlan | None = None
         self._widest_registers = max(
             (p.register_count for p in self.points if not p.table.is_bit), default=1
@@ -521,9 +507,7 @@ class DeviceReadPlanner:
         key = (request.table, request.start, request.count)
         if key not in self._verified_requests:  # steady state: one set look-up
             self._verified_requests.add(key)
-            self._verified.setdefault(request.table, set()).update(
-                range(request.start, request.end)
-            )
+            self._verified.setdefault(request.table, AddressRuns()).add(request.start, request.end)
 
     def probes(self) -> list[ReadRequest]:
         """Gap registers some plan could read through that no answered request covered yet.
@@ -558,7 +542,7 @@ class DeviceReadPlanner:
             )
             limit = _limit(table, self.max_registers, self.max_bits)
             fill = min(bit_gap_fill(self.gap_fill) if table.is_bit else self.gap_fill, limit - 2)
-            verified = self._verified.get(table, set())
+            verified = self._verified.get(table, AddressRuns())
             reach: int | None = None
             for start, end in members:
                 if (
@@ -664,17 +648,17 @@ class DeviceReadPlanner:
         if refused is None or low == 0 or refused - low <= 1:  # every cycle: cheap checks first
             self._limit_probe_sent = None
             return None
-        holding = self._verified.get(Table.HOLDING, set())
-        inputs = self._verified.get(Table.INPUT, set())
+        holding = self._verified.get(Table.HOLDING, AddressRuns())
+        inputs = self._verified.get(Table.INPUT, AddressRuns())
         searched = (low, len(holding) + len(inputs))
         if self._no_run_for == searched:
             self._limit_probe_sent = None
             return None
         length = (low + refused) // 2
-        start = _readable_run_start(holding, length)
+        start = holding.first_run_of(length)
         table = Table.HOLDING
         if start is None:
-            start = _readable_run_start(inputs, length)
+            start = inputs.first_run_of(length)
             table = Table.INPUT
         if start is None:
             # No run of known-readable registers that long: keep the maximum, and do not

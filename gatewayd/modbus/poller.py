@@ -44,7 +44,7 @@ from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config.models import BusConfig, DeviceConfig, DeviceModel, SerialBus
 from gatewayd.episodes import Episodes
-from gatewayd.mapping.decoding import ResponseDecoder
+from gatewayd.mapping.decoding import ResponseDecoder, SharedDecoders
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
 from gatewayd.mapping.stage import CaptureHook, DeviceMapping, report_specs
@@ -52,6 +52,7 @@ from gatewayd.modbus.backoff import DEVICE_BACKOFF, bus_backoff
 from gatewayd.modbus.capacity import BusCapacity, bus_capacity
 from gatewayd.modbus.errors import BusUnavailable, ModbusError
 from gatewayd.modbus.health import DeviceHealth, DeviceState, DeviceStatus
+from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.probebudget import ProbeBudget
 from gatewayd.modbus.reader import DeviceReader, ReadOutcome
 from gatewayd.modbus.scheduler import TICK_TOLERANCE, DeviceSchedule
@@ -220,6 +221,8 @@ class BusPoller:
         muting: Muting | None = None,
         resend: Resend | None = None,
         captures: Callable[[str], CaptureHook | None] | None = None,
+        layouts: Layouts | None = None,
+        decoders: SharedDecoders | None = None,
     ) -> None:
         """Poll `devices` (those whose `bus` is this bus; others are ignored) on `bus`.
 
@@ -228,7 +231,9 @@ class BusPoller:
         `on_cycle` after each poll cycle was handed over (a supervisor sees recoveries).
         `muting` is the daemon's table of muted devices (it outlives this poller);
         `resend` its "send the next reading" signals for the report filter; `captures`
-        gives a device's capture rules (the daemon's `Captures.hook`).
+        gives a device's capture rules (the daemon's `Captures.hook`); `layouts` the
+        compiled model tables its devices share and `decoders` their compiled decoders
+        (the daemon's, shared by every bus).
         """
         self.bus = bus
         self._results = results
@@ -260,14 +265,17 @@ class BusPoller:
         self._unavailable = "port unavailable" if isinstance(bus, SerialBus) else "bus unavailable"
 
         own = [d for d in devices if d.bus == bus.name]
-        self.capacity: BusCapacity = bus_capacity(bus, own, models)
+        layouts = layouts if layouts is not None else Layouts()
+        decoders = decoders if decoders is not None else SharedDecoders()
+        self.capacity: BusCapacity = bus_capacity(bus, own, models, layouts)
         gap_fill = resolve_gap_fill(bus)
         now = self._clock.monotonic()
         wall_offset = self._clock.time() - now
         self._devices: dict[str, _Device] = {}
         for config in own:
             model = models[config.model]
-            reader = DeviceReader(bus, config, model, gap_fill=gap_fill)
+            layout = layouts.of(model, config, gap_fill=gap_fill)
+            reader = DeviceReader(bus, config, model, gap_fill=gap_fill, layout=layout)
             self._devices[config.name] = _Device(
                 reader=reader,
                 schedule=DeviceSchedule(
@@ -278,15 +286,17 @@ class BusPoller:
                 health=DeviceHealth(config.name, bus.name, config.unit_id),
                 mapping=DeviceMapping(
                     config.name,
-                    model.points,
+                    layout.points,
                     model.events,
                     self._muting,
                     default_interval=config.poll_interval,
                     stamp_per_request=reader.stamp_per_request,
                     reports=report_specs(config, model),
                     resend=self._resend,
-                    orders=reader.orders,
+                    orders=layout.orders,
                     capture=captures(config.name) if captures is not None else None,
+                    unqualified=layout.unqualified,
+                    decoders=decoders.of(layout.points, layout.orders),
                 ),
                 polling=config.enabled,
             )

@@ -28,7 +28,6 @@ from gatewayd.config.models import (
     BusConfig,
     DeviceConfig,
     DeviceModel,
-    PointConfig,
     Table,
     Timestamps,
 )
@@ -41,7 +40,9 @@ from gatewayd.modbus.errors import (
     DeviceTimeout,
     ModbusError,
 )
+from gatewayd.modbus.layout import ModelLayout
 from gatewayd.modbus.planner import DeviceReadPlanner, ReadRequest
+from gatewayd.modbus.points import Point
 from gatewayd.samples import Value
 
 if TYPE_CHECKING:  # the protocol only: importing the pymodbus seam is not needed here
@@ -112,24 +113,37 @@ class DeviceReader:
     """Plans and reads one device's points; remembers its holes and read limit."""
 
     def __init__(
-        self, bus: BusConfig, device: DeviceConfig, model: DeviceModel, *, gap_fill: int
+        self,
+        bus: BusConfig,
+        device: DeviceConfig,
+        model: DeviceModel,
+        *,
+        gap_fill: int,
+        layout: ModelLayout | None = None,
     ) -> None:
+        """`layout`: the model's tables shared with the other devices of the model
+        (`Layouts.of`); without it the reader compiles its own."""
         self.bus = bus
         self.device = device
         self.model = model
-        self.points: tuple[PointConfig, ...] = tuple(model.points)
+        if layout is None:
+            layout = ModelLayout.compile(model, device, gap_fill=gap_fill)
+        self.layout = layout
+        self.points: tuple[Point, ...] = layout.points
         self.timeout = device.timeout if device.timeout is not None else bus.timeout
         timestamps = device.timestamps if device.timestamps is not None else model.timestamps
         self.stamp_per_request = timestamps is Timestamps.REQUEST
         self.retries = bus.retries
-        #: Each point's (byte, word) order: for writes here, for decoding in the mapping stage.
-        self.orders = tuple(codec.point_orders(p, device, model) for p in self.points)
-        self._index_by_measurepoint = {p.measurepoint: i for i, p in enumerate(self.points)}
+        #: Each point's (byte, word) order: for writes here, for decoding in the mapping stage
+        #: (the model's, shared by its devices: `ModelLayout.orders`).
+        self.orders = layout.orders
+        self._index_by_measurepoint = layout.index_by_measurepoint
         self.planner = DeviceReadPlanner(
             self.points,
             max_registers=min(device.max_registers or bus.max_registers, bus.max_registers),
             max_bits=bus.max_bits,
             gap_fill=gap_fill,
+            plans=layout.plans,
         )
         # Unreadable points, recomputed only when the planner learns a new hole.
         self._holes_seen = self.planner.holes
@@ -371,9 +385,7 @@ class DeviceReader:
         key = (request.table, request.start, request.count, code)
         if key not in self._logged_rejections:
             self._logged_rejections.add(key)
-            self._log.warning(
-                "device rejected read", request=_describe(request), code=code
-            )
+            self._log.warning("device rejected read", request=_describe(request), code=code)
 
     # ------------------------------------------------------------------ handle helpers
 
@@ -400,9 +412,7 @@ class DeviceReader:
         index = self.index_of(measurepoint)
         point = self.points[index]
         if not point.writable or point.table in (Table.DISCRETE, Table.INPUT):
-            raise PointNotWritable(
-                f"{self.device.name}.{measurepoint} is not writable"
-            )
+            raise PointNotWritable(f"{self.device.name}.{measurepoint} is not writable")
         byte_order, word_order = self.orders[index]
         current: int | None = None
         if point.table is Table.HOLDING and point.bit is not None:
@@ -440,7 +450,7 @@ async def _write(
     client: ModbusClient,
     *,
     unit: int,
-    point: PointConfig,
+    point: Point,
     words: list[int],
     timeout: float,
     multiple: bool,

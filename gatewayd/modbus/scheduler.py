@@ -11,6 +11,7 @@ stall. A late wake-up skips the missed ticks instead of catching up with a burst
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,6 +19,18 @@ from dataclasses import dataclass
 
 #: Deadlines closer than this are the same instant (float noise of `phase + k * interval`).
 TICK_TOLERANCE = 1e-6
+
+
+@functools.lru_cache(maxsize=64)
+def _by_interval(intervals: tuple[float, ...]) -> tuple[tuple[float, tuple[int, ...]], ...]:
+    """(interval, point indices) groups, ascending; memoised, so the devices of one model
+    share one tuple of indices per group instead of a copy each."""
+    by_interval: dict[float, list[int]] = defaultdict(list)
+    for index, interval in enumerate(intervals):
+        if interval <= 0:
+            raise ValueError(f"point {index}: poll interval must be positive")
+        by_interval[interval].append(index)
+    return tuple((interval, tuple(points)) for interval, points in sorted(by_interval.items()))
 
 
 @dataclass(slots=True)
@@ -45,13 +58,8 @@ class DeviceSchedule:
     """
 
     def __init__(self, intervals: Sequence[float], *, now: float, wall_offset: float) -> None:
-        by_interval: dict[float, list[int]] = defaultdict(list)
-        for index, interval in enumerate(intervals):
-            if interval <= 0:
-                raise ValueError(f"point {index}: poll interval must be positive")
-            by_interval[interval].append(index)
         self._groups = []
-        for interval, points in sorted(by_interval.items()):
+        for interval, points in _by_interval(tuple(intervals)):
             phase = (-wall_offset) % interval
             self._groups.append(
                 _IntervalGroup(
@@ -76,11 +84,14 @@ class DeviceSchedule:
 
         Ticks missed because `now` is late are skipped, not replayed.
         """
-        due: list[int] = []
+        groups: list[tuple[int, ...]] = []
         for group in self._groups:
             if group.due <= now + TICK_TOLERANCE:
-                due.extend(group.points)
+                groups.append(group.points)
                 after_now = math.floor((now - group.phase) / group.interval + TICK_TOLERANCE) + 1
                 group.index = max(group.index + 1, after_now)
-        due.sort()
-        return tuple(due)
+        if len(groups) == 1:
+            # The common case (one interval due): the group's own tuple, ascending already
+            # and shared by the devices of the model, not a sorted copy per device and tick.
+            return groups[0]
+        return tuple(sorted(index for points in groups for index in points))

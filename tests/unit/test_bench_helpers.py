@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,18 @@ def test_control_character_error_has_a_position(tmp_path: Path) -> None:
     assert [i.render() for i in caught.value.issues] == [
         f"{path}:2:17: control character #x0000 is not allowed in YAML"
     ]
+
+
+def test_memory_profile_walk_counts_data_once_and_skips_code() -> None:
+    """`deep_size` sums each reachable object once (a shared one is not counted twice)
+    and leaves classes, modules and functions out: they are code, not the walked data."""
+    from tests.bench.memory_profile import deep_size
+
+    shared = "x" * 1000
+    data = [shared, shared, {"key": 12345678901234}, json, deep_size, int]
+    size, count = deep_size(data)
+    nested = data[2]
+    expected = (sys.getsizeof(data) + sys.getsizeof(shared) + sys.getsizeof(nested)
+                + sys.getsizeof("key") + sys.getsizeof(12345678901234))  # fmt: skip
+    assert (size, count) == (expected, 5)
+

@@ -21,6 +21,8 @@ CORES = (
     "gatewayd.modbus.planner",  # read planner
     "gatewayd.mapping.blockdecode",  # block decoder
     "gatewayd.mapping.decoding",  # raw responses → values (the stage's decoder cache)
+    "gatewayd.modbus.points",  # the frozen point specs compiled from the config
+    "gatewayd.modbus.addressruns",  # the planner's answered registers
     "gatewayd.backoff",  # the one backoff policy
     "gatewayd.modbus.backoff",  # device and bus backoff settings
     "gatewayd.modbus.probebudget",  # bus time share of dead-device probes
