@@ -7,10 +7,9 @@ letters with the reply; anything that may pass (network, 5xx, auth) is tried aga
 the shared backoff, one warning per episode and one "recovered" line. It runs as its own
 task, so a slow or failing upload never holds back measurepoints.
 
-An event goes as backlog (`isRealtimeIntegration: false`) by the measurepoints' rule:
-when, at the moment it is sent, more than `uplink.live_window` has passed since it was
-complete (the later of its event time and its drop's sidecar, which a capture writes once
-its `after` has passed).
+An event goes as backlog (`isRealtimeIntegration: false`) by the measurepoints' rule,
+counted from when its drop was complete (`is_live`): a capture's file is only ready
+`after` its event, and is still live news then.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import structlog
 
 from gatewayd.backoff import Backoff
 from gatewayd.clock import Clock
+from gatewayd.config.models import CAPTURE_MAX_WINDOW_S
 from gatewayd.episodes import Episodes
 from gatewayd.integration.filestore import FileEvent, FileStore
 from gatewayd.integration.message import BadEventRequest, EventRecord, FileAttachment
@@ -36,6 +36,15 @@ log = structlog.get_logger(__name__)
 #: Posts one upload: (record, file, realtime) -> outcome (`IntegrationClient.post_event`).
 Poster = Callable[[EventRecord, FileAttachment, bool], Awaitable[UploadOutcome]]
 RETRY = Backoff(initial=1.0, maximum=120.0)
+
+
+def is_live(event: FileEvent, now_ms: float, window_ms: float) -> bool:
+    """Whether `event` goes as realtime: sent within `window_ms` of its drop becoming
+    complete, which itself came within a capture's longest `after` of the event (a file
+    finished later than that about an old event is history, whenever it is sent)."""
+    ready_ms = max(event.time_ms, event.ready_ms)
+    completed_in_time = ready_ms - event.time_ms <= CAPTURE_MAX_WINDOW_S * 1000 + window_ms
+    return completed_in_time and now_ms - ready_ms <= window_ms
 IDLE_WAKE_S = 5.0
 
 
@@ -125,9 +134,7 @@ class FileEventSender:
     async def _attempt(self, event: FileEvent) -> UploadOutcome:
         """One upload; a payload that cannot be sent as committed is a permanent refusal."""
         now_ms = self._clock.time() * 1000
-        # Age from when the drop was complete, not from the event: a capture's file is
-        # only ready `after` seconds past its event and is still live news then.
-        realtime = now_ms - max(event.time_ms, event.ready_ms) <= self._live_window_ms
+        realtime = is_live(event, now_ms, self._live_window_ms)
         try:
             return await self._post(
                 event.record(), event.attachment(self.store.payload(event)), realtime

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from gatewayd.clock import SystemClock
 from gatewayd.integration.drops import parse_sidecar
-from gatewayd.integration.filestore import FileStore, SourceId
+from gatewayd.integration.filestore import FileEvent, FileStore, SourceId
 from gatewayd.integration.message import EventRecord, FileAttachment
 from gatewayd.integration.replies import Accepted, Retryable, UploadOutcome
-from gatewayd.integration.sender import FileEventSender
+from gatewayd.integration.sender import FileEventSender, is_live
 from tests.unit.test_file_drops import DEVICES, GOOD
 
 MIB = 1 << 20
@@ -78,6 +79,19 @@ async def test_a_capture_completed_just_now_goes_realtime_and_an_old_drop_as_bac
     clock.now = ready_s + 31
     await sender._attempt(store.pending()[0])
     assert flags == [True, False]
+
+
+def test_a_file_finished_long_after_its_event_is_history() -> None:
+    """A drop completed now about an event older than a capture can span (1 h) is
+    history even when sent at once; one completed within it is live news."""
+    now = 1_800_000_000_000
+    fresh = SourceId("x.json", 0, 0, now * 1_000_000, 1)
+    event = FileEvent(seq=1, device="d", product_key="p", device_key="k", event="e",
+                      file_param="f", params={}, time_ms=now - 2 * 3_600_000, filename="x",
+                      md5="", length=1, committed_ms=now, source=fresh)  # fmt: skip
+    assert not is_live(event, now, 30_000)
+    assert is_live(replace(event, time_ms=now - 3_600_000), now, 30_000)
+    assert not is_live(replace(event, source=None, committed_ms=now - 31_000), now, 30_000)
 
 
 class _FixedClock(SystemClock):
