@@ -38,6 +38,7 @@ from gatewayd.mapping.captures import Captures, capture_dir
 from gatewayd.mapping.decoding import SharedDecoders
 from gatewayd.mapping.muting import Muting
 from gatewayd.mapping.report import Resend
+from gatewayd.modbus.cyclequeue import CycleQueue
 from gatewayd.modbus.layout import Layouts
 from gatewayd.modbus.poller import BusPoller, CycleResult
 from gatewayd.modbus.supervisor import BusSupervisor
@@ -58,6 +59,8 @@ log = structlog.get_logger(__name__)
 
 #: Poll cycles waiting for the spool writer before pollers wait too (backpressure).
 RESULT_QUEUE_SIZE = 64
+#: ... and at most this many samples in them (about 10 MiB): a slow disk holds pollers back.
+RESULT_QUEUE_POINTS = 250_000
 STATUS_INTERVAL_S = 5.0
 #: A bus task or the writer silent this long means it hangs: withhold the watchdog ping.
 HEARTBEAT_SILENCE_S = 30.0
@@ -138,7 +141,9 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.heartbeat = Heartbeat()
-        self.results: asyncio.Queue[CycleResult] = asyncio.Queue(RESULT_QUEUE_SIZE)
+        self.results: asyncio.Queue[CycleResult] = CycleQueue(
+            RESULT_QUEUE_SIZE, RESULT_QUEUE_POINTS
+        )
         self.pollers: dict[str, BusPoller] = {}
         self.supervisors: dict[str, BusSupervisor] = {}
         #: Devices the cloud disabled or deleted: the mapping stage withholds their output.
