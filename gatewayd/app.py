@@ -459,10 +459,8 @@ class Daemon:
             self.uplink.reconfigure(new)
         # Frames are shaped when written: later cycles follow the new quality settings.
         await spool.set_shapes(EnosQuality.from_config(new))
-        if new.gateway != old.gateway or new.spool != old.spool:
-            log.warning("gateway identity, broker or spool changed: restart gatewayd to apply")
-        if new.integration != old.integration:
-            log.warning("integration section changed: restart gatewayd to apply")
+        if changed := restart_needed(old, new):
+            log.warning("a reload cannot apply these changes: restart gatewayd", keys=changed)
         self.notifier.ready()
         log.info("configuration reloaded", buses=len(self.pollers))
 
@@ -515,6 +513,25 @@ class Daemon:
             # Write errors are logged once per episode (StatusFile), never raised.
             await asyncio.to_thread(status_file.write, json.dumps(asdict(report), default=str))
             await self.clock.sleep(STATUS_INTERVAL_S)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The keys a reload changed that only a restart applies: the MQTT session's identity,
+    the spool file, the integration channels and stores, the events' route."""
+    return [
+        key
+        for key, before, after in (
+            ("gateway", old.gateway, new.gateway),
+            ("spool", old.spool, new.spool),
+            ("integration", old.integration, new.integration),
+            (
+                "uplink.historical_events",
+                old.uplink.historical_events,
+                new.uplink.historical_events,
+            ),
+        )
+        if before != after
+    ]
 
 
 def _channel_counts(uplink: Uplink | None) -> dict[str, int] | None:
