@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from gatewayd.spool.worker import Spool
 from gatewayd.uplink.subdevices import SubDevice, SubDeviceRegistry
 from gatewayd.uplink.uplink import Uplink
 from tests.integration.test_run_e2e import Site, produced, received, running, site
-from tests.support import async_wait_until, free_port
+from tests.support import async_wait_until
 
 __all__ = ["site"]
 
@@ -296,9 +297,13 @@ async def test_refused_storm_on_a_virtual_clock(site: Site, tmp_path: Path) -> N
 async def test_unreachable_broker_storm_on_a_virtual_clock(tmp_path: Path) -> None:
     """Nothing listens for 10 virtual minutes: TCP is retried every 0.5-5 s and, since no
     CONNECT is ever sent, none is counted against EnOS' budget."""
-    async with virtual_uplink(tmp_path, free_port()) as (uplink, clock):
-        times = await attempt_times(uplink, clock, 600.0)
-        tries = uplink._policy.unreachable_count
+    # The port is held by a bound socket that never listens (every connect is refused),
+    # so no server started meanwhile, by this run or another, can take it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        async with virtual_uplink(tmp_path, held.getsockname()[1]) as (uplink, clock):
+            times = await attempt_times(uplink, clock, 600.0)
+            tries = uplink._policy.unreachable_count
     assert times == []  # no CONNECT: status.connects stayed 0
     assert tries >= 600 / 5
     assert uplink.status.refused == 0
