@@ -363,6 +363,12 @@ async def test_a_wrong_product_secret_is_one_clear_error_and_loses_nothing(
             live_at = now_ms()
             await r.put([alarm("meter-1", live_at, 50)])
             await async_wait_until(lambda: len(r.events("thing")) == 1, 30, "the live event")
+
+            # The cloud's record is not the gateway's ack: wait for its reply to be heard.
+            async def live_row_deleted() -> bool:
+                return (await r.spool.counts()).events <= 9
+
+            await async_wait_until(live_row_deleted, 30, "the live event's reply")
             counts = await r.spool.counts()
             assert counts.events == 9  # nothing lost, nothing dead-lettered
             assert counts.dead_letters == 0
