@@ -602,6 +602,14 @@ async def test_the_daemon_imports_alarms_of_an_outage_as_history(tmp_path: Path)
 
             await raise_alarm(1)
             await async_wait_until(lambda: len(emulator.records.events) == 1, 30, "live alarm")
+            # A reply the cut loses is rightly sent again: cut once the gateway heard it.
+            spool = daemon.spool
+            assert spool is not None
+
+            async def events_settled() -> bool:
+                return (await spool.counts()).events == 0
+
+            await async_wait_until(events_settled, 30, "the live alarm's reply")
             emulator.faults.refuse_connects(None)
             assert await emulator.disconnect("gwPK", "gwDK")
             await async_wait_until(
