@@ -363,6 +363,12 @@ async def test_a_wrong_product_secret_is_one_clear_error_and_loses_nothing(
             live_at = now_ms()
             await r.put([alarm("meter-1", live_at, 50)])
             await async_wait_until(lambda: len(r.events("thing")) == 1, 30, "the live event")
+
+            # The cloud's record is not the gateway's ack: wait for its reply to be heard.
+            async def live_row_deleted() -> bool:
+                return (await r.spool.counts()).events <= 9
+
+            await async_wait_until(live_row_deleted, 30, "the live event's reply")
             counts = await r.spool.counts()
             assert counts.events == 9  # nothing lost, nothing dead-lettered
             assert counts.dead_letters == 0
@@ -419,6 +425,9 @@ async def test_per_device_order_across_an_outage(tmp_path: Path, seed: int) -> N
         await logged_in(r, 3)
         await commit(r, before)
         await async_wait_until(lambda: len(r.events("thing")) == 20, 30, "live events")
+        # The cloud's record is not the gateway's ack: a row whose reply the cut loses is
+        # rightly sent again (at least once), so cut only when every reply has been heard.
+        await spool_empty(r)
         # The outage: the gateway's connection drops and every CONNECT is refused (the
         # integration channel's too) until the cloud comes back.
         r.emulator.faults.refuse_connects(None)
@@ -593,6 +602,14 @@ async def test_the_daemon_imports_alarms_of_an_outage_as_history(tmp_path: Path)
 
             await raise_alarm(1)
             await async_wait_until(lambda: len(emulator.records.events) == 1, 30, "live alarm")
+            # A reply the cut loses is rightly sent again: cut once the gateway heard it.
+            spool = daemon.spool
+            assert spool is not None
+
+            async def events_settled() -> bool:
+                return (await spool.counts()).events == 0
+
+            await async_wait_until(events_settled, 30, "the live alarm's reply")
             emulator.faults.refuse_connects(None)
             assert await emulator.disconnect("gwPK", "gwDK")
             await async_wait_until(
